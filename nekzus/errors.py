@@ -1,0 +1,59 @@
+"""API errors: one exception type, the JSON error body, and the map from runtime errors to codes.
+
+Every error body is ``{"error": CODE, "message": sentence}``. Upstream text (a daemon's message, a
+stack trace) never reaches a client; it is logged with the request id instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from runtimes import Conflict, NoRuntime, NotFound, RuntimeFailure, Unavailable, UnknownRuntime, Unsupported
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+    def response(self) -> web.Response:
+        return error_response(self.status, self.code, self.message, **self.extra)
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": code, "message": message, **extra}, status=status)
+
+
+def invalid_request(message: str) -> ApiError:
+    return ApiError(400, "INVALID_REQUEST", message)
+
+
+def container_not_found(container_id: str) -> ApiError:
+    return ApiError(404, "CONTAINER_NOT_FOUND", f"Container {container_id!r} does not exist")
+
+
+def from_runtime(exc: Exception, *, fallback: str, fallback_message: str, container_id: str = "") -> ApiError:
+    """The API error for a runtime failure; ``fallback`` is the endpoint's own 500 code."""
+    if isinstance(exc, NotFound):
+        return container_not_found(container_id)
+    if isinstance(exc, Unavailable):
+        return ApiError(503, "RUNTIME_UNAVAILABLE", "Container runtime not available")
+    if isinstance(exc, UnknownRuntime):
+        return ApiError(400, "INVALID_RUNTIME", f"Invalid runtime specified: {exc.args[0]!r} is not enabled")
+    if isinstance(exc, NoRuntime):
+        return ApiError(500, "NO_RUNTIME", "No container runtime configured")
+    if isinstance(exc, Unsupported):
+        return ApiError(409, "OPERATION_NOT_SUPPORTED", "The runtime does not support this operation here")
+    if isinstance(exc, Conflict | RuntimeFailure):
+        log.warning("%s: %s", fallback, exc)
+    else:
+        log.exception("%s", fallback, exc_info=exc)
+    return ApiError(500, fallback, fallback_message)

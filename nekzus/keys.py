@@ -1,0 +1,27 @@
+"""Typed keys for everything the gateway stores on the application and on requests."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from runtimes import RuntimeRegistry
+
+    from .config import Config
+    from .events import EventBus
+    from .monitor import RuntimeMonitor
+    from .operations import OperationTracker
+    from .tasks import TaskGroup
+
+CONFIG: web.AppKey[Config] = web.AppKey("config")
+REGISTRY: web.AppKey[RuntimeRegistry] = web.AppKey("registry")
+EVENT_BUS: web.AppKey[EventBus] = web.AppKey("event_bus")
+OPERATIONS: web.AppKey[OperationTracker] = web.AppKey("operations")
+MONITOR: web.AppKey[RuntimeMonitor] = web.AppKey("monitor")
+TASKS: web.AppKey[TaskGroup] = web.AppKey("tasks")
+STARTED_AT: web.AppKey[float] = web.AppKey("started_at", float)
+SELF_CONTAINER_ID: web.AppKey[str] = web.AppKey("self_container_id", str)
+
+REQUEST_ID = "nekzus.request_id"

@@ -1,0 +1,70 @@
+"""Parsing and validating what clients send: query parameters, path ids and JSON bodies."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from .errors import ApiError, invalid_request
+
+DEFAULT_TIMEOUT = 10
+MIN_TIMEOUT, MAX_TIMEOUT = 1, 300
+
+# Docker ids and names, and Kubernetes object names. Anything else (a slash, "..", a space) is
+# refused before it can reach a runtime's URL.
+_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+
+
+def timeout_value(raw: Any) -> int:
+    """A grace period in whole seconds, 1–300; 10 when absent. Anything else is INVALID_TIMEOUT."""
+    if raw is None:
+        return DEFAULT_TIMEOUT
+    value: int | None = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str) and re.fullmatch(r"[+-]?\d{1,6}", raw.strip()):
+        value = int(raw)
+    if value is None or not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
+        raise ApiError(400, "INVALID_TIMEOUT", "Timeout must be between 1 and 300 seconds")
+    return value
+
+
+def bool_query(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise invalid_request(f"Query parameter {name!r} must be true or false")
+
+
+def container_id(request: web.Request) -> str:
+    value = request.match_info.get("id", "")
+    if not _CONTAINER_ID.match(value):
+        raise ApiError(
+            400, "INVALID_CONTAINER_ID", "Container ID is required and must be a container id or name"
+        )
+    return value
+
+
+def is_valid_container_id(value: Any) -> bool:
+    return isinstance(value, str) and bool(_CONTAINER_ID.match(value))
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or INVALID_REQUEST."""
+    raw = await request.read()
+    if not raw.strip():
+        raise invalid_request("The request body must be a JSON object")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid_request("The request body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object")
+    return body

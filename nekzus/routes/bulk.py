@@ -1,0 +1,155 @@
+"""Bulk actions (start-all, stop-all, restart-all) and batch actions on a list of ids.
+
+They act only on linked containers, never on the gateway's own, with at most five operations
+running at once. Each action goes through the operation tracker, so every client also gets the
+usual completion or failure event; the response waits for all of them and reports each result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from runtimes import ContainerRef, ContainerRuntime, ContainerSummary, NotFound, RuntimeFailure, Unavailable
+
+from ..errors import ApiError, invalid_request
+from ..keys import OPERATIONS, SELF_CONTAINER_ID
+from ..linking import is_self
+from ..operations import ACTIONS, Action, OperationTracker
+from ..params import is_valid_container_id, json_object, timeout_value
+from .common import linker, list_from, managed, runtime_for, runtimes_for
+
+MAX_CONCURRENT = 5
+MAX_BATCH = 500
+_UNAVAILABLE = "container runtime not available"
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    runtime: ContainerRuntime
+    container: ContainerSummary
+
+
+def _result(cid: str, name: str, error: str | None) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": cid, "name": name, "success": error is None}
+    if error is not None:
+        item["error"] = error
+    return item
+
+
+def _precheck(action: Action, container: ContainerSummary) -> str | None:
+    if action == "start" and container.state.is_running:
+        return "container already running"
+    if action == "stop" and not container.state.is_running:
+        return "container already stopped"
+    return None
+
+
+async def _perform(
+    tracker: OperationTracker, limit: asyncio.Semaphore, target: _Target, action: Action, timeout: int
+) -> dict[str, Any]:
+    c = target.container
+    async with limit:
+        op = tracker.submit(
+            target.runtime, ContainerRef(c.full_id, c.namespace), action, container_id=c.id, timeout=timeout
+        )
+        await op.done.wait()
+    return _result(c.id, c.name, None if op.state == "completed" else op.message)
+
+
+def _summary(message: str, results: Sequence[dict[str, Any]]) -> web.Response:
+    success = sum(1 for r in results if r["success"])
+    return web.json_response(
+        {
+            "message": message,
+            "total": len(results),
+            "success": success,
+            "failed": len(results) - success,
+            "results": list(results),
+        }
+    )
+
+
+async def _run_all(
+    request: web.Request, action: Action, targets: Sequence[_Target | dict[str, Any]], timeout: int
+) -> list[dict[str, Any]]:
+    """Results in the order of ``targets``; a dict in ``targets`` is an already-decided result."""
+    tracker = request.app[OPERATIONS]
+    limit = asyncio.Semaphore(MAX_CONCURRENT)
+
+    async def one(target: _Target | dict[str, Any]) -> dict[str, Any]:
+        if isinstance(target, dict):
+            return target
+        return await _perform(tracker, limit, target, action, timeout)
+
+    return list(await asyncio.gather(*(one(t) for t in targets)))
+
+
+def _bulk_handler(action: Action) -> Any:
+    title = f"{action.capitalize()} all operation completed"
+
+    async def handler(request: web.Request) -> web.Response:
+        timeout = timeout_value(request.query.get("timeout"))
+        runtimes = {rt.name: rt for rt in runtimes_for(request)}
+        containers = managed(
+            request, await list_from(list(runtimes.values()), request.query.get("namespace") or None)
+        )
+        if action == "start":
+            containers = [c for c in containers if not c.state.is_running]
+        elif action == "stop":
+            containers = [c for c in containers if c.state.is_running]
+        targets = [_Target(runtimes[c.runtime], c) for c in containers]
+        return _summary(title, await _run_all(request, action, targets, timeout))
+
+    handler.__name__ = f"{action}_all"
+    return handler
+
+
+start_all = _bulk_handler("start")
+stop_all = _bulk_handler("stop")
+restart_all = _bulk_handler("restart")
+
+
+async def batch(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    action = body.get("action")
+    if action not in ACTIONS:
+        raise ApiError(400, "INVALID_ACTION", "Action must be start, stop, or restart")
+    ids = body.get("containerIds")
+    if ids is None or ids == []:
+        raise ApiError(400, "EMPTY_CONTAINER_LIST", "At least one container ID is required")
+    if not isinstance(ids, list) or not all(is_valid_container_id(i) for i in ids):
+        raise invalid_request("containerIds must be a list of container ids or names")
+    if len(ids) > MAX_BATCH:
+        raise invalid_request(f"containerIds may name at most {MAX_BATCH} containers")
+    timeout = timeout_value(body.get("timeout"))
+    runtime = runtime_for(request)
+    namespace = request.query.get("namespace", "")
+    link = linker(request)
+    self_id = request.app[SELF_CONTAINER_ID]
+
+    async def resolve(cid: str) -> _Target | dict[str, Any]:
+        try:
+            c = await runtime.get(ContainerRef(cid, namespace))
+        except NotFound:
+            return _result(cid, "", "container not found")
+        except Unavailable:
+            return _result(cid, "", _UNAVAILABLE)
+        except RuntimeFailure:
+            return _result(cid, "", "failed to inspect container")
+        if is_self(c, self_id):
+            return _result(c.id, c.name, "refusing to act on the gateway's own container")
+        if not link.is_linked(c):
+            return _result(c.id, c.name, "container is not linked to an approved app")
+        refused = _precheck(action, c)
+        return _result(c.id, c.name, refused) if refused else _Target(runtime, c)
+
+    unique = list(dict.fromkeys(ids))
+    targets = await asyncio.gather(*(resolve(cid) for cid in unique))
+    if all(isinstance(t, dict) and t.get("error") == _UNAVAILABLE for t in targets):
+        raise ApiError(503, "RUNTIME_UNAVAILABLE", "Container runtime not available")
+    return _summary("Batch operation completed", await _run_all(request, action, targets, timeout))

@@ -1,0 +1,111 @@
+"""What several handlers share: choosing runtimes and rendering containers and stats."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from runtimes import (
+    ContainerRuntime,
+    ContainerSummary,
+    NoRuntime,
+    RuntimeFailure,
+    StatsSample,
+    UnknownRuntime,
+)
+
+from ..errors import ApiError, from_runtime
+from ..keys import CONFIG, REGISTRY, SELF_CONTAINER_ID
+from ..linking import AppLinker, is_self
+
+log = logging.getLogger(__name__)
+
+
+def runtime_for(request: web.Request) -> ContainerRuntime:
+    """The runtime a request names with ``?runtime=``, else the primary one."""
+    try:
+        return request.app[REGISTRY].get(request.query.get("runtime") or None)
+    except (UnknownRuntime, NoRuntime) as exc:
+        raise from_runtime(exc, fallback="INTERNAL_ERROR", fallback_message="") from exc
+
+
+def runtimes_for(request: web.Request) -> list[ContainerRuntime]:
+    """The runtime named by ``?runtime=``, or every enabled runtime for a merged view."""
+    try:
+        return request.app[REGISTRY].select(request.query.get("runtime") or None)
+    except (UnknownRuntime, NoRuntime) as exc:
+        raise from_runtime(exc, fallback="INTERNAL_ERROR", fallback_message="") from exc
+
+
+async def list_from(runtimes: list[ContainerRuntime], namespace: str | None) -> list[ContainerSummary]:
+    """Containers of every runtime given. A merged view skips a runtime that is down, unless
+    every one is: then the first runtime's error is the answer."""
+    results = await asyncio.gather(
+        *(rt.list_containers(namespace=namespace) for rt in runtimes), return_exceptions=True
+    )
+    containers: list[ContainerSummary] = []
+    failures: list[Exception] = []
+    for runtime, result in zip(runtimes, results, strict=True):
+        if isinstance(result, BaseException):
+            if not isinstance(result, Exception):
+                raise result
+            log.warning("listing containers of %s failed: %s", runtime.name, result)
+            failures.append(result)
+        else:
+            containers.extend(result)
+    if failures and len(failures) == len(runtimes):
+        raise from_runtime(
+            failures[0], fallback="CONTAINER_LIST_FAILED", fallback_message="Failed to list containers"
+        )
+    return containers
+
+
+def linker(request: web.Request) -> AppLinker:
+    return AppLinker(request.app[CONFIG].apps)
+
+
+def managed(request: web.Request, containers: list[ContainerSummary]) -> list[ContainerSummary]:
+    """The linked containers, never the gateway's own."""
+    link = linker(request)
+    self_id = request.app[SELF_CONTAINER_ID]
+    return [c for c in containers if link.is_linked(c) and not is_self(c, self_id)]
+
+
+def summary_json(c: ContainerSummary) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "name": c.name,
+        "image": c.image,
+        "state": c.state.value,
+        "status": c.status,
+        "created": c.created,
+        "ports": [
+            {"ip": p.ip, "privatePort": p.private_port, "publicPort": p.public_port, "type": p.type}
+            for p in c.ports
+        ],
+        "labels": dict(c.labels),
+        "runtime": c.runtime,
+        "namespace": c.namespace,
+    }
+
+
+def stats_json(s: StatsSample) -> dict[str, Any]:
+    return {
+        "containerId": s.container_id,
+        "cpu": {"usage": s.cpu_percent, "coresUsed": s.cores_used, "totalCores": s.total_cores},
+        "memory": {
+            "usage": s.memory_percent,
+            "used": s.memory_used,
+            "limit": s.memory_limit,
+            "available": s.memory_available,
+        },
+        "network": {"rx": s.network_rx, "tx": s.network_tx},
+        "timestamp": s.timestamp,
+    }
+
+
+def runtime_error(exc: RuntimeFailure, code: str, message: str, container_id: str = "") -> ApiError:
+    return from_runtime(exc, fallback=code, fallback_message=message, container_id=container_id)

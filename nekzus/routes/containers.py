@@ -1,0 +1,108 @@
+"""List, inspect, start/stop/restart and stats of single containers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, cast
+
+from aiohttp import web
+
+from runtimes import ContainerRef, ContainerState, RuntimeFailure
+
+from ..errors import ApiError
+from ..events import now
+from ..keys import OPERATIONS
+from ..operations import Action, accepted_message, failure_code
+from ..params import bool_query, container_id, timeout_value
+from .common import list_from, managed, runtime_error, runtime_for, runtimes_for, stats_json, summary_json
+
+log = logging.getLogger(__name__)
+
+
+def _namespace(request: web.Request) -> str:
+    return request.query.get("namespace", "")
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    runtimes = runtimes_for(request)
+    show_all = bool_query(request, "all")
+    containers = await list_from(runtimes, _namespace(request) or None)
+    if not show_all:
+        containers = managed(request, containers)
+    return web.json_response([summary_json(c) for c in containers])
+
+
+async def inspect_container(request: web.Request) -> web.Response:
+    cid = container_id(request)
+    runtime = runtime_for(request)
+    try:
+        doc = await runtime.inspect(ContainerRef(cid, _namespace(request)))
+    except RuntimeFailure as exc:
+        raise runtime_error(exc, "CONTAINER_INSPECT_FAILED", "Failed to inspect container", cid) from exc
+    return web.json_response(doc)
+
+
+async def container_action(request: web.Request) -> web.Response:
+    action = cast(Action, request.match_info["action"])
+    cid = container_id(request)
+    runtime = runtime_for(request)
+    timeout = timeout_value(request.query.get("timeout"))
+    namespace = _namespace(request)
+    # The synchronous pre-check: one inspect, so a client learns of 404/409 at once.
+    try:
+        current = await runtime.get(ContainerRef(cid, namespace))
+    except RuntimeFailure as exc:
+        raise runtime_error(exc, failure_code(action), f"Failed to {action} container", cid) from exc
+    if action == "start" and current.state in (ContainerState.RUNNING, ContainerState.RESTARTING):
+        raise ApiError(409, "CONTAINER_ALREADY_STARTED", "Container is already running")
+    if action == "stop" and not current.state.is_running:
+        raise ApiError(409, "CONTAINER_ALREADY_STOPPED", "Container is already stopped")
+    op = request.app[OPERATIONS].submit(
+        runtime,
+        ContainerRef(current.full_id, namespace),
+        action,
+        container_id=current.id,
+        timeout=timeout,
+    )
+    body: dict[str, Any] = {
+        "status": "accepted",
+        "containerId": current.id,
+        "message": accepted_message(action),
+    }
+    if action == "stop":
+        body["timeout"] = timeout
+    body["timestamp"] = now()
+    body["operationId"] = op.id
+    return web.json_response(body, status=202, headers={"Location": f"/api/v1/operations/{op.id}"})
+
+
+async def container_stats(request: web.Request) -> web.Response:
+    cid = container_id(request)
+    runtime = runtime_for(request)
+    try:
+        sample = await runtime.stats(ContainerRef(cid, _namespace(request)))
+    except RuntimeFailure as exc:
+        raise runtime_error(exc, "CONTAINER_STATS_FAILED", "Failed to get container stats", cid) from exc
+    return web.json_response(stats_json(sample))
+
+
+async def batch_stats(request: web.Request) -> web.Response:
+    """Stats of every linked, running container, sampled concurrently (one sampling period)."""
+    runtimes = {rt.name: rt for rt in runtimes_for(request)}
+    containers = await list_from(list(runtimes.values()), _namespace(request) or None)
+    running = [c for c in managed(request, containers) if c.state is ContainerState.RUNNING]
+    results = await asyncio.gather(
+        *(runtimes[c.runtime].stats(ContainerRef(c.full_id, c.namespace)) for c in running),
+        return_exceptions=True,
+    )
+    samples = []
+    for container, result in zip(running, results, strict=True):
+        if isinstance(result, RuntimeFailure):
+            # A container that stopped between the list and its sample is simply left out.
+            log.info("no stats for %s: %s", container.id, result)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            samples.append(stats_json(result))
+    return web.json_response({"containers": samples, "timestamp": now()})

@@ -1,0 +1,57 @@
+"""Liveness, readiness and the health summary."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from nekzus import __version__
+
+from ..errors import error_response
+from ..keys import MONITOR, REGISTRY, STARTED_AT
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _check_all(request: web.Request) -> dict[str, dict[str, Any]]:
+    registry = request.app[REGISTRY]
+    monitor = request.app[MONITOR]
+    runtimes = list(registry)
+    infos = await asyncio.gather(*(monitor.check(rt) for rt in runtimes))
+    report: dict[str, dict[str, Any]] = {}
+    for runtime, info in zip(runtimes, infos, strict=True):
+        if info is None:
+            report[runtime.name] = {"status": "unavailable"}
+        else:
+            report[runtime.name] = {
+                "status": "healthy",
+                "version": info.version,
+                "apiVersion": info.api_version,
+            }
+    return report
+
+
+async def readyz(request: web.Request) -> web.Response:
+    report = await _check_all(request)
+    if any(r["status"] == "healthy" for r in report.values()):
+        return web.json_response({"status": "ready", "runtimes": report})
+    return error_response(503, "RUNTIME_UNAVAILABLE", "No container runtime answers", runtimes=report)
+
+
+async def health(request: web.Request) -> web.Response:
+    report = await _check_all(request)
+    healthy = sum(1 for r in report.values() if r["status"] == "healthy")
+    status = "healthy" if report and healthy == len(report) else "degraded" if healthy else "unhealthy"
+    return web.json_response(
+        {
+            "status": status,
+            "version": __version__,
+            "uptime": int(time.monotonic() - request.app[STARTED_AT]),
+            "runtimes": report,
+        }
+    )

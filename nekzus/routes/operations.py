@@ -1,0 +1,15 @@
+"""Polling an operation for a client that missed its completion event."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..errors import ApiError
+from ..keys import OPERATIONS
+
+
+async def get_operation(request: web.Request) -> web.Response:
+    op = request.app[OPERATIONS].get(request.match_info["operation_id"])
+    if op is None:
+        raise ApiError(404, "OPERATION_NOT_FOUND", "No such operation (records are kept for 10 minutes)")
+    return web.json_response(op.to_json())

@@ -1,0 +1,45 @@
+"""Container runtime backends behind one Protocol; nothing here knows about HTTP."""
+
+from .base import (
+    ContainerRef,
+    ContainerRuntime,
+    ContainerState,
+    ContainerSummary,
+    LogChunk,
+    PortMapping,
+    RuntimeEvent,
+    RuntimeInfo,
+    StatsSample,
+)
+from .errors import (
+    AlreadyInState,
+    Conflict,
+    NotFound,
+    OperationFailed,
+    RuntimeFailure,
+    Unavailable,
+    Unsupported,
+)
+from .registry import NoRuntime, RuntimeRegistry, UnknownRuntime
+
+__all__ = [
+    "AlreadyInState",
+    "Conflict",
+    "ContainerRef",
+    "ContainerRuntime",
+    "ContainerState",
+    "ContainerSummary",
+    "LogChunk",
+    "NoRuntime",
+    "NotFound",
+    "OperationFailed",
+    "PortMapping",
+    "RuntimeEvent",
+    "RuntimeFailure",
+    "RuntimeInfo",
+    "RuntimeRegistry",
+    "StatsSample",
+    "Unavailable",
+    "UnknownRuntime",
+    "Unsupported",
+]

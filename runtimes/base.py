@@ -1,0 +1,160 @@
+"""What every container runtime provides: one Protocol and the plain values it returns.
+
+The gateway talks to Docker and Kubernetes through :class:`ContainerRuntime` only. Values are
+frozen dataclasses so they can be shared between tasks without copying.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+class ContainerState(enum.StrEnum):
+    """The contract's container states (Container API Reference, "Container States")."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    RESTARTING = "restarting"
+    PENDING = "pending"
+    FAILED = "failed"
+    CREATED = "created"
+    EXITED = "exited"
+
+    @property
+    def is_running(self) -> bool:
+        """A container in this state has live processes (a paused one still holds them)."""
+        return self in (ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRef:
+    """How a client addresses a container: an id or name, and a namespace for pods."""
+
+    id: str
+    namespace: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapping:
+    ip: str
+    private_port: int
+    public_port: int | None
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSummary:
+    """One container as the list endpoint shows it; ``id`` is the short form clients use."""
+
+    id: str
+    full_id: str
+    name: str
+    image: str
+    state: ContainerState
+    status: str
+    created: int
+    ports: tuple[PortMapping, ...]
+    labels: Mapping[str, str]
+    runtime: str
+    namespace: str = ""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StatsSample:
+    """Resource usage of one container at one moment, already reduced to the contract's figures."""
+
+    container_id: str
+    cpu_percent: float
+    cores_used: float
+    total_cores: float
+    memory_percent: float
+    memory_used: int
+    memory_limit: int
+    memory_available: int
+    network_rx: int
+    network_tx: int
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeEvent:
+    """A state change reported by the runtime itself (also for changes made outside the gateway)."""
+
+    container_id: str
+    name: str
+    action: str
+    state: ContainerState | None
+    labels: Mapping[str, str]
+    runtime: str
+    namespace: str
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogChunk:
+    """Raw log bytes from one output stream; lines may span chunks (the consumer splits them)."""
+
+    stream: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeInfo:
+    name: str
+    version: str
+    api_version: str
+
+
+@runtime_checkable
+class ContainerRuntime(Protocol):
+    """A container runtime backend (Docker, Kubernetes)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def ping(self) -> RuntimeInfo:
+        """Answer the runtime's version, or raise :class:`~runtimes.errors.Unavailable`."""
+        ...
+
+    async def list_containers(self, *, namespace: str | None = None) -> list[ContainerSummary]:
+        """Every container the runtime has, stopped ones included."""
+        ...
+
+    async def get(self, ref: ContainerRef) -> ContainerSummary:
+        """One container's summary (one inspect): the pre-check before an action."""
+        ...
+
+    async def inspect(self, ref: ContainerRef) -> dict[str, Any]:
+        """The detailed document the inspect endpoint returns."""
+        ...
+
+    async def start(self, ref: ContainerRef) -> None: ...
+
+    async def stop(self, ref: ContainerRef, *, timeout: int) -> None: ...
+
+    async def restart(self, ref: ContainerRef, *, timeout: int) -> None: ...
+
+    async def stats(self, ref: ContainerRef) -> StatsSample: ...
+
+    def events(self) -> AsyncIterator[RuntimeEvent]:
+        """Container state changes as they happen; ends when the runtime's stream closes."""
+        ...
+
+    def logs(
+        self,
+        ref: ContainerRef,
+        *,
+        follow: bool,
+        tail: int,
+        timestamps: bool,
+        since: int | None = None,
+    ) -> AsyncIterator[LogChunk]:
+        """The container's output, oldest first; with ``follow`` it ends when the container stops."""
+        ...
+
+    async def close(self) -> None: ...

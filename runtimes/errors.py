@@ -1,0 +1,36 @@
+"""The runtime error hierarchy.
+
+Backends translate their client library's errors into these (with ``raise ... from exc``) so the
+gateway can map them to API codes in one place without importing aiodocker or kubernetes_asyncio.
+Messages are written by the backend for operators; they are logged, never sent to API clients.
+"""
+
+from __future__ import annotations
+
+
+class RuntimeFailure(Exception):
+    """Base class of every error a container runtime raises."""
+
+
+class NotFound(RuntimeFailure):
+    """The addressed container (or pod) does not exist."""
+
+
+class Conflict(RuntimeFailure):
+    """The container is in a state that does not allow the action."""
+
+
+class AlreadyInState(Conflict):
+    """The container is already in the state the action asked for (started, or stopped)."""
+
+
+class Unavailable(RuntimeFailure):
+    """The runtime is configured but cannot be reached (dead socket, refused connection, timeout)."""
+
+
+class Unsupported(RuntimeFailure):
+    """The runtime cannot perform this action on this kind of container."""
+
+
+class OperationFailed(RuntimeFailure):
+    """The runtime answered but the action failed."""
