@@ -24,4 +24,4 @@ TASKS: web.AppKey[TaskGroup] = web.AppKey("tasks")
 STARTED_AT: web.AppKey[float] = web.AppKey("started_at", float)
 SELF_CONTAINER_ID: web.AppKey[str] = web.AppKey("self_container_id", str)
 
-REQUEST_ID = "nekzus.request_id"
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)

@@ -1,0 +1,177 @@
+"""Shared fixtures: a private Docker Engine for the session, labelled test containers, the app.
+
+The daemon is started by scripts/docker-sandbox.sh under .sandbox/ (its own socket and data, no
+bridge network, no iptables) and stopped at the end. Set NEKZUS_TEST_DOCKER_HOST to reuse a
+daemon that is already running; tests only ever touch containers they created themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import pytest
+from aiohttp.test_utils import TestClient
+
+from nekzus.app import create_app
+from nekzus.config import Config
+from nekzus.events import Event, Subscription
+from runtimes import RuntimeRegistry
+
+ROOT = Path(__file__).resolve().parent.parent
+SANDBOX = ROOT / "scripts" / "docker-sandbox.sh"
+TEST_IMAGE = os.environ.get("NEKZUS_TEST_IMAGE", "nekzus-test:busybox")
+RUN_LABEL = "nekzus.test.run"
+# Ends at once on SIGTERM (a bare `sleep` as PID 1 ignores it and waits for the kill).
+QUICK_STOP = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]
+
+
+def start_sandbox(directory: Path) -> str:
+    out = subprocess.run(
+        ["bash", str(SANDBOX), "start", str(directory)], check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def stop_sandbox(directory: Path) -> None:
+    subprocess.run(["bash", str(SANDBOX), "stop", str(directory)], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> Iterator[str]:
+    existing = os.environ.get("NEKZUS_TEST_DOCKER_HOST")
+    if existing:
+        yield existing
+        return
+    directory = ROOT / ".sandbox" / "docker"
+    host = start_sandbox(directory)
+    try:
+        yield host
+    finally:
+        stop_sandbox(directory)
+
+
+def make_config(docker_host: str, **overrides: Any) -> Config:
+    data: dict[str, Any] = {
+        "runtimes": {"docker": {"host": docker_host, "self_id": "0" * 64}},
+        "apps": [{"id": "grafana", "name": "Grafana"}, {"id": "prometheus", "name": "Prometheus"}],
+    }
+    for key, value in overrides.items():
+        data[key] = value
+    return Config(**data)
+
+
+@pytest.fixture
+def config(docker_host: str) -> Config:
+    return make_config(docker_host)
+
+
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+async def gateway(aiohttp_client: Any) -> AsyncIterator[ClientFactory]:
+    """Builds the app with create_app and checks on teardown that it left no task behind."""
+    clients: list[TestClient[Any, Any]] = []
+
+    async def make(config: Config, *, runtimes: RuntimeRegistry | None = None) -> TestClient[Any, Any]:
+        client: TestClient[Any, Any] = await aiohttp_client(create_app(config, runtimes=runtimes))
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+    current = asyncio.current_task()
+    leaked = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    assert not leaked, f"tasks left running after shutdown: {leaked}"
+
+
+@pytest.fixture
+async def client(gateway: ClientFactory, config: Config) -> TestClient[Any, Any]:
+    return await gateway(config)
+
+
+class Containers:
+    """Creates labelled test containers (network none) and removes every one of them afterwards."""
+
+    def __init__(self, docker: aiodocker.Docker) -> None:
+        self.docker = docker
+        self.run_id = uuid.uuid4().hex[:12]
+        self.created: list[str] = []
+
+    async def create(
+        self,
+        *,
+        labels: dict[str, str] | None = None,
+        cmd: list[str] | None = None,
+        env: list[str] | None = None,
+        start: bool = True,
+        name: str | None = None,
+        tty: bool = False,
+    ) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "Image": TEST_IMAGE,
+            "Cmd": cmd or QUICK_STOP,
+            "Labels": {RUN_LABEL: self.run_id, **(labels or {})},
+            "Env": env or [],
+            "Tty": tty,
+            "StopTimeout": 1,
+            "HostConfig": {"NetworkMode": "none"},
+        }
+        container = await self.docker.containers.create(
+            config, name=name or f"nekzus-test-{uuid.uuid4().hex[:10]}"
+        )
+        self.created.append(container.id)
+        if start:
+            await container.start()
+        return dict(await container.show())
+
+    async def state(self, container_id: str) -> str:
+        info = await self.docker.containers.container(container_id).show()
+        return str(info["State"]["Status"])
+
+    async def cleanup(self) -> None:
+        for container_id in self.created:
+            try:
+                await self.docker.containers.container(container_id).delete(force=True)
+            except aiodocker.DockerError as exc:
+                if exc.status != 404:
+                    raise
+
+
+@pytest.fixture
+async def docker(docker_host: str) -> AsyncIterator[aiodocker.Docker]:
+    client = aiodocker.Docker(url=docker_host)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def containers(docker: aiodocker.Docker) -> AsyncIterator[Containers]:
+    made = Containers(docker)
+    try:
+        yield made
+    finally:
+        await made.cleanup()
+
+
+LINKED = {"nekzus.enable": "true"}
+
+
+async def next_event(sub: Subscription, type_prefix: str, *, timeout: float = 15) -> Event:
+    """The next event whose type starts with ``type_prefix`` (others are skipped)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            event = await sub.get()
+            assert event is not None, "event subscription ended"
+            if event.type.startswith(type_prefix):
+                return event
