@@ -1,0 +1,126 @@
+"""A small in-memory runtime for what a real daemon cannot be made to do on demand:
+fail in a chosen way, or hold actions open so their concurrency can be counted."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from runtimes import (
+    ContainerRef,
+    ContainerState,
+    ContainerSummary,
+    LogChunk,
+    NotFound,
+    RuntimeEvent,
+    RuntimeInfo,
+    StatsSample,
+)
+
+
+def summary(
+    n: int, *, state: ContainerState = ContainerState.RUNNING, linked: bool = True
+) -> ContainerSummary:
+    full = f"{n:064x}"
+    return ContainerSummary(
+        id=full[:12],
+        full_id=full,
+        name=f"fake-{n}",
+        image="fake:latest",
+        state=state,
+        status="Up",
+        created=1_700_000_000,
+        ports=(),
+        labels={"nekzus.enable": "true"} if linked else {},
+        runtime="docker",
+    )
+
+
+class FakeRuntime:
+    """Containers in a dict; ``fail`` maps a method name to the exception it raises."""
+
+    def __init__(self, containers: list[ContainerSummary], *, name: str = "docker") -> None:
+        self._name = name
+        self.containers = {c.full_id: c for c in containers}
+        self.fail: dict[str, BaseException] = {}
+        self.release = asyncio.Event()
+        self.changed = asyncio.Condition()
+        self.hold_actions = False
+        self.active = 0
+        self.max_active = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _maybe_fail(self, method: str) -> None:
+        if method in self.fail:
+            raise self.fail[method]
+
+    def _find(self, ref: ContainerRef) -> ContainerSummary:
+        for c in self.containers.values():
+            if ref.id in (c.id, c.full_id, c.name):
+                return c
+        raise NotFound(ref.id)
+
+    async def ping(self) -> RuntimeInfo:
+        self._maybe_fail("ping")
+        return RuntimeInfo(self._name, "1.0", "1.0")
+
+    async def list_containers(self, *, namespace: str | None = None) -> list[ContainerSummary]:
+        self._maybe_fail("list_containers")
+        return list(self.containers.values())
+
+    async def get(self, ref: ContainerRef) -> ContainerSummary:
+        self._maybe_fail("get")
+        return self._find(ref)
+
+    async def inspect(self, ref: ContainerRef, *, reveal_secrets: bool = False) -> dict[str, Any]:
+        self._maybe_fail("inspect")
+        return {"Id": self._find(ref).full_id}
+
+    async def _act(self, ref: ContainerRef, state: ContainerState) -> None:
+        self._maybe_fail("action")
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        async with self.changed:
+            self.changed.notify_all()
+        try:
+            if self.hold_actions:
+                await self.release.wait()
+            current = self._find(ref)
+            self.containers[current.full_id] = ContainerSummary(
+                **{**{f: getattr(current, f) for f in current.__dataclass_fields__}, "state": state}
+            )
+        finally:
+            self.active -= 1
+
+    async def start(self, ref: ContainerRef) -> None:
+        await self._act(ref, ContainerState.RUNNING)
+
+    async def stop(self, ref: ContainerRef, *, timeout: int) -> None:
+        await self._act(ref, ContainerState.EXITED)
+
+    async def restart(self, ref: ContainerRef, *, timeout: int) -> None:
+        await self._act(ref, ContainerState.RUNNING)
+
+    async def stats(self, ref: ContainerRef) -> StatsSample:
+        self._maybe_fail("stats")
+        c = self._find(ref)
+        return StatsSample(c.id, 0.0, 0.0, 1.0, 0.0, 0, 0, 0, 0, 0, 0)
+
+    async def events(self) -> AsyncIterator[RuntimeEvent]:
+        self._maybe_fail("events")
+        return
+        yield
+
+    async def logs(
+        self, ref: ContainerRef, *, follow: bool, tail: int, timestamps: bool, since: int | None = None
+    ) -> AsyncIterator[LogChunk]:
+        self._maybe_fail("logs")
+        return
+        yield
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,158 @@
+"""Every error path of the contract that the core can produce, each triggered for real."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtimes import ContainerState, OperationFailed, RuntimeRegistry, Unavailable
+
+from .conftest import ClientFactory, make_config
+from .fakes import FakeRuntime, summary
+
+
+def fake_registry(runtime: FakeRuntime) -> RuntimeRegistry:
+    registry = RuntimeRegistry("docker")
+    registry.add(runtime)
+    return registry
+
+
+async def expect(resp: Any, status: int, code: str) -> dict[str, Any]:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    body: dict[str, Any] = await resp.json()
+    assert body["error"] == code
+    assert isinstance(body["message"], str) and body["message"]
+    return body
+
+
+@pytest.fixture
+def dead_socket(tmp_path: Path) -> str:
+    return f"unix://{tmp_path}/nothing-listens-here.sock"
+
+
+async def test_unreachable_runtime_is_503(gateway: ClientFactory, dead_socket: str) -> None:
+    client = await gateway(make_config(dead_socket, runtimes={"docker": {"host": dead_socket}}))
+    for method, path in [
+        ("GET", "/api/v1/containers"),
+        ("GET", "/api/v1/containers/stats"),
+        ("GET", "/api/v1/containers/abc"),
+        ("GET", "/api/v1/containers/abc/stats"),
+        ("POST", "/api/v1/containers/abc/start"),
+        ("POST", "/api/v1/containers/abc/stop"),
+        ("POST", "/api/v1/containers/start-all"),
+        ("POST", "/api/v1/containers/stop-all"),
+        ("POST", "/api/v1/containers/restart-all"),
+    ]:
+        await expect(await client.request(method, path), 503, "RUNTIME_UNAVAILABLE")
+    resp = await client.post("/api/v1/containers/batch", json={"action": "start", "containerIds": ["abc"]})
+    await expect(resp, 503, "RUNTIME_UNAVAILABLE")
+    body = await expect(await client.get("/readyz"), 503, "RUNTIME_UNAVAILABLE")
+    assert body["runtimes"] == {"docker": {"status": "unavailable"}}
+    health = await (await client.get("/api/v1/health")).json()
+    assert health["status"] == "unhealthy"
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_no_runtime_configured_is_500(gateway: ClientFactory, docker_host: str) -> None:
+    client = await gateway(make_config(docker_host, runtimes={"docker": {"enabled": False}}))
+    for method, path in [
+        ("GET", "/api/v1/containers"),
+        ("GET", "/api/v1/containers/abc"),
+        ("POST", "/api/v1/containers/abc/restart"),
+        ("GET", "/api/v1/containers/stats"),
+        ("POST", "/api/v1/containers/stop-all"),
+    ]:
+        body = await expect(await client.request(method, path), 500, "NO_RUNTIME")
+        assert body["message"] == "No container runtime configured"
+    await expect(await client.get("/readyz"), 503, "RUNTIME_UNAVAILABLE")
+
+
+async def test_unknown_runtime_is_400(client: Any) -> None:
+    for method, path in [
+        ("GET", "/api/v1/containers?runtime=podman"),
+        ("GET", "/api/v1/containers/abc?runtime=podman"),
+        ("POST", "/api/v1/containers/abc/start?runtime=lxc"),
+        ("GET", "/api/v1/containers/stats?runtime=kubernetes"),
+    ]:
+        await expect(await client.request(method, path), 400, "INVALID_RUNTIME")
+
+
+async def test_unknown_route_and_wrong_method(client: Any) -> None:
+    await expect(await client.get("/api/v1/nothing-here"), 404, "NOT_FOUND")
+    await expect(await client.get("/"), 404, "NOT_FOUND")
+    body = await expect(await client.delete("/api/v1/containers"), 405, "METHOD_NOT_ALLOWED")
+    assert body["message"]
+    resp = await client.get("/api/v1/containers/batch/extra/path")
+    await expect(resp, 404, "NOT_FOUND")
+    await expect(await client.put("/api/v1/containers/abc/start"), 405, "METHOD_NOT_ALLOWED")
+    await expect(await client.get("/api/v1/containers/start-all/stop"), 405, "METHOD_NOT_ALLOWED")
+
+
+async def test_request_id_is_echoed_or_made(client: Any) -> None:
+    resp = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert resp.headers["X-Request-ID"] == "abc-123"
+    resp = await client.get("/healthz", headers={"X-Request-ID": "bad id; <script>" + "x" * 80})
+    assert len(resp.headers["X-Request-ID"]) == 32 and "<" not in resp.headers["X-Request-ID"]
+
+
+async def test_oversized_body_is_json_413(client: Any) -> None:
+    resp = await client.post("/api/v1/containers/batch", data=b"x" * (2 << 20))
+    await expect(resp, 413, "PAYLOAD_TOO_LARGE")
+
+
+async def test_runtime_failures_map_to_endpoint_codes(gateway: ClientFactory, docker_host: str) -> None:
+    fake = FakeRuntime([summary(1)])
+    client = await gateway(make_config(docker_host), runtimes=fake_registry(fake))
+    fake.fail["list_containers"] = OperationFailed("daemon says: secret upstream detail")
+    body = await expect(await client.get("/api/v1/containers"), 500, "CONTAINER_LIST_FAILED")
+    assert "secret upstream detail" not in body["message"]
+    fake.fail["inspect"] = OperationFailed("secret upstream detail")
+    await expect(await client.get(f"/api/v1/containers/{summary(1).id}"), 500, "CONTAINER_INSPECT_FAILED")
+    fake.fail["stats"] = OperationFailed("secret upstream detail")
+    await expect(await client.get(f"/api/v1/containers/{summary(1).id}/stats"), 500, "CONTAINER_STATS_FAILED")
+    fake.fail["get"] = OperationFailed("secret upstream detail")
+    await expect(await client.post(f"/api/v1/containers/{summary(1).id}/stop"), 500, "CONTAINER_STOP_FAILED")
+    fake.fail["get"] = Unavailable("gone")
+    await expect(await client.post(f"/api/v1/containers/{summary(1).id}/stop"), 503, "RUNTIME_UNAVAILABLE")
+
+
+async def test_unexpected_error_is_generic_500(gateway: ClientFactory, docker_host: str) -> None:
+    fake = FakeRuntime([summary(1)])
+    client = await gateway(make_config(docker_host), runtimes=fake_registry(fake))
+    fake.fail["inspect"] = ValueError("Traceback: internal detail /etc/secret")
+    resp = await client.get(f"/api/v1/containers/{summary(1).id}")
+    body = await expect(resp, 500, "INTERNAL_ERROR")
+    assert body == {"error": "INTERNAL_ERROR", "message": "An unexpected error occurred"}
+
+
+async def test_bulk_runs_at_most_five_at_once(gateway: ClientFactory, docker_host: str) -> None:
+    fake = FakeRuntime([summary(n, state=ContainerState.EXITED) for n in range(1, 13)])
+    fake.hold_actions = True
+    client = await gateway(make_config(docker_host), runtimes=fake_registry(fake))
+    request = asyncio.ensure_future(client.post("/api/v1/containers/start-all"))
+    async with asyncio.timeout(10), fake.changed:
+        await fake.changed.wait_for(lambda: fake.active >= 5)
+    assert fake.active == 5
+    fake.release.set()
+    resp = await request
+    body = await resp.json()
+    assert (body["total"], body["success"]) == (12, 12)
+    assert fake.max_active == 5
+
+
+async def test_merged_list_skips_a_runtime_that_is_down(gateway: ClientFactory, docker_host: str) -> None:
+    up, down = FakeRuntime([summary(1)]), FakeRuntime([summary(2)], name="kubernetes")
+    down.fail["list_containers"] = Unavailable("gone")
+    registry = RuntimeRegistry("docker")
+    registry.add(up)
+    registry.add(down)
+    client = await gateway(make_config(docker_host), runtimes=registry)
+    body = await (await client.get("/api/v1/containers")).json()
+    assert [c["id"] for c in body] == [summary(1).id]
+    await expect(await client.get("/api/v1/containers?runtime=kubernetes"), 503, "RUNTIME_UNAVAILABLE")
+    up.fail["list_containers"] = Unavailable("gone too")
+    await expect(await client.get("/api/v1/containers"), 503, "RUNTIME_UNAVAILABLE")
