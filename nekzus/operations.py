@@ -133,14 +133,6 @@ class OperationTracker:
         except AlreadyInState:
             # Another client (or an earlier operation) got there first: the goal is reached.
             self._finish(op, None)
-        except asyncio.CancelledError:
-            self._finish(
-                op,
-                failure_code(op.action),
-                message="The gateway shut down before the operation finished",
-                publish=False,
-            )
-            raise
         except RuntimeFailure as exc:
             log.warning("%s of %s failed: %s", op.action, op.container_id, exc)
             self._finish(op, failure_code(op.action))
@@ -197,3 +189,12 @@ class OperationTracker:
 
     async def close(self) -> None:
         await self._tasks.close()
+        # A task cancelled before (or while) it ran leaves its record pending: say why it ended.
+        for op in self._records.values():
+            if op.state == "pending":
+                self._finish(
+                    op,
+                    failure_code(op.action),
+                    message="The gateway shut down before the operation finished",
+                    publish=False,
+                )

@@ -141,8 +141,9 @@ class ContainerRuntime(Protocol):
 
     async def stats(self, ref: ContainerRef) -> StatsSample: ...
 
-    def events(self) -> AsyncIterator[RuntimeEvent]:
-        """Container state changes as they happen; ends when the runtime's stream closes."""
+    def events(self, *, since: int | None = None) -> AsyncIterator[RuntimeEvent]:
+        """Container state changes as they happen (replayed from ``since``, Unix seconds, where
+        the runtime keeps them); ends when the runtime's stream closes."""
         ...
 
     def logs(

@@ -271,8 +271,10 @@ class DockerRuntime:
 
     # -- streams --------------------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[RuntimeEvent]:
+    async def events(self, *, since: int | None = None) -> AsyncIterator[RuntimeEvent]:
         params = {"filters": json.dumps({"type": ["container"]})}
+        if since is not None:
+            params["since"] = str(since)
         try:
             async with self._docker._query(
                 "events", params=params, timeout=aiohttp.ClientTimeout(total=None, sock_read=None)

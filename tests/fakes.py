@@ -110,7 +110,7 @@ class FakeRuntime:
         c = self._find(ref)
         return StatsSample(c.id, 0.0, 0.0, 1.0, 0.0, 0, 0, 0, 0, 0, 0)
 
-    async def events(self) -> AsyncIterator[RuntimeEvent]:
+    async def events(self, *, since: int | None = None) -> AsyncIterator[RuntimeEvent]:
         self._maybe_fail("events")
         return
         yield

@@ -1,0 +1,152 @@
+"""Linking rules, self-detection, the operation tracker and the event bus, without a daemon."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from nekzus.config import AppConfig
+from nekzus.events import EventBus
+from nekzus.linking import AppLinker, detect_self_container_id, is_self
+from nekzus.operations import OperationTracker
+from runtimes import ContainerRef, ContainerState, ContainerSummary
+from runtimes.redact import is_secret_name, mask_env_list
+
+from .fakes import FakeRuntime, summary
+
+
+def with_labels(labels: dict[str, str], annotations: dict[str, str] | None = None) -> ContainerSummary:
+    base = summary(1, linked=False)
+    return ContainerSummary(
+        **{
+            **{f: getattr(base, f) for f in base.__dataclass_fields__},
+            "labels": labels,
+            "annotations": annotations or {},
+        }
+    )
+
+
+def test_linking_rules() -> None:
+    linker = AppLinker([AppConfig(id="grafana", name="Grafana")])
+    assert linker.app_of(with_labels({"nekzus.app.id": "grafana"})) == ("grafana", "Grafana")
+    assert linker.app_of(with_labels({"nekzus.app.id": "other"})) is None
+    assert linker.app_of(with_labels({"nekzus.enable": "true"})) == ("fake-1", "fake-1")
+    assert linker.app_of(with_labels({"nekzus.enable": "TRUE", "nekzus.app.id": "x"})) == ("x", "x")
+    assert linker.app_of(with_labels({"nekzus.enable": "false"})) is None
+    assert linker.app_of(with_labels({})) is None
+    # Pods: the same keys as annotations, and the nekzus/ spellings.
+    assert linker.is_linked(with_labels({}, {"nekzus/enable": "true"}))
+    assert linker.app_of(with_labels({}, {"nekzus/app-id": "grafana"})) == ("grafana", "Grafana")
+
+
+def test_detect_self_container_id(tmp_path: Path) -> None:
+    cid = "a" * 12 + "0123456789abcdef" * 3 + "bcde"
+    assert len(cid) == 64
+    (tmp_path / "mountinfo").write_text(
+        "1 0 8:1 / / rw - overlay overlay rw\n"
+        f"2 1 8:1 /var/lib/docker/containers/{cid}/hostname /etc/hostname rw - ext4 /dev/sda1 rw\n"
+    )
+    assert detect_self_container_id(tmp_path) == cid
+    (tmp_path / "mountinfo").write_text("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n")
+    (tmp_path / "cgroup").write_text(f"12:memory:/docker/{cid}\n")
+    assert detect_self_container_id(tmp_path) == cid
+    (tmp_path / "cgroup").write_text("0::/user.slice\n")
+    assert detect_self_container_id(tmp_path) == ""
+    assert detect_self_container_id(tmp_path / "absent") == ""
+
+
+def test_is_self() -> None:
+    c = summary(7)
+    assert is_self(c, c.full_id)
+    assert is_self(c, c.full_id[:12])
+    assert not is_self(c, "")
+    assert not is_self(c, summary(8).full_id)
+
+
+def test_secret_names() -> None:
+    for name in ("DB_PASSWORD", "passwd", "AWS_SECRET_ACCESS_KEY", "GH_TOKEN", "api-key", "PRIVATE_KEY_PEM"):
+        assert is_secret_name(name), name
+    for name in ("PATH", "HOME", "PASS_THROUGH", "KEYBOARD"):
+        assert not is_secret_name(name), name
+    assert mask_env_list(["A=1", "MY_TOKEN=x=y", "NOVALUE"]) == ["A=1", "MY_TOKEN=***", "NOVALUE"]
+
+
+async def test_operations_on_one_container_run_in_order() -> None:
+    fake = FakeRuntime([summary(1, state=ContainerState.EXITED)])
+    fake.hold_actions = True
+    bus = EventBus()
+    sub = bus.subscribe()
+    tracker = OperationTracker(bus, retention_seconds=600, max_records=100)
+    ref = ContainerRef(summary(1).full_id)
+    first = tracker.submit(fake, ref, "start", container_id="c", timeout=10)
+    second = tracker.submit(fake, ref, "stop", container_id="c", timeout=10)
+    async with asyncio.timeout(5), fake.changed:
+        await fake.changed.wait_for(lambda: fake.active == 1)
+    assert second.state == "pending"
+    fake.release.set()
+    async with asyncio.timeout(5):
+        await second.done.wait()
+    assert first.state == second.state == "completed"
+    assert fake.max_active == 1
+    types = []
+    for _ in range(2):
+        event = await sub.get()
+        assert event is not None
+        types.append(event.type)
+    assert types == ["container.start.completed", "container.stop.completed"]
+    await tracker.close()
+
+
+async def test_records_are_bounded_and_pending_ones_kept() -> None:
+    fake = FakeRuntime([summary(n) for n in range(300)])
+    tracker = OperationTracker(EventBus(), retention_seconds=600, max_records=100)
+    ops = [
+        tracker.submit(fake, ContainerRef(summary(n).full_id), "restart", container_id=str(n), timeout=1)
+        for n in range(100)
+    ]
+    async with asyncio.timeout(5):
+        await asyncio.gather(*(op.done.wait() for op in ops))
+    fake.hold_actions = True
+    pending = tracker.submit(fake, ContainerRef(summary(200).full_id), "stop", container_id="p", timeout=1)
+    assert len(tracker) <= 100
+    assert tracker.get(pending.id) is pending
+    assert tracker.get(ops[-1].id) is ops[-1]  # the newest finished records stay
+    assert tracker.get(ops[0].id) is None  # the oldest went first
+    await tracker.close()
+    assert pending.state == "failed"
+
+
+async def test_shutdown_cancels_running_operations() -> None:
+    fake = FakeRuntime([summary(1)])
+    fake.hold_actions = True
+    tracker = OperationTracker(EventBus(), retention_seconds=600, max_records=100)
+    op = tracker.submit(fake, ContainerRef(summary(1).full_id), "stop", container_id="c", timeout=1)
+    async with asyncio.timeout(5), fake.changed:
+        await fake.changed.wait_for(lambda: fake.active == 1)
+    await tracker.close()
+    assert op.state == "failed"
+    assert "shut down" in op.message
+
+
+async def test_event_bus_cuts_off_a_subscriber_that_falls_behind() -> None:
+    bus = EventBus(queue_size=3)
+    slow, fast = bus.subscribe(), bus.subscribe()
+    for n in range(3):
+        bus.publish("t", {"n": n})
+        assert await fast.get() is not None
+    assert not slow.overflowed
+    bus.publish("t", {"n": 3})
+    assert slow.overflowed
+    received = [e async for e in slow]
+    assert [e.data["n"] for e in received] == [0, 1, 2]
+    assert (await fast.get()) is not None  # the others go on receiving
+    fast.close()
+    assert await fast.get() is None
+
+
+@pytest.mark.parametrize("state", list(ContainerState))
+def test_running_states(state: ContainerState) -> None:
+    expected = state in (ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING)
+    assert state.is_running is expected
