@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from nekzus.config import ConfigError, load_config
+from nekzus.config import Config, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,3 +124,25 @@ def test_cli_version_and_usage() -> None:
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("nekzus ")
     assert run_cli().returncode == 2
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(prefix + name)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and name != "apps":
+            keys.extend(_keys(annotation, prefix + name + "."))
+    return keys
+
+
+def test_example_config_is_valid_and_documents_every_key() -> None:
+    path = ROOT / "config.example.yaml"
+    config = load_config(path)
+    assert [a.id for a in config.apps] == ["grafana"]
+    text = path.read_text()
+    for key in [*_keys(Config), "apps.id", "apps.name"]:
+        leaf = key.rsplit(".", 1)[-1]
+        lines = [line for line in text.splitlines() if re.match(rf"^\s*(#\s*)?(- )?{leaf}:", line)]
+        assert lines, f"config.example.yaml does not document {key}"
+        assert all("#" in line.split(":", 1)[1] or line.rstrip().endswith(":") for line in lines), key

@@ -1,0 +1,20 @@
+# The gateway as an image: `nekzus serve` as a non-root user, talking to the Docker socket that is
+# mounted into the container (see README.md for the run line).
+FROM python:3.11-slim
+
+RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin nekzus
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY nekzus ./nekzus
+COPY runtimes ./runtimes
+RUN pip install --no-cache-dir . && rm -rf /root/.cache
+
+ENV NEKZUS_SERVER__HOST=0.0.0.0 \
+    NEKZUS_SERVER__PORT=8443 \
+    PYTHONUNBUFFERED=1
+EXPOSE 8443
+USER nekzus
+HEALTHCHECK --interval=30s --timeout=3s CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8443/healthz').status != 200)"]
+ENTRYPOINT ["nekzus"]
+CMD ["serve"]

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on this machine: installs what is missing, then pytest, whose
+# fixtures start (and stop) a private Docker Engine under .sandbox/ via scripts/docker-sandbox.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v dockerd >/dev/null || ! command -v busybox >/dev/null || ! command -v docker >/dev/null; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "dockerd, docker and busybox are needed: apt-get install docker.io busybox-static (as root)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q docker.io busybox-static
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+exec .venv/bin/python -m pytest "$@"
