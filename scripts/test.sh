@@ -17,6 +17,8 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+mkdir -p .sandbox
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' >.sandbox/pip.log 2>&1 \
+  || { cat .sandbox/pip.log >&2; exit 1; }
 
 exec .venv/bin/python -m pytest "$@"

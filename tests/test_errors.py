@@ -10,7 +10,9 @@ import pytest
 
 from runtimes import ContainerState, OperationFailed, RuntimeRegistry, Unavailable
 
-from .conftest import ClientFactory, make_config
+from nekzus.keys import EVENT_BUS
+
+from .conftest import ClientFactory, make_config, next_event
 from .fakes import FakeRuntime, summary
 
 
@@ -156,3 +158,22 @@ async def test_merged_list_skips_a_runtime_that_is_down(gateway: ClientFactory, 
     await expect(await client.get("/api/v1/containers?runtime=kubernetes"), 503, "RUNTIME_UNAVAILABLE")
     up.fail["list_containers"] = Unavailable("gone too")
     await expect(await client.get("/api/v1/containers"), 503, "RUNTIME_UNAVAILABLE")
+
+
+async def test_failed_stop_and_restart_publish_failure_events(
+    gateway: ClientFactory, docker_host: str
+) -> None:
+    fake = FakeRuntime([summary(1)])
+    client = await gateway(make_config(docker_host), runtimes=fake_registry(fake))
+    fake.fail["action"] = OperationFailed("daemon detail")
+    sub = client.server.app[EVENT_BUS].subscribe()
+    for action in ("stop", "restart"):
+        resp = await client.post(f"/api/v1/containers/{summary(1).id}/{action}")
+        assert resp.status == 202
+        operation_id = (await resp.json())["operationId"]
+        event = await next_event(sub, f"container.{action}.")
+        assert event.type == f"container.{action}.failed"
+        assert event.data["error"] == f"CONTAINER_{action.upper()}_FAILED"
+        assert event.data["message"] == f"Failed to {action} container"
+        assert event.data["operationId"] == operation_id
+        assert "daemon detail" not in str(event.data)
