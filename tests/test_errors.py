@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from runtimes import ContainerState, OperationFailed, RuntimeRegistry, Unavailable
-
 from nekzus.keys import EVENT_BUS
+from runtimes import ContainerState, OperationFailed, RuntimeRegistry, Unavailable
 
 from .conftest import ClientFactory, make_config, next_event
 from .fakes import FakeRuntime, summary
