@@ -6,19 +6,33 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+import aiohttp_cors
 from aiohttp import web
 
 from runtimes import RuntimeRegistry
 from runtimes.docker import DockerRuntime
 
+from .auth import auth_middleware, authority_from_config, identity_middleware
 from .config import Config
 from .events import EventBus
-from .keys import CONFIG, EVENT_BUS, MONITOR, OPERATIONS, REGISTRY, SELF_CONTAINER_ID, STARTED_AT, TASKS
+from .keys import (
+    AUTHORITY,
+    CONFIG,
+    EVENT_BUS,
+    LIMITER,
+    MONITOR,
+    OPERATIONS,
+    REGISTRY,
+    SELF_CONTAINER_ID,
+    STARTED_AT,
+    TASKS,
+)
 from .linking import detect_self_container_id
 from .middlewares import error_middleware, request_id_middleware
 from .monitor import RuntimeMonitor
 from .operations import OperationTracker
-from .routes import bulk, containers, health, operations
+from .ratelimit import RateLimiter, add_rate_headers, ratelimit_middleware
+from .routes import auth, bulk, containers, health, operations
 from .tasks import TaskGroup
 
 log = logging.getLogger(__name__)
@@ -66,10 +80,29 @@ async def _operations_ctx(app: web.Application) -> AsyncIterator[None]:
     app[EVENT_BUS].close()
 
 
+async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
+    limiter = app[LIMITER]
+    yield
+    if limiter is not None:
+        await limiter.close()
+
+
 def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> web.Application:
-    """The gateway. ``runtimes`` replaces the configured backends (the caller then owns them)."""
-    app = web.Application(middlewares=[request_id_middleware, error_middleware], client_max_size=MAX_BODY)
+    """The gateway. ``runtimes`` replaces the configured backends (the caller then owns them).
+
+    Raises ConfigError when a key or secret named by the configuration cannot be used.
+    """
+    # Order matters: errors become JSON around everything; the client's address is settled before
+    # auth looks at it, and auth before the limiter, which keys on the token's subject.
+    middlewares = [request_id_middleware, error_middleware, identity_middleware, auth_middleware]
+    if config.ratelimit.enabled:
+        middlewares.append(ratelimit_middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[CONFIG] = config
+    app[AUTHORITY] = authority_from_config(config)
+    app[LIMITER] = RateLimiter(config.ratelimit) if config.ratelimit.enabled else None
+    app.on_response_prepare.append(add_rate_headers)
+    app.cleanup_ctx.append(_limiter_ctx)
     app[TASKS] = TaskGroup()
     app[STARTED_AT] = time.monotonic()
     app[SELF_CONTAINER_ID] = config.runtimes.docker.self_id or detect_self_container_id()
@@ -91,4 +124,30 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     r.add_get("/api/v1/containers/{id}/stats", containers.container_stats)
     r.add_post("/api/v1/containers/{id}/{action:start|stop|restart}", containers.container_action)
     r.add_get("/api/v1/operations/{operation_id}", operations.get_operation)
+    r.add_post("/api/v1/auth/login", auth.login)
+    r.add_get("/api/v1/auth/status", auth.status)
+    r.add_get("/api/v1/auth/validate", auth.validate)
+    _setup_cors(app, config.server.cors_origins)
     return app
+
+
+def _setup_cors(app: web.Application, origins: list[str]) -> None:
+    """CORS for the configured origins only (aiohttp-cors); no origin at all when none is set."""
+    if not origins:
+        return
+    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
+        allow_credentials=False,
+        allow_headers=("Authorization", "Content-Type", "X-Request-ID"),
+        expose_headers=(
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+            "Retry-After",
+            "X-Request-ID",
+        ),
+        allow_methods=["GET", "POST"],
+        max_age=600,
+    )
+    cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})
+    for route in list(app.router.routes()):
+        cors.add(route)

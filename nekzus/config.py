@@ -7,12 +7,23 @@ the start instead of being silently ignored.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV = "NEKZUS_CONFIG"
@@ -31,9 +42,115 @@ def _default_docker_host() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "nekzus"
+
+
+class TLSConfig(_Section):
+    # auto: a self-signed certificate kept in data_dir; files: cert and key below; off: plain HTTP.
+    mode: Literal["auto", "files", "off"] = "auto"
+    cert: Path | None = None
+    key: Path | None = None
+
+    @model_validator(mode="after")
+    def _files_need_both(self) -> TLSConfig:
+        if self.mode == "files" and (self.cert is None or self.key is None):
+            raise ValueError("mode 'files' needs both server.tls.cert and server.tls.key")
+        return self
+
+
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8443, ge=1, le=65535)
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    # Peers whose Forwarded / X-Forwarded-For headers are believed. Empty: nobody's.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+    cors_origins: list[str] = Field(default_factory=list)
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return origins
+
+
+DEFAULT_LOCAL_NETWORKS = [
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "fc00::/7",
+    "fe80::/10",
+]
+
+
+class ApiKeyConfig(_Section):
+    name: str = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: list[str] = Field(default_factory=lambda: ["read:containers"])
+
+
+class AuthConfig(_Section):
+    allow_local: bool = True
+    local_networks: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [ipaddress.ip_network(n) for n in DEFAULT_LOCAL_NETWORKS]
+    )
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
+    # HS256 key, at least 32 bytes. Empty: generated once and kept in data_dir/jwt_secret.
+    jwt_secret: str = Field("", repr=False)
+    jwt_public_key: Path | None = None
+    jwt_private_key: Path | None = None
+    issuer: str = "nekzus"
+    audience: str = "nekzus-clients"
+    token_ttl: int = Field(43_200, ge=60, le=31_536_000)
+    api_keys: list[ApiKeyConfig] = Field(default_factory=list)
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough(cls, secret: str) -> str:
+        if secret and len(secret.encode()) < 32:
+            raise ValueError("must be at least 32 bytes long")
+        return secret
+
+    @model_validator(mode="after")
+    def _asymmetric_needs_public_key(self) -> AuthConfig:
+        if self.jwt_algorithm != "HS256" and self.jwt_public_key is None:
+            raise ValueError(f"{self.jwt_algorithm} needs auth.jwt_public_key")
+        return self
+
+
+class RateConfig(_Section):
+    per_minute: int = Field(ge=1)
+    burst: int = Field(ge=1)
+
+    @property
+    def window_seconds(self) -> int:
+        """The span in which at most ``burst`` requests fit: burst ÷ rate."""
+        return max(1, math.ceil(self.burst * 60 / self.per_minute))
+
+
+class RateLimitConfig(_Section):
+    enabled: bool = True
+    # memory:// (one gateway) or redis://host:6379 (replicas share their limits).
+    storage: str = "memory://"
+    containers: RateConfig = Field(default_factory=lambda: RateConfig(per_minute=30, burst=20))
+    login: RateConfig = Field(default_factory=lambda: RateConfig(per_minute=10, burst=10))
+    websocket: RateConfig = Field(default_factory=lambda: RateConfig(per_minute=30, burst=10))
+
+    @field_validator("storage")
+    @classmethod
+    def _known_storage(cls, uri: str) -> str:
+        if not uri.startswith(
+            ("memory://", "redis://", "rediss://", "redis+sentinel://", "redis+cluster://")
+        ):
+            raise ValueError("must be memory:// or a redis:// URI")
+        return uri
 
 
 class DockerRuntimeConfig(_Section):
@@ -90,6 +207,8 @@ class Config(BaseSettings):
     server: ServerConfig = Field(default_factory=ServerConfig)
     runtimes: RuntimesConfig = Field(default_factory=RuntimesConfig)
     apps: list[AppConfig] = Field(default_factory=list)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     operations: OperationsConfig = Field(default_factory=OperationsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

@@ -9,10 +9,13 @@ from aiohttp import web
 if TYPE_CHECKING:
     from runtimes import RuntimeRegistry
 
+    from .auth import Principal, TokenAuthority
     from .config import Config
     from .events import EventBus
+    from .identity import IPAddress
     from .monitor import RuntimeMonitor
     from .operations import OperationTracker
+    from .ratelimit import RateDecision, RateLimiter
     from .tasks import TaskGroup
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
@@ -24,4 +27,10 @@ TASKS: web.AppKey[TaskGroup] = web.AppKey("tasks")
 STARTED_AT: web.AppKey[float] = web.AppKey("started_at", float)
 SELF_CONTAINER_ID: web.AppKey[str] = web.AppKey("self_container_id", str)
 
+AUTHORITY: web.AppKey[TokenAuthority] = web.AppKey("authority")
+LIMITER: web.AppKey[RateLimiter | None] = web.AppKey("limiter")
+
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+CLIENT_IP: web.RequestKey[IPAddress | None] = web.RequestKey("client_ip")
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
+RATE_DECISION: web.RequestKey[RateDecision] = web.RequestKey("rate_decision")

@@ -57,10 +57,17 @@ def docker_host() -> Iterator[str]:
         stop_sandbox(directory)
 
 
+DATA_DIR = ROOT / ".sandbox" / "data"
+# Tests that are not about rate limits must not run into the container pool's 20-request burst.
+GENEROUS_LIMITS = {"containers": {"per_minute": 60_000, "burst": 10_000}}
+
+
 def make_config(docker_host: str, **overrides: Any) -> Config:
     data: dict[str, Any] = {
+        "server": {"data_dir": str(DATA_DIR), "tls": {"mode": "off"}},
         "runtimes": {"docker": {"host": docker_host, "self_id": "0" * 64}},
         "apps": [{"id": "grafana", "name": "Grafana"}, {"id": "prometheus", "name": "Prometheus"}],
+        "ratelimit": GENEROUS_LIMITS,
     }
     for key, value in overrides.items():
         data[key] = value

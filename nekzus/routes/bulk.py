@@ -16,11 +16,13 @@ from aiohttp import web
 
 from runtimes import ContainerRef, ContainerRuntime, ContainerSummary, NotFound, RuntimeFailure, Unavailable
 
+from ..auth import WRITE_CONTAINERS, requires
 from ..errors import ApiError, invalid_request
 from ..keys import OPERATIONS, SELF_CONTAINER_ID
 from ..linking import is_self
 from ..operations import ACTIONS, Action, OperationTracker
 from ..params import is_valid_container_id, json_object, timeout_value
+from ..ratelimit import rate_pool
 from .common import linker, list_from, managed, runtime_for, runtimes_for
 
 MAX_CONCURRENT = 5
@@ -106,7 +108,7 @@ def _bulk_handler(action: Action) -> Any:
         return _summary(title, await _run_all(request, action, targets, timeout))
 
     handler.__name__ = f"{action}_all"
-    return handler
+    return requires(WRITE_CONTAINERS)(rate_pool("containers")(handler))
 
 
 start_all = _bulk_handler("start")
@@ -114,6 +116,8 @@ stop_all = _bulk_handler("stop")
 restart_all = _bulk_handler("restart")
 
 
+@requires(WRITE_CONTAINERS)
+@rate_pool("containers")
 async def batch(request: web.Request) -> web.Response:
     body = await json_object(request)
     action = body.get("action")

@@ -10,11 +10,13 @@ from aiohttp import web
 
 from runtimes import ContainerRef, ContainerState, RuntimeFailure
 
+from ..auth import READ_CONTAINERS, WRITE_CONTAINERS, requires
 from ..errors import ApiError
 from ..events import now
 from ..keys import OPERATIONS
 from ..operations import Action, accepted_message, failure_code
 from ..params import bool_query, container_id, timeout_value
+from ..ratelimit import rate_pool
 from .common import list_from, managed, runtime_error, runtime_for, runtimes_for, stats_json, summary_json
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,8 @@ def _namespace(request: web.Request) -> str:
     return request.query.get("namespace", "")
 
 
+@requires(READ_CONTAINERS)
+@rate_pool("containers")
 async def list_containers(request: web.Request) -> web.Response:
     runtimes = runtimes_for(request)
     show_all = bool_query(request, "all")
@@ -33,6 +37,8 @@ async def list_containers(request: web.Request) -> web.Response:
     return web.json_response([summary_json(c) for c in containers])
 
 
+@requires(READ_CONTAINERS)
+@rate_pool("containers")
 async def inspect_container(request: web.Request) -> web.Response:
     cid = container_id(request)
     runtime = runtime_for(request)
@@ -43,6 +49,8 @@ async def inspect_container(request: web.Request) -> web.Response:
     return web.json_response(doc)
 
 
+@requires(WRITE_CONTAINERS)
+@rate_pool("containers")
 async def container_action(request: web.Request) -> web.Response:
     action = cast(Action, request.match_info["action"])
     cid = container_id(request)
@@ -77,6 +85,8 @@ async def container_action(request: web.Request) -> web.Response:
     return web.json_response(body, status=202, headers={"Location": f"/api/v1/operations/{op.id}"})
 
 
+@requires(READ_CONTAINERS)
+@rate_pool("containers")
 async def container_stats(request: web.Request) -> web.Response:
     cid = container_id(request)
     runtime = runtime_for(request)
@@ -87,6 +97,8 @@ async def container_stats(request: web.Request) -> web.Response:
     return web.json_response(stats_json(sample))
 
 
+@requires(READ_CONTAINERS)
+@rate_pool("containers")
 async def batch_stats(request: web.Request) -> web.Response:
     """Stats of every linked, running container, sampled concurrently (one sampling period)."""
     runtimes = {rt.name: rt for rt in runtimes_for(request)}

@@ -10,10 +10,12 @@ from aiohttp import web
 
 from nekzus import __version__
 
+from ..auth import public
 from ..errors import error_response
 from ..keys import MONITOR, REGISTRY, STARTED_AT
 
 
+@public
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -36,6 +38,7 @@ async def _check_all(request: web.Request) -> dict[str, dict[str, Any]]:
     return report
 
 
+@public
 async def readyz(request: web.Request) -> web.Response:
     report = await _check_all(request)
     if any(r["status"] == "healthy" for r in report.values()):
@@ -43,6 +46,7 @@ async def readyz(request: web.Request) -> web.Response:
     return error_response(503, "RUNTIME_UNAVAILABLE", "No container runtime answers", runtimes=report)
 
 
+@public
 async def health(request: web.Request) -> web.Response:
     report = await _check_all(request)
     healthy = sum(1 for r in report.values() if r["status"] == "healthy")

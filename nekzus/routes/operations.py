@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..auth import READ_CONTAINERS, requires
 from ..errors import ApiError
 from ..keys import OPERATIONS
 
 
+@requires(READ_CONTAINERS)
 async def get_operation(request: web.Request) -> web.Response:
     op = request.app[OPERATIONS].get(request.match_info["operation_id"])
     if op is None:

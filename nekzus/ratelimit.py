@@ -1,0 +1,121 @@
+"""Rate limits with the ``limits`` package: a moving window per pool and client.
+
+A pool of "N per minute with a burst of B" is the moving window "B requests in any B×60/N
+seconds". For the container pool (30/min, burst 20) that is 20 requests in any 40 seconds: a
+client may send 20 requests back to back; each later request is allowed once the oldest of the
+last 20 is 40 s old, which over time is 30 per minute. The key is the JWT subject for
+authenticated callers, otherwise the client address (an IPv6 /64); the source port never counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from .auth import Principal
+from .config import RateLimitConfig
+from .errors import ApiError
+from .identity import rate_key
+from .keys import CLIENT_IP, LIMITER, PRINCIPAL, RATE_DECISION
+
+POOLS = ("containers", "login", "websocket")
+H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_seconds),
+        }
+
+
+class RateLimiter:
+    def __init__(self, config: RateLimitConfig) -> None:
+        storage = storage_from_string("async+" + config.storage)
+        assert isinstance(storage, Storage)
+        self._storage = storage
+        self._strategy = MovingWindowRateLimiter(self._storage)
+        self._items: dict[str, RateLimitItem] = {
+            pool: RateLimitItemPerSecond(rate.burst, rate.window_seconds)
+            for pool, rate in (
+                ("containers", config.containers),
+                ("login", config.login),
+                ("websocket", config.websocket),
+            )
+        }
+
+    async def hit(self, pool: str, key: str) -> RateDecision:
+        item = self._items[pool]
+        allowed = await self._strategy.hit(item, pool, key)
+        stats = await self._strategy.get_window_stats(item, pool, key)
+        reset = max(0, math.ceil(stats.reset_time - time.time()))
+        return RateDecision(allowed, item.amount, stats.remaining, reset)
+
+    async def close(self) -> None:
+        # The in-memory storage keeps an expiry task of its own: end it with the gateway.
+        if isinstance(self._storage, MemoryStorage) and self._storage.timer is not None:
+            self._storage.timer.cancel()
+            await asyncio.gather(self._storage.timer, return_exceptions=True)
+
+
+def rate_pool(pool: str) -> Callable[[H], H]:
+    """Mark a handler as counted in ``pool``."""
+    assert pool in POOLS
+
+    def mark(handler: H) -> H:
+        handler.rate_pool = pool  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def client_key(request: web.Request, pool: str) -> str:
+    principal: Principal | None = request.get(PRINCIPAL)
+    # Login is limited per address: the caller has no identity yet.
+    if pool != "login" and principal is not None and principal.authenticated and principal.subject:
+        return "sub:" + principal.subject
+    return "ip:" + rate_key(request[CLIENT_IP])
+
+
+@web.middleware
+async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    limiter = request.app[LIMITER]
+    pool = getattr(request.match_info.handler, "rate_pool", None)
+    if limiter is None or pool is None:
+        return await handler(request)
+    decision = await limiter.hit(pool, client_key(request, pool))
+    request[RATE_DECISION] = decision
+    if not decision.allowed:
+        raise ApiError(
+            429,
+            "RATE_LIMITED",
+            f"Too many requests: try again in {max(decision.reset_seconds, 1)} s",
+            headers={"Retry-After": str(max(decision.reset_seconds, 1))},
+        )
+    return await handler(request)
+
+
+async def add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response on a limited route says where the caller stands, error responses too."""
+    decision = request.get(RATE_DECISION)
+    if decision is not None:
+        response.headers.update(decision.headers())
