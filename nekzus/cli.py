@@ -1,54 +1,110 @@
-"""The ``nekzus`` command."""
+"""The ``nekzus`` command: ``serve``, ``token create`` and ``apikey create``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
+import secrets
 import sys
 
+import yaml
 from aiohttp import web
 
 from . import __version__
 from .app import create_app
-from .config import ConfigError, load_config
+from .auth import authority_from_config, hash_api_key
+from .config import Config, ConfigError, load_config
+from .tls import server_ssl_context
 
 EXIT_CONFIG = 2
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> int:
+    """Seconds of ``90``, ``30m``, ``12h`` or ``7d``."""
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 3600, 30m, 12h or 7d")
+    return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nekzus", description="Container-management gateway")
     parser.add_argument("--version", action="version", version=f"nekzus {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    config_help = "YAML configuration file (default: $NEKZUS_CONFIG)"
+
     serve = commands.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", help="YAML configuration file (default: $NEKZUS_CONFIG)")
+    serve.add_argument("--config", help=config_help)
+
+    token = commands.add_parser("token", help="issue access tokens").add_subparsers(
+        dest="action", required=True
+    )
+    create = token.add_parser("create", help="print a signed JWT")
+    create.add_argument("--config", help=config_help)
+    create.add_argument("--subject", required=True, help="who the token stands for")
+    create.add_argument("--scopes", required=True, help='space-separated, e.g. "read:* write:*"')
+    create.add_argument("--ttl", type=duration, default=duration("12h"), help="lifetime: 3600, 30m, 12h, 7d")
+
+    apikey = commands.add_parser("apikey", help="make API keys").add_subparsers(dest="action", required=True)
+    make = apikey.add_parser("create", help="print a new API key and the config entry that stores its hash")
+    make.add_argument("--name", required=True, help="the key's name, which becomes the token subject")
+    make.add_argument("--scopes", required=True, help='space-separated, e.g. "read:containers"')
     return parser
 
 
-def _serve(config_path: str | None) -> int:
+def _serve(config: Config) -> int:
+    logging.basicConfig(level=config.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(config_path)
+        app = create_app(config)
+        ssl_context = server_ssl_context(config)
     except ConfigError as exc:
         print(f"nekzus: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=config.logging.level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     web.run_app(
-        create_app(config),
+        app,
         host=config.server.host,
         port=config.server.port,
+        ssl_context=ssl_context,
         access_log=None,
         print=lambda msg: logging.getLogger("nekzus").info("%s", msg.strip()),
     )
     return 0
 
 
+def _token(config: Config, subject: str, scopes: str, ttl: int) -> int:
+    try:
+        token = authority_from_config(config).issue(subject, scopes.split(), ttl)
+    except ConfigError as exc:
+        print(f"nekzus: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(token)
+    return 0
+
+
+def _apikey(name: str, scopes: str) -> int:
+    key = "nkz_" + secrets.token_urlsafe(32)
+    entry = {"name": name, "sha256": hash_api_key(key), "scopes": scopes.split()}
+    print(key)
+    print("# The key above is shown only this once. Add this entry under auth.api_keys:")
+    print(yaml.safe_dump([entry], default_flow_style=True, sort_keys=False, width=400).rstrip())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "serve":
-        return _serve(args.config)
-    return EXIT_CONFIG
+    if args.command == "apikey":
+        return _apikey(args.name, args.scopes)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"nekzus: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "token":
+        return _token(config, args.subject, args.scopes, args.ttl)
+    return _serve(config)
 
 
 if __name__ == "__main__":
