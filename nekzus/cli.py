@@ -89,7 +89,7 @@ def _apikey(name: str, scopes: str) -> int:
     entry = {"name": name, "sha256": hash_api_key(key), "scopes": scopes.split()}
     print(key)
     print("# The key above is shown only this once. Add this entry under auth.api_keys:")
-    print(yaml.safe_dump([entry], default_flow_style=True, sort_keys=False, width=400).rstrip())
+    print("- " + yaml.safe_dump(entry, default_flow_style=True, sort_keys=False, width=400).rstrip())
     return 0
 
 
