@@ -20,6 +20,7 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 _HTTP_CODES = {
     400: ("INVALID_REQUEST", "The request is malformed"),
+    403: ("FORBIDDEN", "Forbidden"),
     404: ("NOT_FOUND", "No such endpoint"),
     405: ("METHOD_NOT_ALLOWED", "Method not allowed on this endpoint"),
     413: ("PAYLOAD_TOO_LARGE", "The request body is too large"),
