@@ -4,14 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v dockerd >/dev/null || ! command -v busybox >/dev/null || ! command -v docker >/dev/null; then
+missing=""
+for tool in dockerd docker busybox redis-server; do
+  command -v "$tool" >/dev/null || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "dockerd, docker and busybox are needed: apt-get install docker.io busybox-static (as root)" >&2
+    echo "missing:$missing; install them with apt-get install docker.io busybox-static redis-server (as root)" >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q docker.io busybox-static
+  apt-get install -y -q docker.io busybox-static redis-server
 fi
 
 if [ ! -x .venv/bin/python ]; then
