@@ -10,11 +10,14 @@ COPY nekzus ./nekzus
 COPY runtimes ./runtimes
 RUN pip install --no-cache-dir . && rm -rf /root/.cache
 
+RUN mkdir /data && chown nekzus /data
 ENV NEKZUS_SERVER__HOST=0.0.0.0 \
     NEKZUS_SERVER__PORT=8443 \
+    NEKZUS_SERVER__DATA_DIR=/data \
     PYTHONUNBUFFERED=1
+VOLUME /data
 EXPOSE 8443
 USER nekzus
-HEALTHCHECK --interval=30s --timeout=3s CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8443/healthz').status != 200)"]
+HEALTHCHECK --interval=30s --timeout=3s CMD ["python", "-c", "import ssl,sys,urllib.request; c=ssl._create_unverified_context(); sys.exit(urllib.request.urlopen('https://127.0.0.1:8443/healthz', context=c).status != 200)"]
 ENTRYPOINT ["nekzus"]
 CMD ["serve"]
