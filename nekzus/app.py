@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp_cors
 from aiohttp import web
@@ -48,7 +48,7 @@ def build_registry(config: Config) -> RuntimeRegistry:
     return registry
 
 
-def _runtimes_ctx(registry: RuntimeRegistry | None):  # type: ignore[no-untyped-def]
+def _runtimes_ctx(registry: RuntimeRegistry | None) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
         owned = registry is None
