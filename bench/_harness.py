@@ -1,0 +1,397 @@
+"""Shared plumbing for the benchmarks: a private dockerd, the gateway as a subprocess, an Engine API
+client over the unix socket, statistics and the result table.
+
+Every script is ``measure(bench) -> rows`` plus ``run_script(measure, ...)``; this module owns
+everything that must be cleaned up (containers, the gateway process, the daemon) so that each
+script's ``finally`` is written once, here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import ssl
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+SANDBOX_SCRIPT = REPO / "scripts" / "docker-sandbox.sh"
+DEFAULT_SANDBOX_DIR = Path("/tmp/nekzus-bench-sandbox")
+IMAGE = os.environ.get("NEKZUS_TEST_IMAGE", "nekzus-test:busybox")
+RUN_LABEL = "nekzus.bench.run"  # every container a run creates carries its run id, for cleanup
+CREATE_CONCURRENCY = 32
+GATEWAY_READY_TIMEOUT = 30.0
+# The gateway as it ships (TLS auto, auth, rate limiting) except for the container rate limit,
+# which by default allows 20 requests back to back: raised so far that it never trips, while its
+# bookkeeping still runs on every request. Change any of it with --gateway-env KEY=VALUE.
+GATEWAY_DEFAULTS = {
+    "NEKZUS_RATELIMIT__CONTAINERS__PER_MINUTE": "6000000",
+    "NEKZUS_RATELIMIT__CONTAINERS__BURST": "100000",
+}
+
+Measure = Callable[["Bench"], Awaitable[list["Row"]]]
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a result table; a row with a ``target`` is a check (PASS when value ≤ target)."""
+
+    name: str
+    value: float
+    unit: str = ""
+    target: float | None = None
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.target is None else self.value <= self.target
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), so p50 is the median."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no samples")
+    rank = (len(ordered) - 1) * p / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000
+
+
+def _fmt(value: float, unit: str) -> str:
+    if not unit and float(value).is_integer():
+        return str(int(value))
+    return f"{value:.3f} {unit}".rstrip() if abs(value) < 100 else f"{value:.1f} {unit}".rstrip()
+
+
+def _cells(row: Row) -> tuple[str, str, str, str]:
+    target = "" if row.target is None else f"≤ {_fmt(row.target, row.unit)}"
+    verdict = {True: "PASS", False: "FAIL", None: ""}[row.passed]
+    return row.name, _fmt(row.value, row.unit), target, verdict
+
+
+def print_table(title: str, rows: Sequence[Row]) -> None:
+    """A plain-text table: metric, measured value, target, PASS/FAIL (blank for informative rows)."""
+    lines = [_cells(r) for r in rows]
+    header = ("metric", "measured", "target", "result")
+    widths = [max([len(h), *(len(line[i]) for line in lines)]) for i, h in enumerate(header)]
+    print(f"\n== {title} ==")
+    for line in (header, tuple("-" * w for w in widths), *lines):
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    print(flush=True)
+
+
+def all_passed(rows: Sequence[Row]) -> bool:
+    return all(r.passed is not False for r in rows)
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+async def _run(*argv: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {err.decode().strip()}")
+    return out.decode().strip()
+
+
+@contextlib.asynccontextmanager
+async def private_daemon(directory: Path) -> AsyncIterator[str]:
+    """A dockerd of our own (scripts/docker-sandbox.sh), stopped afterwards even if start failed."""
+    try:
+        host = (await _run(str(SANDBOX_SCRIPT), "start", str(directory))).splitlines()[-1]
+        yield host
+    finally:
+        await _run(str(SANDBOX_SCRIPT), "stop", str(directory))
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (the gateway binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def socket_path(docker_host: str) -> str:
+    if not docker_host.startswith("unix://"):
+        raise ValueError(f"only unix:// Docker hosts are supported, not {docker_host!r}")
+    return docker_host.removeprefix("unix://")
+
+
+def _nekzus_command() -> list[str]:
+    script = Path(sys.executable).parent / "nekzus"
+    return [str(script), "serve"] if script.exists() else [sys.executable, "-m", "nekzus", "serve"]
+
+
+class Gateway:
+    """``nekzus serve`` on a free loopback port, its output in a log file shown if it fails.
+
+    Its data directory (JWT secret, self-signed certificate) is ``workdir``, never the user's home;
+    NEKZUS_* variables of the caller's environment are dropped so that runs compare.
+    """
+
+    def __init__(self, docker_host: str, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
+        port = free_port()
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("NEKZUS_")},
+            **GATEWAY_DEFAULTS,
+            "NEKZUS_SERVER__DATA_DIR": str(workdir),
+            **(extra_env or {}),
+            "NEKZUS_RUNTIMES__DOCKER__HOST": docker_host,
+            "NEKZUS_SERVER__PORT": str(port),
+            "NEKZUS_SERVER__HOST": "127.0.0.1",
+        }
+        self.tls_mode = self.env.get("NEKZUS_SERVER__TLS__MODE", "auto")
+        self.url = f"{'http' if self.tls_mode == 'off' else 'https'}://127.0.0.1:{port}"
+        self._certificate = Path(
+            self.env.get("NEKZUS_SERVER__TLS__CERT")
+            or Path(self.env["NEKZUS_SERVER__DATA_DIR"]) / "tls/cert.pem"
+        )
+        self._proc: asyncio.subprocess.Process | None = None
+        self.log_path = workdir / "nekzus.log"
+
+    def session(self) -> aiohttp.ClientSession:
+        """A client that trusts exactly the gateway's certificate (it names 127.0.0.1)."""
+        if self.tls_mode == "off":
+            return aiohttp.ClientSession(base_url=self.url)
+        context = ssl.create_default_context(cafile=self._certificate)
+        return aiohttp.ClientSession(base_url=self.url, connector=aiohttp.TCPConnector(ssl=context))
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "the gateway is not running"
+        return self._proc.pid
+
+    async def start(self) -> None:
+        with self.log_path.open("wb") as log:
+            self._proc = await asyncio.create_subprocess_exec(
+                *_nekzus_command(), env=self.env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        await self._wait_healthy()
+
+    async def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + GATEWAY_READY_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.returncode is not None:
+                raise RuntimeError(f"nekzus exited {self._proc.returncode}:\n{self.log_tail()}")
+            # A new session each try: the certificate appears only once the gateway has made it.
+            with contextlib.suppress(aiohttp.ClientError, OSError, ssl.SSLError):
+                async with self.session() as session, session.get("/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"nekzus did not answer /healthz in {GATEWAY_READY_TIMEOUT}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    async def stop(self) -> None:
+        """SIGTERM (aiohttp shuts down gracefully), SIGKILL if it has not exited in 10 s."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+# -- the Engine API -----------------------------------------------------------------------------
+
+
+class Engine:
+    """The Engine API over its unix socket with plain aiohttp, independent of the gateway's code.
+
+    Containers are labelled with this run's id, so cleanup finds every one of them even when a
+    create answer was lost.
+    """
+
+    def __init__(self, docker_host: str) -> None:
+        self.run_id = uuid.uuid4().hex[:12]
+        self.session = aiohttp.ClientSession(
+            base_url="http://docker", connector=aiohttp.UnixConnector(path=socket_path(docker_host))
+        )
+        self.prefix = ""  # /v1.xx once the daemon told its API version
+
+    async def __aenter__(self) -> Engine:
+        async with self.session.get("/version") as resp:
+            resp.raise_for_status()
+            self.prefix = f"/v{(await resp.json())['ApiVersion']}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.remove_all()
+        finally:
+            await self.session.close()
+
+    async def _call(self, method: str, path: str, *, ok: Sequence[int], **kwargs: Any) -> Any:
+        async with self.session.request(method, self.prefix + path, **kwargs) as resp:
+            body = await resp.read()
+            if resp.status not in ok:
+                raise RuntimeError(f"{method} {path}: {resp.status} {body.decode(errors='replace')}")
+            return json.loads(body) if body else None
+
+    async def create(
+        self, name: str, cmd: Sequence[str] = ("sleep", "3600"), labels: dict[str, str] | None = None
+    ) -> str:
+        """A container with no network at all (NetworkMode "none"); answers its full id."""
+        spec = {
+            "Image": IMAGE,
+            "Cmd": list(cmd),
+            "Labels": {**(labels or {}), RUN_LABEL: self.run_id},
+            "HostConfig": {"NetworkMode": "none"},
+        }
+        doc = await self._call(
+            "POST", "/containers/create", ok=(201,), params={"name": f"{name}-{self.run_id}"}, json=spec
+        )
+        return str(doc["Id"])
+
+    async def create_many(
+        self, count: int, name: str, *, start: bool = False, labels: dict[str, str] | None = None
+    ) -> list[str]:
+        """``count`` containers created concurrently (and started, if asked), in order."""
+        limit = asyncio.Semaphore(CREATE_CONCURRENCY)
+
+        async def one(i: int) -> str:
+            async with limit:
+                cid = await self.create(f"{name}-{i:03d}", labels=labels)
+                if start:
+                    await self.start(cid)
+                return cid
+
+        return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+    async def start(self, cid: str) -> None:
+        await self._call("POST", f"/containers/{cid}/start", ok=(204, 304))
+
+    async def list_ours(self) -> list[str]:
+        filters = json.dumps({"label": [f"{RUN_LABEL}={self.run_id}"]})
+        rows = await self._call("GET", "/containers/json", ok=(200,), params={"all": "1", "filters": filters})
+        return [str(row["Id"]) for row in rows]
+
+    async def remove_all(self) -> int:
+        """Force-remove every container of this run; answers how many were removed."""
+        ids = await self.list_ours()
+        limit = asyncio.Semaphore(CREATE_CONCURRENCY)
+
+        async def one(cid: str) -> None:
+            async with limit:
+                await self._call(
+                    "DELETE", f"/containers/{cid}", ok=(204, 404), params={"force": "1", "v": "1"}
+                )
+
+        await asyncio.gather(*(one(cid) for cid in ids))
+        return len(ids)
+
+
+# -- putting it together ------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    """What a measurement gets: the Engine client, the running gateway and a session to it."""
+
+    engine: Engine
+    gateway: Gateway
+    http: aiohttp.ClientSession
+
+
+@contextlib.asynccontextmanager
+async def bench_environment(docker_host: str, gateway_env: dict[str, str]) -> AsyncIterator[Bench]:
+    """Engine client and gateway; on exit the gateway stops, then this run's containers go."""
+    with tempfile.TemporaryDirectory(prefix="nekzus-bench-") as workdir:
+        async with Engine(docker_host) as engine:
+            gateway = Gateway(docker_host, Path(workdir), gateway_env)
+            try:
+                await gateway.start()
+                async with gateway.session() as http:
+                    yield Bench(engine, gateway, http)
+            finally:
+                await gateway.stop()
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--docker-host",
+        help="use this running daemon (unix:///…/docker.sock) instead of starting a private one",
+    )
+    parser.add_argument(
+        "--sandbox-dir",
+        type=Path,
+        default=DEFAULT_SANDBOX_DIR,
+        help=f"directory of the private daemon (default {DEFAULT_SANDBOX_DIR})",
+    )
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra setting for the gateway, e.g. NEKZUS_SERVER__TLS__MODE=off (repeatable)",
+    )
+    args = parser.parse_args()
+    pairs = [item.partition("=") for item in args.gateway_env]
+    if any(not key or not sep for key, sep, _ in pairs):
+        parser.error("--gateway-env takes KEY=VALUE")
+    args.gateway_env = {key: value for key, _, value in pairs}
+    return args
+
+
+@contextlib.asynccontextmanager
+async def docker_host(args: argparse.Namespace) -> AsyncIterator[str]:
+    """The daemon given with --docker-host, or a private one for as long as the block runs."""
+    if args.docker_host:
+        yield args.docker_host
+        return
+    async with private_daemon(args.sandbox_dir) as host:
+        yield host
+
+
+async def run_one(title: str, measure: Measure, host: str, gateway_env: dict[str, str]) -> list[Row]:
+    async with bench_environment(host, gateway_env) as bench:
+        settings = {k: v for k, v in bench.gateway.env.items() if k in {*GATEWAY_DEFAULTS, *gateway_env}}
+        print(f"{title}: gateway {bench.gateway.url} (TLS {bench.gateway.tls_mode}) {settings}", flush=True)
+        rows = await measure(bench)
+    print_table(title, rows)
+    return rows
+
+
+def run_script(title: str, measure: Measure) -> None:
+    """The ``__main__`` of a benchmark: exit 0 when every target is met, 1 when one is not."""
+    args = parse_args(title)
+
+    async def main() -> list[Row]:
+        async with docker_host(args) as host:
+            return await run_one(title, measure, host, args.gateway_env)
+
+    sys.exit(0 if all_passed(asyncio.run(main())) else 1)

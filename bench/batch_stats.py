@@ -1,0 +1,68 @@
+"""Batch stats of 20 running linked containers vs the stats of one.
+
+The Engine takes a one-shot sample in two ticks of its 1 s stats collector, and the gateway samples
+the batch concurrently, so 20 containers should cost about what one does: target ≤ 1.5×. Calls
+are interleaved, batch and single taking turns at going first.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from _harness import Bench, Row, percentile, run_script
+
+CONTAINERS = 20
+REPEATS = 5
+TARGET_RATIO = 1.5
+
+
+async def _timed(bench: Bench, path: str) -> tuple[float, Any]:
+    begin = time.perf_counter()
+    async with bench.http.get(path) as resp:
+        body = await resp.json()
+        elapsed = time.perf_counter() - begin
+        if resp.status != 200:
+            raise AssertionError(f"GET {path} answered {resp.status}: {body}")
+    return elapsed, body
+
+
+async def measure(bench: Bench) -> list[Row]:
+    ids = await bench.engine.create_many(
+        CONTAINERS, "bench-stats", start=True, labels={"nekzus.enable": "true"}
+    )
+    expected = {cid[:12] for cid in ids}
+    batch: list[float] = []
+    single: list[float] = []
+    sizes: list[int] = []
+    for i in range(REPEATS + 1):  # round 0 warms both up and is not counted
+        one = ids[i % len(ids)]
+        for kind in ("batch", "single") if i % 2 else ("single", "batch"):
+            if kind == "batch":
+                seconds, body = await _timed(bench, "/api/v1/containers/stats")
+                found = {c["containerId"] for c in body["containers"]}
+                assert expected <= found, f"batch stats left out {len(expected - found)} of {CONTAINERS}"
+                sizes.append(len(found))
+                if i:
+                    batch.append(seconds)
+            else:
+                seconds, body = await _timed(bench, f"/api/v1/containers/{one}/stats")
+                assert body["containerId"] == one[:12], body
+                if i:
+                    single.append(seconds)
+
+    b50, s50 = percentile(batch, 50), percentile(single, 50)
+    return [
+        Row("containers in every batch answer", min(sizes)),
+        Row(f"single GET /containers/{{id}}/stats median ({REPEATS} calls)", s50, "s"),
+        Row("single min", min(single), "s"),
+        Row("single max", max(single), "s"),
+        Row(f"batch GET /containers/stats median ({REPEATS} calls)", b50, "s"),
+        Row("batch min", min(batch), "s"),
+        Row("batch max", max(batch), "s"),
+        Row("batch median / single median", b50 / s50, "×", TARGET_RATIO),
+    ]
+
+
+if __name__ == "__main__":
+    run_script(f"batch stats of {CONTAINERS} running linked containers vs one", measure)

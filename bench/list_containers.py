@@ -1,0 +1,67 @@
+"""Listing 100 containers through the gateway vs asking the Engine directly.
+
+The gateway's list is one Engine call plus its own work (parse, map, re-serialise), so its median
+should stay within 1.5× of the direct call. The two are interleaved, alternating which goes
+first, so machine noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+from _harness import Bench, Row, ms, percentile, run_script
+
+CONTAINERS = 100
+WARMUP = 20
+CALLS = 200
+TARGET_RATIO = 1.5
+
+
+async def _timed_get(session: aiohttp.ClientSession, path: str) -> tuple[float, Any, int]:
+    """Seconds until the body is read and parsed (a client needs both), the body and its size."""
+    start = time.perf_counter()
+    async with session.get(path) as resp:
+        body = await resp.read()
+        resp.raise_for_status()
+        doc = await resp.json()
+    return time.perf_counter() - start, doc, len(body)
+
+
+async def measure(bench: Bench) -> list[Row]:
+    ids = await bench.engine.create_many(CONTAINERS, "bench-list")
+    gateway_path = "/api/v1/containers?all=true"
+    direct_path = f"{bench.engine.prefix}/containers/json?all=1"
+
+    _, listed, gateway_bytes = await _timed_get(bench.http, gateway_path)
+    missing = {cid[:12] for cid in ids} - {c["id"] for c in listed}
+    assert not missing, f"the gateway did not list {len(missing)} of our containers"
+    _, rows, direct_bytes = await _timed_get(bench.engine.session, direct_path)
+
+    gateway: list[float] = []
+    direct: list[float] = []
+    for i in range(WARMUP + CALLS):
+        pair = [(bench.http, gateway_path, gateway), (bench.engine.session, direct_path, direct)]
+        for session, path, samples in pair if i % 2 else reversed(pair):
+            seconds, _, _ = await _timed_get(session, path)
+            if i >= WARMUP:
+                samples.append(seconds)
+
+    g50, d50 = percentile(gateway, 50), percentile(direct, 50)
+    return [
+        Row("containers listed by the gateway", len(listed)),
+        Row("containers listed by the Engine", len(rows)),
+        Row("response size gateway", gateway_bytes / 1024, "KiB"),
+        Row("response size Engine", direct_bytes / 1024, "KiB"),
+        Row(f"direct Engine GET /containers/json median ({CALLS} calls)", ms(d50), "ms"),
+        Row("direct Engine p90", ms(percentile(direct, 90)), "ms"),
+        Row(f"gateway GET /api/v1/containers median ({CALLS} calls)", ms(g50), "ms"),
+        Row("gateway p90", ms(percentile(gateway, 90)), "ms"),
+        Row("gateway overhead (median difference)", ms(g50 - d50), "ms"),
+        Row("gateway median / direct median", g50 / d50, "×", TARGET_RATIO),
+    ]
+
+
+if __name__ == "__main__":
+    run_script(f"list {CONTAINERS} containers: gateway vs direct Engine API", measure)
