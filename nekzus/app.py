@@ -74,6 +74,7 @@ async def _operations_ctx(app: web.Application) -> AsyncIterator[None]:
         app[EVENT_BUS],
         retention_seconds=config.operations.retention_seconds,
         max_records=config.operations.max_records,
+        concurrency=config.operations.concurrency,
     )
     yield
     await app[OPERATIONS].close()

@@ -43,21 +43,25 @@ H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
 # -- scopes --------------------------------------------------------------------------------------
 
 
-def scope_grants(granted: str, required: str) -> bool:
-    """Whether one granted scope covers ``required``.
+def segments_match(pattern: str, value: str, sep: str) -> bool:
+    """Whether ``pattern`` covers ``value``: equal, or ending in a whole ``*`` segment.
 
-    ``*`` matches only whole final segments: ``write:*`` covers ``write:containers`` (and deeper
-    ones), ``*`` covers everything, and ``write*`` or ``*:containers`` cover nothing but
-    themselves. No glob library is involved, so no other pattern syntax exists.
+    ``a:*`` covers ``a:b`` (and deeper), ``*`` covers everything, and ``a*`` or ``*:b`` cover
+    nothing but themselves. No glob library is involved, so no other pattern syntax exists.
     """
-    if granted == required:
+    if pattern == value:
         return True
-    parts = granted.split(":")
+    parts = pattern.split(sep)
     if parts[-1] != "*":
         return False
     prefix = parts[:-1]
-    wanted = required.split(":")
+    wanted = value.split(sep)
     return len(wanted) > len(prefix) and wanted[: len(prefix)] == prefix
+
+
+def scope_grants(granted: str, required: str) -> bool:
+    """Whether one granted scope (``write:*``) covers ``required`` (``write:containers``)."""
+    return segments_match(granted, required, ":")
 
 
 def has_scope(granted: Iterable[str], required: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,10 +51,21 @@ class Subscription:
         self.bus.unsubscribe(self)
 
 
+Listener = Callable[[Event], None]
+
+
 class EventBus:
     def __init__(self, *, queue_size: int = 1024) -> None:
         self._queue_size = queue_size
         self._subscribers: set[Subscription] = set()
+        self._listeners: list[Listener] = []
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` with every event, synchronously; it must not block or await."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
 
     def subscribe(self) -> Subscription:
         # One slot more than the limit is reserved for the end marker.
@@ -69,6 +80,8 @@ class EventBus:
 
     def publish(self, type_: str, data: Mapping[str, Any]) -> Event:
         event = Event(type_, data)
+        for listener in self._listeners:
+            listener(event)
         for sub in list(self._subscribers):
             if sub.queue.qsize() >= self._queue_size:
                 sub.overflowed = True

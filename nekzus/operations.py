@@ -67,8 +67,13 @@ class Operation:
 
 
 class OperationTracker:
-    def __init__(self, bus: EventBus, *, retention_seconds: float, max_records: int) -> None:
+    def __init__(
+        self, bus: EventBus, *, retention_seconds: float, max_records: int, concurrency: int = 5
+    ) -> None:
         self._bus = bus
+        # A start holds the daemon busy for 150-200 ms; hundreds at once only slow every other
+        # call to it (the pre-checks that answer 202 among them), so only a few run at a time.
+        self._running = asyncio.Semaphore(concurrency)
         self._retention = retention_seconds
         self._max_records = max_records
         self._records: dict[str, Operation] = {}
@@ -124,12 +129,8 @@ class OperationTracker:
         if previous is not None:
             await asyncio.wait({previous})
         try:
-            if op.action == "start":
-                await runtime.start(ref)
-            elif op.action == "stop":
-                await runtime.stop(ref, timeout=timeout)
-            else:
-                await runtime.restart(ref, timeout=timeout)
+            async with self._running:
+                await self._perform(op.action, runtime, ref, timeout)
         except AlreadyInState:
             # Another client (or an earlier operation) got there first: the goal is reached.
             self._finish(op, None)
@@ -141,6 +142,15 @@ class OperationTracker:
             self._finish(op, failure_code(op.action))
         else:
             self._finish(op, None)
+
+    @staticmethod
+    async def _perform(action: Action, runtime: ContainerRuntime, ref: ContainerRef, timeout: int) -> None:
+        if action == "start":
+            await runtime.start(ref)
+        elif action == "stop":
+            await runtime.stop(ref, timeout=timeout)
+        else:
+            await runtime.restart(ref, timeout=timeout)
 
     def _finish(
         self, op: Operation, error: str | None, *, message: str | None = None, publish: bool = True

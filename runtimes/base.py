@@ -93,14 +93,22 @@ class RuntimeEvent:
     runtime: str
     namespace: str
     timestamp: int
+    # "healthy" / "unhealthy" when the event reports a healthcheck result.
+    health: str | None = None
+    # Nanoseconds since the epoch, for resuming the stream exactly where it stopped.
+    time_nano: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class LogChunk:
-    """Raw log bytes from one output stream; lines may span chunks (the consumer splits them)."""
+    """Raw log bytes from one output stream; lines may span chunks (the consumer splits them).
+
+    ``skipped`` > 0 marks a frame of that many bytes that was too large and was left out.
+    """
 
     stream: str
     data: bytes
+    skipped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,11 +159,12 @@ class ContainerRuntime(Protocol):
         ref: ContainerRef,
         *,
         follow: bool,
-        tail: int,
+        tail: int | None,
         timestamps: bool,
         since: int | None = None,
     ) -> AsyncIterator[LogChunk]:
-        """The container's output, oldest first; with ``follow`` it ends when the container stops."""
+        """The container's output, oldest first (the last ``tail`` lines, None for all, or all
+        since ``since`` in Unix seconds); with ``follow`` it ends when the container stops."""
         ...
 
     async def close(self) -> None: ...

@@ -292,7 +292,15 @@ class DockerRuntime:
         except ValueError:
             return None
         action = str(raw.get("Action") or raw.get("status") or "")
-        if action not in _EVENT_STATES:
+        health = None
+        state: ContainerState | None
+        if action.startswith("health_status:"):
+            # "health_status: healthy" — a healthcheck result of a running container.
+            health = action.partition(":")[2].strip()
+            action, state = "health_status", ContainerState.RUNNING
+        elif action in _EVENT_STATES:
+            state = _EVENT_STATES[action]
+        else:
             return None
         actor = raw.get("Actor") or {}
         attributes = actor.get("Attributes") or {}
@@ -301,11 +309,13 @@ class DockerRuntime:
             container_id=short_id(full_id),
             name=str(attributes.get("name", "")),
             action=action,
-            state=_EVENT_STATES[action],
+            state=state,
             labels={k: v for k, v in attributes.items() if k not in _EVENT_NON_LABELS},
             runtime=self.name,
             namespace="",
             timestamp=int(raw.get("time", 0)),
+            health=health,
+            time_nano=int(raw.get("timeNano", 0)),
         )
 
     async def logs(
@@ -313,7 +323,7 @@ class DockerRuntime:
         ref: ContainerRef,
         *,
         follow: bool,
-        tail: int,
+        tail: int | None,
         timestamps: bool,
         since: int | None = None,
     ) -> AsyncIterator[LogChunk]:
@@ -323,7 +333,7 @@ class DockerRuntime:
             "stdout": "1",
             "stderr": "1",
             "follow": "1" if follow else "0",
-            "tail": str(tail),
+            "tail": "all" if tail is None else str(tail),
             "timestamps": "1" if timestamps else "0",
         }
         if since is not None:
@@ -358,6 +368,7 @@ async def _demultiplex(content: aiohttp.StreamReader) -> AsyncIterator[LogChunk]
             remaining = length
             while remaining:
                 remaining -= len(await content.readexactly(min(remaining, 65536)))
+            yield LogChunk(_LOG_STREAMS.get(stream_type, "stdout"), b"", skipped=length)
             continue
         try:
             data = await content.readexactly(length)

@@ -116,7 +116,7 @@ class FakeRuntime:
         yield
 
     async def logs(
-        self, ref: ContainerRef, *, follow: bool, tail: int, timestamps: bool, since: int | None = None
+        self, ref: ContainerRef, *, follow: bool, tail: int | None, timestamps: bool, since: int | None = None
     ) -> AsyncIterator[LogChunk]:
         self._maybe_fail("logs")
         return

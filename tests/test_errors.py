@@ -133,7 +133,8 @@ async def test_unexpected_error_is_generic_500(gateway: ClientFactory, docker_ho
 async def test_bulk_runs_at_most_five_at_once(gateway: ClientFactory, docker_host: str) -> None:
     fake = FakeRuntime([summary(n, state=ContainerState.EXITED) for n in range(1, 13)])
     fake.hold_actions = True
-    client = await gateway(make_config(docker_host), runtimes=fake_registry(fake))
+    config = make_config(docker_host, operations={"concurrency": 50})
+    client = await gateway(config, runtimes=fake_registry(fake))
     request = asyncio.ensure_future(client.post("/api/v1/containers/start-all"))
     async with asyncio.timeout(10), fake.changed:
         await fake.changed.wait_for(lambda: fake.active >= 5)

@@ -150,3 +150,22 @@ async def test_event_bus_cuts_off_a_subscriber_that_falls_behind() -> None:
 def test_running_states(state: ContainerState) -> None:
     expected = state in (ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING)
     assert state.is_running is expected
+
+
+async def test_tracker_caps_actions_running_at_once() -> None:
+    fake = FakeRuntime([summary(n) for n in range(6)])
+    fake.hold_actions = True
+    tracker = OperationTracker(EventBus(), retention_seconds=600, max_records=100, concurrency=2)
+    ops = [
+        tracker.submit(fake, ContainerRef(summary(n).full_id), "restart", container_id=str(n), timeout=1)
+        for n in range(6)
+    ]
+    async with asyncio.timeout(5), fake.changed:
+        await fake.changed.wait_for(lambda: fake.active == 2)
+    assert all(op.state == "pending" for op in ops)
+    fake.release.set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(*(op.done.wait() for op in ops))
+    assert fake.max_active == 2
+    assert all(op.state == "completed" for op in ops)
+    await tracker.close()
