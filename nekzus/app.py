@@ -15,10 +15,12 @@ from runtimes.docker import DockerRuntime
 from .auth import auth_middleware, authority_from_config, identity_middleware
 from .config import Config
 from .events import EventBus
+from .hub import Hub
 from .keys import (
     AUTHORITY,
     CONFIG,
     EVENT_BUS,
+    HUB,
     LIMITER,
     MONITOR,
     OPERATIONS,
@@ -26,14 +28,16 @@ from .keys import (
     SELF_CONTAINER_ID,
     STARTED_AT,
     TASKS,
+    WATCHERS,
 )
-from .linking import detect_self_container_id
+from .linking import AppLinker, detect_self_container_id
 from .middlewares import error_middleware, request_id_middleware
 from .monitor import RuntimeMonitor
 from .operations import OperationTracker
 from .ratelimit import RateLimiter, add_rate_headers, ratelimit_middleware
-from .routes import auth, bulk, containers, health, operations
+from .routes import auth, bulk, containers, health, operations, ws
 from .tasks import TaskGroup
+from .watcher import StateWatcher
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,28 @@ async def _operations_ctx(app: web.Application) -> AsyncIterator[None]:
     app[EVENT_BUS].close()
 
 
+async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The WebSocket hub, fed by the event bus, and one state watcher per runtime."""
+    ws_config = app[CONFIG].websocket
+    hub = Hub(event_limit=ws_config.event_queue, log_limit=ws_config.log_buffer)
+    app[HUB] = hub
+    bus = app[EVENT_BUS]
+    bus.add_listener(hub.broadcast)
+    linker = AppLinker(app[CONFIG].apps)
+    for runtime in app[REGISTRY]:
+        watcher = StateWatcher(runtime, bus, linker)
+        app[WATCHERS].append(watcher)
+        app[TASKS].spawn(watcher.run(), name=f"state-watcher-{runtime.name}")
+    yield
+    bus.remove_listener(hub.broadcast)
+    await hub.close()
+
+
+async def _close_websockets(app: web.Application) -> None:
+    # On shutdown, before the server waits for open handlers: every WebSocket gets 1001.
+    await app[HUB].close()
+
+
 async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
     limiter = app[LIMITER]
     yield
@@ -107,8 +133,11 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     app[TASKS] = TaskGroup()
     app[STARTED_AT] = time.monotonic()
     app[SELF_CONTAINER_ID] = config.runtimes.docker.self_id or detect_self_container_id()
+    app[WATCHERS] = []
     app.cleanup_ctx.append(_runtimes_ctx(runtimes))
     app.cleanup_ctx.append(_operations_ctx)
+    app.cleanup_ctx.append(_hub_ctx)
+    app.on_shutdown.append(_close_websockets)
 
     r = app.router
     r.add_get("/healthz", health.healthz)
@@ -128,6 +157,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     r.add_post("/api/v1/auth/login", auth.login)
     r.add_get("/api/v1/auth/status", auth.status)
     r.add_get("/api/v1/auth/validate", auth.validate)
+    r.add_get("/api/v1/ws", ws.websocket)
     _setup_cors(app, config.server.cors_origins)
     return app
 

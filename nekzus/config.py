@@ -185,6 +185,15 @@ class AppConfig(_Section):
         return self
 
 
+class WebSocketConfig(_Section):
+    heartbeat: float = Field(30.0, gt=0, le=600)  # ping interval; no pong in time closes
+    auth_timeout: float = Field(10.0, gt=0, le=120)  # for the first-message {"type": "auth"}
+    max_message: int = Field(65_536, ge=1024, le=1 << 20)  # largest client message, bytes
+    event_queue: int = Field(256, ge=8, le=100_000)  # unsent events before a client is closed (1013)
+    log_buffer: int = Field(512, ge=8, le=100_000)  # unsent log lines before its streams wait
+    max_log_streams: int = Field(16, ge=1, le=256)  # log streams one connection may follow
+
+
 class OperationsConfig(_Section):
     # Finished operation records stay pollable this long (the floor is 10 minutes) ...
     retention_seconds: int = Field(600, ge=600)
@@ -213,6 +222,7 @@ class Config(BaseSettings):
     apps: list[AppConfig] = Field(default_factory=list)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
     operations: OperationsConfig = Field(default_factory=OperationsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

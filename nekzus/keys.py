@@ -12,17 +12,21 @@ if TYPE_CHECKING:
     from .auth import Principal, TokenAuthority
     from .config import Config
     from .events import EventBus
+    from .hub import Hub
     from .identity import IPAddress
     from .monitor import RuntimeMonitor
     from .operations import OperationTracker
     from .ratelimit import RateDecision, RateLimiter
     from .tasks import TaskGroup
+    from .watcher import StateWatcher
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
 REGISTRY: web.AppKey[RuntimeRegistry] = web.AppKey("registry")
 EVENT_BUS: web.AppKey[EventBus] = web.AppKey("event_bus")
 OPERATIONS: web.AppKey[OperationTracker] = web.AppKey("operations")
 MONITOR: web.AppKey[RuntimeMonitor] = web.AppKey("monitor")
+HUB: web.AppKey[Hub] = web.AppKey("hub")
+WATCHERS: web.AppKey[list[StateWatcher]] = web.AppKey("watchers")
 TASKS: web.AppKey[TaskGroup] = web.AppKey("tasks")
 STARTED_AT: web.AppKey[float] = web.AppKey("started_at", float)
 SELF_CONTAINER_ID: web.AppKey[str] = web.AppKey("self_container_id", str)

@@ -62,6 +62,8 @@ class ContainerSummary:
     runtime: str
     namespace: str = ""
     annotations: Mapping[str, str] = field(default_factory=dict)
+    # The healthcheck's verdict ("healthy", "unhealthy", "starting"), None without a healthcheck.
+    health: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

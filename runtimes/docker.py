@@ -115,6 +115,18 @@ def _ports_from_inspect(ports: Mapping[str, Any] | None) -> tuple[PortMapping, .
     return tuple(result)
 
 
+def _health_from_status(status: str) -> str | None:
+    """The healthcheck verdict in a list row's status: "Up 2 hours (healthy)"."""
+    for verdict, marker in (
+        ("healthy", "(healthy)"),
+        ("unhealthy", "(unhealthy)"),
+        ("starting", "(health: starting)"),
+    ):
+        if status.endswith(marker):
+            return verdict
+    return None
+
+
 def _status_from_inspect(state: Mapping[str, Any]) -> str:
     status = str(state.get("Status", ""))
     if status == "exited":
@@ -212,6 +224,7 @@ class DockerRuntime:
             ports=_ports_from_list(row.get("Ports")),
             labels=row.get("Labels") or {},
             runtime=self.name,
+            health=_health_from_status(row.get("Status", "")),
         )
 
     async def _inspect_raw(self, ref: ContainerRef) -> dict[str, Any]:
@@ -233,6 +246,7 @@ class DockerRuntime:
             ports=_ports_from_inspect((doc.get("NetworkSettings") or {}).get("Ports")),
             labels=config.get("Labels") or {},
             runtime=self.name,
+            health=(state.get("Health") or {}).get("Status") or None,
         )
 
     async def inspect(self, ref: ContainerRef, *, reveal_secrets: bool = False) -> dict[str, Any]:

@@ -1,0 +1,209 @@
+"""The WebSocket hub: every connection, what it may receive, and the one writer that feeds it.
+
+Each connection has one writer task and one outbox. Broadcast events are serialised once and
+offered to every outbox without awaiting; an outbox already holding ``event_limit`` unsent events
+marks its connection overflowed, and the connection is closed with 1013 rather than allowed to
+stall the others or grow without bound. Log lines go through the same outbox but their producers
+wait for room (backpressure): a slow reader slows only its own streams and loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+
+from .auth import READ_CONTAINERS, Principal, segments_match
+from .events import Event, now
+from .tasks import TaskGroup
+
+log = logging.getLogger(__name__)
+
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TIMEOUT = 2.0
+
+
+def dumps(message_type: str, data: Any) -> str:
+    return json.dumps({"type": message_type, "data": data}, separators=(",", ":"), ensure_ascii=False)
+
+
+class OutboxClosed(Exception):
+    """The connection is gone; a log producer stops."""
+
+
+class Outbox:
+    """The ordered messages waiting for one connection's writer."""
+
+    def __init__(self, *, event_limit: int, log_limit: int) -> None:
+        self._items: deque[tuple[str, bool]] = deque()
+        self._event_limit = event_limit
+        self._events = 0
+        self._log_room = log_limit
+        self._room = asyncio.Event()
+        self._room.set()
+        self._ready = asyncio.Event()
+        self.overflowed = False
+        self.closed = False
+
+    def offer(self, text: str) -> bool:
+        """Queue a broadcast event without waiting; False (and overflowed) when there is no room."""
+        if self.closed or self.overflowed:
+            return False
+        if self._events >= self._event_limit:
+            self.overflowed = True
+            self._ready.set()
+            return False
+        self._events += 1
+        self._items.append((text, False))
+        self._ready.set()
+        return True
+
+    async def put_log(self, text: str) -> None:
+        """Queue a log line, waiting while the connection's log buffer is full."""
+        while self._log_room <= 0 and not self.closed:
+            self._room.clear()
+            await self._room.wait()
+        if self.closed:
+            raise OutboxClosed
+        self._log_room -= 1
+        self._items.append((text, True))
+        self._ready.set()
+
+    async def next(self) -> str | None:
+        """The next message to send, or None once the outbox is closed or has overflowed."""
+        while not self._items or self.overflowed:
+            if self.closed or self.overflowed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        text, is_log = self._items.popleft()
+        if is_log:
+            self._log_room += 1
+            self._room.set()
+        else:
+            self._events -= 1
+        return text
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+        self._room.set()  # producers waiting for room wake, see ``closed`` and stop
+
+
+@dataclass(eq=False)
+class Connection:
+    ws: web.WebSocketResponse
+    request: web.Request
+    outbox: Outbox
+    principal: Principal | None = None
+    filters: frozenset[str] | None = None
+    writer: asyncio.Task[None] | None = None
+    streams: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+
+    @property
+    def peer(self) -> str:
+        return str(self.request.remote)
+
+    def may_read(self) -> bool:
+        return self.principal is not None and self.principal.allows(READ_CONTAINERS)
+
+    def wants(self, message_type: str) -> bool:
+        if self.filters is None:
+            return True
+        return any(segments_match(pattern, message_type, ".") for pattern in self.filters)
+
+    def send(self, message_type: str, data: dict[str, Any]) -> bool:
+        """A direct reply to this client (counted with its events: it is never awaited)."""
+        data.setdefault("timestamp", now())
+        return self.outbox.offer(dumps(message_type, data))
+
+
+class Hub:
+    def __init__(self, *, event_limit: int, log_limit: int) -> None:
+        self.event_limit = event_limit
+        self.log_limit = log_limit
+        self.connections: set[Connection] = set()
+        self._tasks = TaskGroup()
+
+    def open(self, ws: web.WebSocketResponse, request: web.Request, principal: Principal) -> Connection:
+        """Register an authenticated connection and start its writer."""
+        conn = Connection(
+            ws, request, Outbox(event_limit=self.event_limit, log_limit=self.log_limit), principal
+        )
+        conn.writer = self._tasks.spawn(self._write(conn), name=f"ws-writer-{request.remote}-{id(conn):x}")
+        self.connections.add(conn)
+        return conn
+
+    def spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+        """A task owned by the hub (a log stream), cancelled and awaited at shutdown."""
+        return self._tasks.spawn(coro, name=name)
+
+    def forget(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        conn.outbox.close()
+
+    def broadcast(self, event: Event) -> None:
+        """Serialise once, offer to every reader allowed to see it; never waits for anyone."""
+        text: str | None = None
+        for conn in list(self.connections):
+            if not conn.may_read() or not conn.wants(event.type):
+                continue
+            if text is None:
+                text = dumps(event.type, dict(event.data))
+            if not conn.outbox.offer(text) and conn.outbox.overflowed:
+                self._overflowed(conn)
+
+    def _overflowed(self, conn: Connection) -> None:
+        if conn not in self.connections:
+            return
+        log.warning(
+            "closing the WebSocket of %s with 1013: %d events were waiting unsent",
+            conn.peer,
+            self.event_limit,
+        )
+        self.forget(conn)
+        self._tasks.spawn(
+            self._close(conn, CLOSE_TRY_AGAIN_LATER, b"too slow"), name=f"ws-close-{id(conn):x}"
+        )
+
+    async def _write(self, conn: Connection) -> None:
+        try:
+            while (text := await conn.outbox.next()) is not None:
+                await conn.ws.send_str(text)
+        except (ConnectionError, RuntimeError) as exc:
+            # The peer went away mid-send; the reader notices and cleans up.
+            log.debug("WebSocket writer for %s stopped: %r", conn.peer, exc)
+        if conn.outbox.overflowed:
+            self._overflowed(conn)
+
+    async def _close(self, conn: Connection, code: int, message: bytes) -> None:
+        if conn.writer is not None and conn.writer is not asyncio.current_task():
+            conn.writer.cancel()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await conn.ws.close(code=code, message=message)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            # A peer that reads nothing cannot take a close frame either: drop the connection.
+            transport = conn.request.transport
+            if transport is not None:
+                transport.abort()
+
+    async def close(self) -> None:
+        """Shutdown: close a snapshot of the connections with 1001, then end every task."""
+        connections = list(self.connections)
+        for conn in connections:
+            self.forget(conn)
+        await asyncio.gather(
+            *(self._close(conn, WSCloseCode.GOING_AWAY, b"server shutdown") for conn in connections),
+            return_exceptions=True,
+        )
+        await self._tasks.close()
+
+
+Broadcaster = Callable[[Event], None]

@@ -1,0 +1,256 @@
+"""Live log tails over the WebSocket: one task per followed container, lines that lose nothing.
+
+The runtime is always asked for timestamps, so each line's time is known: it becomes the message's
+``timestamp``, it lets a resumed stream (``since``) skip the line it had already delivered, and it
+is kept in the message only when the client asked for ``timestamps``. Lines are split across chunk
+boundaries per output stream, and a final partial line is flushed when the stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from runtimes import ContainerRef, ContainerRuntime, NotFound, RuntimeFailure, Unavailable
+
+from .events import now
+from .hub import Connection, OutboxClosed, dumps
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TAIL = 100
+MAX_TAIL = 1000
+_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$")
+
+
+class InvalidSubscription(ValueError):
+    """A subscribe message whose fields cannot be used; the text goes back to the client."""
+
+
+def parse_since(value: Any) -> tuple[int, int]:
+    """(seconds, nanoseconds) of an RFC 3339 time or a number of Unix seconds."""
+    if isinstance(value, bool):
+        raise InvalidSubscription("since must be an RFC 3339 time or Unix seconds")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise InvalidSubscription("since must not be negative")
+        return int(value), round((value - int(value)) * 1e9)
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(\.\d{1,9})?", text):
+            whole, _, frac = text.partition(".")
+            return int(whole), int(frac.ljust(9, "0")) if frac else 0
+        match = _RFC3339.match(text)
+        if match:
+            base, frac, zone = match.groups()
+            seconds = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
+            if zone != "Z":
+                sign = 1 if zone[0] == "+" else -1
+                seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+            return seconds, int((frac or "0").ljust(9, "0"))
+    raise InvalidSubscription("since must be an RFC 3339 time or Unix seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    container_id: str
+    namespace: str
+    runtime: str | None
+    tail: int
+    follow: bool
+    timestamps: bool
+    since: tuple[int, int] | None
+    # True when ``since`` named an exact line time (RFC 3339 with a fraction): that line is skipped.
+    since_exclusive: bool
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.runtime or "", self.namespace, self.container_id)
+
+    @classmethod
+    def from_message(cls, data: Any) -> Subscription:
+        if not isinstance(data, dict):
+            raise InvalidSubscription("data must be an object")
+        cid = data.get("containerId")
+        if not isinstance(cid, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}", cid):
+            raise InvalidSubscription("containerId must be a container id or name")
+        namespace = data.get("namespace", "")
+        runtime = data.get("runtime")
+        if not isinstance(namespace, str) or (runtime is not None and not isinstance(runtime, str)):
+            raise InvalidSubscription("namespace and runtime must be strings")
+        tail = data.get("tail", DEFAULT_TAIL)
+        if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
+            raise InvalidSubscription("tail must be a whole number of lines")
+        follow, timestamps = data.get("follow", True), data.get("timestamps", False)
+        if not isinstance(follow, bool) or not isinstance(timestamps, bool):
+            raise InvalidSubscription("follow and timestamps must be true or false")
+        since = None
+        exclusive = False
+        if data.get("since") is not None:
+            since = parse_since(data["since"])
+            exclusive = isinstance(data["since"], str) and "T" in data["since"] and "." in data["since"]
+        return cls(cid, namespace, runtime, min(tail, MAX_TAIL), follow, timestamps, since, exclusive)
+
+
+class _LineCache:
+    """Unix seconds of the log line time prefixes, computed once per distinct second."""
+
+    def __init__(self) -> None:
+        self._prefix = ""
+        self._seconds = 0
+
+    def seconds(self, stamp: str) -> int:
+        prefix = stamp[:19]
+        if prefix != self._prefix:
+            try:
+                self._seconds = calendar.timegm(time.strptime(prefix, "%Y-%m-%dT%H:%M:%S"))
+            except ValueError:
+                return now()
+            self._prefix = prefix
+        return self._seconds
+
+
+def _nanos(stamp: str) -> tuple[int, int]:
+    try:
+        return parse_since(stamp)
+    except InvalidSubscription:
+        return (0, 0)
+
+
+class LogSession:
+    """Follows one container for one connection until it ends, is unsubscribed, or the client goes."""
+
+    def __init__(self, conn: Connection, runtime: ContainerRuntime, sub: Subscription) -> None:
+        self.conn = conn
+        self.runtime = runtime
+        self.sub = sub
+        self.task: asyncio.Task[None] | None = None
+        self.unsubscribed = False
+        cid = json.dumps(sub.container_id)
+        ns = f',"namespace":{json.dumps(sub.namespace)}' if sub.namespace else ""
+        # Every line message shares this prefix: build it once, not once per line.
+        head = f'{{"type":"container.logs","data":{{"containerId":{cid}{ns},"stream":'
+        self._prefix = {stream: f'{head}"{stream}","message":' for stream in ("stdout", "stderr")}
+        self._cache = _LineCache()
+        self.last_stamp: str | None = None
+
+    def stop(self) -> None:
+        """The client unsubscribed: end with ``container.logs.ended`` (reason ``stopped``)."""
+        self.unsubscribed = True
+        if self.task is not None:
+            self.task.cancel()
+
+    def _data(self, **fields: Any) -> dict[str, Any]:
+        data: dict[str, Any] = {"containerId": self.sub.container_id}
+        if self.sub.namespace:
+            data["namespace"] = self.sub.namespace
+        data.update(fields)
+        data.setdefault("timestamp", now())
+        return data
+
+    def _notice(self, message_type: str, **fields: Any) -> None:
+        self.conn.outbox.offer(dumps(message_type, self._data(**fields)))
+
+    async def run(self) -> None:
+        sub = self.sub
+        ref = ContainerRef(sub.container_id, sub.namespace)
+        try:
+            await self.runtime.get(ref)
+        except NotFound:
+            self._notice("container.logs.error", error="CONTAINER_NOT_FOUND", message="Container not found")
+            return
+        except Unavailable:
+            self._notice(
+                "container.logs.error", error="RUNTIME_UNAVAILABLE", message="Container runtime not available"
+            )
+            return
+        except RuntimeFailure:
+            self._notice(
+                "container.logs.error", error="LOG_STREAM_FAILED", message="Failed to open the log stream"
+            )
+            return
+        self._notice("container.logs.started")
+        reason = "stopped"
+        try:
+            await self._stream(ref)
+            reason = await self._natural_end_reason(ref)
+        except asyncio.CancelledError:
+            if self.unsubscribed and not self.conn.outbox.closed:
+                self._notice("container.logs.ended", reason="stopped")
+            raise
+        except OutboxClosed:
+            return
+        except RuntimeFailure as exc:
+            log.info("log stream of %s ended with an error: %s", sub.container_id, exc)
+            self._notice("container.logs.error", error="LOG_STREAM_FAILED", message="The log stream failed")
+            reason = "error"
+        self._notice("container.logs.ended", reason=reason)
+
+    async def _natural_end_reason(self, ref: ContainerRef) -> str:
+        if not self.sub.follow:
+            return "stopped"
+        try:
+            current = await self.runtime.get(ref)
+        except NotFound:
+            return "container_stopped"
+        except RuntimeFailure:
+            return "error"
+        return "stopped" if current.state.is_running else "container_stopped"
+
+    async def _stream(self, ref: ContainerRef) -> None:
+        sub = self.sub
+        since = sub.since
+        skip_until = since if sub.since_exclusive else None
+        pending: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+        emit = self._emit
+        async for chunk in self.runtime.logs(
+            ref,
+            follow=sub.follow,
+            tail=sub.tail if since is None else None,
+            timestamps=True,
+            since=since[0] if since else None,
+        ):
+            if chunk.skipped:
+                self._notice(
+                    "container.logs.error",
+                    error="FRAME_TOO_LARGE",
+                    message=f"A log frame of {chunk.skipped} bytes was skipped (limit 1 MiB)",
+                )
+                continue
+            data = pending[chunk.stream] + chunk.data
+            lines = data.split(b"\n")
+            pending[chunk.stream] = lines.pop()
+            for line in lines:
+                skip_until = await emit(chunk.stream, line, skip_until)
+        for stream, rest in pending.items():
+            if rest:
+                await emit(stream, rest, skip_until)
+
+    async def _emit(
+        self, stream: str, raw: bytes, skip_until: tuple[int, int] | None
+    ) -> tuple[int, int] | None:
+        text = raw.decode("utf-8", "replace")
+        if text.endswith("\r"):
+            text = text[:-1]  # TTY output ends lines with CRLF
+        stamp, _, message = text.partition(" ")
+        if skip_until is not None:
+            if _nanos(stamp) <= skip_until:
+                return skip_until
+            skip_until = None
+        self.last_stamp = stamp
+        body = text if self.sub.timestamps else message
+        encoded = json.dumps(body, ensure_ascii=False)
+        await self.conn.outbox.put_log(
+            f'{self._prefix[stream]}{encoded},"timestamp":{self._cache.seconds(stamp)}}}}}'
+        )
+        return skip_until
+
+
+SessionFactory = Callable[[Connection, ContainerRuntime, Subscription], LogSession]
