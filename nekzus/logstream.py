@@ -117,6 +117,11 @@ class _LineCache:
         return self._seconds
 
 
+def _now_nanos() -> tuple[int, int]:
+    now_ns = time.time_ns()
+    return now_ns // 1_000_000_000, now_ns % 1_000_000_000
+
+
 def _nanos(stamp: str) -> tuple[int, int]:
     try:
         return parse_since(stamp)
@@ -206,16 +211,35 @@ class LogSession:
 
     async def _stream(self, ref: ContainerRef) -> None:
         sub = self.sub
+        opened = _now_nanos()
         since = sub.since
-        skip_until = since if sub.since_exclusive else None
-        pending: dict[str, bytes] = {"stdout": b"", "stderr": b""}
-        emit = self._emit
-        async for chunk in self.runtime.logs(
+        await self._pump(
             ref,
             follow=sub.follow,
             tail=sub.tail if since is None else None,
-            timestamps=True,
-            since=since[0] if since else None,
+            since=since,
+            skip_until=since if sub.since_exclusive else None,
+        )
+        if sub.follow:
+            # Docker ends a follow stream when the container stops and may not have sent the last
+            # line yet (a final line without a newline, notably). Read once more from the last
+            # line delivered, skipping what was already sent: nothing is lost, nothing repeated.
+            last = _nanos(self.last_stamp) if self.last_stamp else opened
+            await self._pump(ref, follow=False, tail=None, since=last, skip_until=last)
+
+    async def _pump(
+        self,
+        ref: ContainerRef,
+        *,
+        follow: bool,
+        tail: int | None,
+        since: tuple[int, int] | None,
+        skip_until: tuple[int, int] | None,
+    ) -> None:
+        pending: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+        emit = self._emit
+        async for chunk in self.runtime.logs(
+            ref, follow=follow, tail=tail, timestamps=True, since=since[0] if since else None
         ):
             if chunk.skipped:
                 self._notice(

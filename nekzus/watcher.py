@@ -13,7 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from runtimes import ContainerRuntime, ContainerState, ContainerSummary, RuntimeEvent, RuntimeFailure
+from runtimes import (
+    ContainerRef,
+    ContainerRuntime,
+    ContainerState,
+    ContainerSummary,
+    RuntimeEvent,
+    RuntimeFailure,
+)
 
 from .events import EventBus
 from .linking import AppLinker
@@ -105,8 +112,8 @@ class StateWatcher:
         health = known.health if known else None
         if event.action == "health_status":
             health = event.health
-        elif event.action in ("start", "restart") and health is not None:
-            health = "starting"  # a restarted healthcheck has not decided yet
+        elif event.action in ("start", "restart"):
+            health = await self._health_after_start(cid, event, labels, health)
         current = Known(
             event.name or (known.name if known else cid),
             event.namespace,
@@ -119,6 +126,22 @@ class StateWatcher:
         if known is None or known.state is not current.state:
             self._publish_state(cid, current, known.state if known else None, event.timestamp)
         self._update_app(cid, current, publish=True)
+
+    async def _health_after_start(
+        self, cid: str, event: RuntimeEvent, labels: dict[str, str], health: str | None
+    ) -> str | None:
+        """A (re)started container with a healthcheck is "starting" until the check decides.
+
+        Events do not say whether a container has a healthcheck, so a linked one is inspected.
+        """
+        probe = Known(event.name, event.namespace, ContainerState.RUNNING, labels, {}, None)
+        if self._linker.app_of(probe.summary(cid, self.runtime.name)) is None:
+            return health
+        try:
+            current = await self.runtime.get(ContainerRef(cid, event.namespace))
+        except RuntimeFailure:
+            return health
+        return current.health
 
     def _publish_state(self, cid: str, c: Known, previous: ContainerState | None, at: int = 0) -> None:
         data: dict[str, Any] = {
@@ -137,10 +160,12 @@ class StateWatcher:
         if app is None:
             return
         status = app_status(c.state, c.health)
-        if status is None or self._apps.get(app[0]) == status:
+        previous = self._apps.get(app[0])
+        if status is None or previous == status:
             return
         self._apps[app[0]] = status
-        if not publish:
+        # The first verdict on an app only sets its baseline: a change is what clients hear of.
+        if not publish or previous is None:
             return
         if status == "healthy":
             message = f"Container {c.name} is running" + (" and healthy" if c.health == "healthy" else "")

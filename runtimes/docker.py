@@ -286,7 +286,9 @@ class DockerRuntime:
     # -- streams --------------------------------------------------------------------------------
 
     async def events(self, *, since: int | None = None) -> AsyncIterator[RuntimeEvent]:
-        params = {"filters": json.dumps({"type": ["container"]})}
+        # Only state changes and healthcheck verdicts: not the exec_* events every healthcheck makes.
+        wanted = {"type": ["container"], "event": [*_EVENT_STATES, "health_status"]}
+        params = {"filters": json.dumps(wanted)}
         if since is not None:
             params["since"] = str(since)
         try:

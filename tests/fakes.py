@@ -45,6 +45,7 @@ class FakeRuntime:
         self.containers = {c.full_id: c for c in containers}
         self.fail: dict[str, BaseException] = {}
         self.release = asyncio.Event()
+        self.log_chunks: list[LogChunk] = []
         self.changed = asyncio.Condition()
         self.hold_actions = False
         self.active = 0
@@ -119,8 +120,9 @@ class FakeRuntime:
         self, ref: ContainerRef, *, follow: bool, tail: int | None, timestamps: bool, since: int | None = None
     ) -> AsyncIterator[LogChunk]:
         self._maybe_fail("logs")
-        return
-        yield
+        self._find(ref)
+        for chunk in self.log_chunks:
+            yield chunk
 
     async def close(self) -> None:
         return None
