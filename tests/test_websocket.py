@@ -63,7 +63,9 @@ async def test_hello_and_events_reach_lan_and_jwt_clients_alike(
 
 
 async def test_first_message_auth(gateway: ClientFactory, docker_host: str) -> None:
-    config = make_config(docker_host, auth={"jwt_secret": SECRET, **REMOTE_ONLY, }, websocket={"auth_timeout": 0.5})  # fmt: skip
+    config = make_config(
+        docker_host, auth={"jwt_secret": SECRET, **REMOTE_ONLY}, websocket={"auth_timeout": 0.5}
+    )
     client = await gateway(config)
     ws = await connect(client)
     await ws.send("auth", token=token(sub="tablet"))
