@@ -372,25 +372,56 @@ class DockerRuntime:
 
 
 async def _demultiplex(content: aiohttp.StreamReader) -> AsyncIterator[LogChunk]:
-    """Split the Engine's multiplexed log format: an 8-byte header (stream, length), then data."""
-    while True:
-        try:
-            header = await content.readexactly(_LOG_HEADER.size)
-        except asyncio.IncompleteReadError:
-            return
-        stream_type, length = _LOG_HEADER.unpack(header)
-        if length > MAX_LOG_FRAME:
-            log.warning("skipping a %d-byte log frame (limit %d)", length, MAX_LOG_FRAME)
-            remaining = length
-            while remaining:
-                remaining -= len(await content.readexactly(min(remaining, 65536)))
-            yield LogChunk(_LOG_STREAMS.get(stream_type, "stdout"), b"", skipped=length)
-            continue
-        try:
-            data = await content.readexactly(length)
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                yield LogChunk(_LOG_STREAMS.get(stream_type, "stdout"), exc.partial)
-            return
-        if data:
-            yield LogChunk(_LOG_STREAMS.get(stream_type, "stdout"), data)
+    """Split the Engine's multiplexed log format: 8-byte headers (stream, length), then data.
+
+    Frames are parsed out of whatever the socket delivered, and consecutive frames of one stream
+    are handed on as one chunk: a coroutine step per frame would cost more than the parsing.
+    """
+    buf = bytearray()
+    skipping = 0  # bytes still to drop of a frame that is over the size limit
+    skipping_stream = "stdout"
+    skipped_total = 0
+    async for data in content.iter_any():
+        buf += data
+        offset = 0
+        size = len(buf)
+        if skipping:
+            dropped = min(skipping, size)
+            skipping -= dropped
+            offset = dropped
+            if not skipping:
+                yield LogChunk(skipping_stream, b"", skipped=skipped_total)
+        run_stream: str | None = None
+        parts: list[bytes] = []
+        while not skipping and size - offset >= _LOG_HEADER.size:
+            stream_type, length = _LOG_HEADER.unpack_from(buf, offset)
+            stream = _LOG_STREAMS.get(stream_type, "stdout")
+            if length > MAX_LOG_FRAME:
+                log.warning("skipping a %d-byte log frame (limit %d)", length, MAX_LOG_FRAME)
+                if parts:
+                    yield LogChunk(run_stream or stream, b"".join(parts))
+                    parts = []
+                skipping, skipping_stream, skipped_total = length, stream, length
+                offset += _LOG_HEADER.size
+                dropped = min(skipping, size - offset)
+                skipping -= dropped
+                offset += dropped
+                if not skipping:
+                    yield LogChunk(stream, b"", skipped=length)
+                continue
+            end = offset + _LOG_HEADER.size + length
+            if end > size:
+                break
+            if stream != run_stream and parts:
+                yield LogChunk(run_stream or stream, b"".join(parts))
+                parts = []
+            run_stream = stream
+            parts.append(bytes(buf[offset + _LOG_HEADER.size : end]))
+            offset = end
+        if parts:
+            yield LogChunk(run_stream or "stdout", b"".join(parts))
+        del buf[:offset]
+    if len(buf) > _LOG_HEADER.size:
+        # The stream ended inside a frame: hand on what arrived of it.
+        stream_type, _ = _LOG_HEADER.unpack_from(buf, 0)
+        yield LogChunk(_LOG_STREAMS.get(stream_type, "stdout"), bytes(buf[_LOG_HEADER.size :]))
