@@ -75,19 +75,25 @@ class Outbox:
         self._items.append((text, True))
         self._ready.set()
 
-    async def next(self) -> str | None:
-        """The next message to send, or None once the outbox is closed or has overflowed."""
-        while not self._items or self.overflowed:
-            if self.closed or self.overflowed:
-                return None
-            self._ready.clear()
-            await self._ready.wait()
+    def pop(self) -> str | None:
+        """The next message if one is waiting (and the outbox has not overflowed), else None."""
+        if not self._items or self.overflowed:
+            return None
         text, is_log = self._items.popleft()
         if is_log:
             self._log_room += 1
             self._room.set()
         else:
             self._events -= 1
+        return text
+
+    async def next(self) -> str | None:
+        """The next message to send, or None once the outbox is closed or has overflowed."""
+        while (text := self.pop()) is None:
+            if self.closed or self.overflowed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
         return text
 
     def close(self) -> None:
@@ -173,9 +179,14 @@ class Hub:
         )
 
     async def _write(self, conn: Connection) -> None:
+        outbox, ws = conn.outbox, conn.ws
         try:
-            while (text := await conn.outbox.next()) is not None:
-                await conn.ws.send_str(text)
+            while True:
+                # The common case (a message is waiting) takes no extra coroutine step.
+                text = outbox.pop()
+                if text is None and (text := await outbox.next()) is None:
+                    break
+                await ws.send_str(text)
         except (ConnectionError, RuntimeError) as exc:
             # The peer went away mid-send; the reader notices and cleans up.
             log.debug("WebSocket writer for %s stopped: %r", conn.peer, exc)

@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from json.encoder import encode_basestring as encode_string  # the C encoder
 from typing import Any
 
 from runtimes import ContainerRef, ContainerRuntime, NotFound, RuntimeFailure, Unavailable
@@ -69,6 +70,8 @@ class Subscription:
     since: tuple[int, int] | None
     # True when ``since`` named an exact line time (RFC 3339 with a fraction): that line is skipped.
     since_exclusive: bool
+    # Opt-in: one container.logs.batch message per read from the runtime instead of one per line.
+    batch: bool = False
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -88,15 +91,19 @@ class Subscription:
         tail = data.get("tail", DEFAULT_TAIL)
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
             raise InvalidSubscription("tail must be a whole number of lines")
-        follow, timestamps = data.get("follow", True), data.get("timestamps", False)
-        if not isinstance(follow, bool) or not isinstance(timestamps, bool):
-            raise InvalidSubscription("follow and timestamps must be true or false")
+        follow, timestamps, batch = (
+            data.get("follow", True),
+            data.get("timestamps", False),
+            data.get("batch", False),
+        )
+        if not all(isinstance(flag, bool) for flag in (follow, timestamps, batch)):
+            raise InvalidSubscription("follow, timestamps and batch must be true or false")
         since = None
         exclusive = False
         if data.get("since") is not None:
             since = parse_since(data["since"])
             exclusive = isinstance(data["since"], str) and "T" in data["since"] and "." in data["since"]
-        return cls(cid, namespace, runtime, min(tail, MAX_TAIL), follow, timestamps, since, exclusive)
+        return cls(cid, namespace, runtime, min(tail, MAX_TAIL), follow, timestamps, since, exclusive, batch)
 
 
 class _LineCache:
@@ -143,6 +150,8 @@ class LogSession:
         # Every line message shares this prefix: build it once, not once per line.
         head = f'{{"type":"container.logs","data":{{"containerId":{cid}{ns},"stream":'
         self._prefix = {stream: f'{head}"{stream}","message":' for stream in ("stdout", "stderr")}
+        batch_head = f'{{"type":"container.logs.batch","data":{{"containerId":{cid}{ns},"stream":'
+        self._batch_prefix = {stream: f'{batch_head}"{stream}","lines":' for stream in ("stdout", "stderr")}
         self._cache = _LineCache()
         self.last_stamp: str | None = None
 
@@ -251,29 +260,52 @@ class LogSession:
             data = pending[chunk.stream] + chunk.data
             lines = data.split(b"\n")
             pending[chunk.stream] = lines.pop()
-            for line in lines:
-                skip_until = await emit(chunk.stream, line, skip_until)
+            if self.sub.batch:
+                skip_until = await self._emit_batch(chunk.stream, lines, skip_until)
+            else:
+                for line in lines:
+                    skip_until = await emit(chunk.stream, line, skip_until)
         for stream, rest in pending.items():
             if rest:
                 await emit(stream, rest, skip_until)
 
+    def _line(self, raw: bytes, skip_until: tuple[int, int] | None) -> tuple[str | None, str, bool]:
+        """(body or None when skipped, time stamp, whether skipping continues) of one raw line."""
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]  # TTY output ends lines with CRLF
+        stamp_raw, _, message = raw.partition(b" ")
+        stamp = stamp_raw.decode("ascii", "replace")
+        if skip_until is not None and _nanos(stamp) <= skip_until:
+            return None, stamp, True
+        self.last_stamp = stamp
+        return (raw if self.sub.timestamps else message).decode("utf-8", "replace"), stamp, False
+
     async def _emit(
         self, stream: str, raw: bytes, skip_until: tuple[int, int] | None
     ) -> tuple[int, int] | None:
-        text = raw.decode("utf-8", "replace")
-        if text.endswith("\r"):
-            text = text[:-1]  # TTY output ends lines with CRLF
-        stamp, _, message = text.partition(" ")
-        if skip_until is not None:
-            if _nanos(stamp) <= skip_until:
-                return skip_until
-            skip_until = None
-        self.last_stamp = stamp
-        body = text if self.sub.timestamps else message
-        encoded = json.dumps(body, ensure_ascii=False)
+        body, stamp, skipping = self._line(raw, skip_until)
+        if body is None:
+            return skip_until
         await self.conn.outbox.put_log(
-            f'{self._prefix[stream]}{encoded},"timestamp":{self._cache.seconds(stamp)}}}}}'
+            f'{self._prefix[stream]}{encode_string(body)},"timestamp":{self._cache.seconds(stamp)}}}}}'
         )
+        return skip_until if skipping else None
+
+    async def _emit_batch(
+        self, stream: str, lines: list[bytes], skip_until: tuple[int, int] | None
+    ) -> tuple[int, int] | None:
+        bodies = []
+        stamp = ""
+        for raw in lines:
+            body, stamp, skipping = self._line(raw, skip_until)
+            if body is not None:
+                bodies.append(encode_string(body))
+            if not skipping:
+                skip_until = None
+        if bodies:
+            await self.conn.outbox.put_log(
+                f'{self._batch_prefix[stream]}[{",".join(bodies)}],"timestamp":{self._cache.seconds(stamp)}}}}}'
+            )
         return skip_until
 
 

@@ -232,12 +232,21 @@ async def test_several_log_streams_on_one_connection(
     await ws.until("hello")
     await ws.send("container.logs.subscribe", containerId=plain["Id"][:12], follow=False)
     await ws.send("container.logs.subscribe", containerId=tty["Name"].lstrip("/"), follow=False)
-    plain_lines, plain_end = await logs_of(ws, plain["Id"][:12])
-    tty_lines, tty_end = await logs_of(ws, tty["Name"].lstrip("/"))
-    assert [(d["stream"], d["message"]) for d in plain_lines] == [
-        ("stdout", "one"), ("stderr", "two"), ("stdout", "three"),
-    ] or sorted(d["message"] for d in plain_lines) == ["one", "three", "two"]  # fmt: skip
+    # The two streams interleave on the connection; each ends on its own.
+    streams: dict[str, list[dict[str, Any]]] = {plain["Id"][:12]: [], tty["Name"].lstrip("/"): []}
+    ends: dict[str, dict[str, Any]] = {}
+    async with asyncio.timeout(30):
+        while len(ends) < 2:
+            message = await ws.next()
+            cid = message["data"].get("containerId")
+            if message["type"] == "container.logs":
+                streams[cid].append(message["data"])
+            elif message["type"] == "container.logs.ended":
+                ends[cid] = message["data"]
+    plain_lines, tty_lines = streams[plain["Id"][:12]], streams[tty["Name"].lstrip("/")]
+    plain_end, tty_end = ends[plain["Id"][:12]], ends[tty["Name"].lstrip("/")]
     assert [d["message"] for d in plain_lines if d["stream"] == "stdout"] == ["one", "three"]
+    assert [d["message"] for d in plain_lines if d["stream"] == "stderr"] == ["two"]
     assert [(d["stream"], d["message"]) for d in tty_lines] == [("stdout", "tty-a"), ("stdout", "tty-b")]
     assert plain_end["reason"] == tty_end["reason"] == "stopped"
     assert all(isinstance(d["timestamp"], int) for d in plain_lines + tty_lines)
@@ -436,3 +445,25 @@ async def test_shutdown_closes_connections_with_1001(gateway: ClientFactory, doc
     closing = asyncio.ensure_future(ws.closed())
     await client.server.close()
     assert await closing == 1001
+
+
+async def test_opt_in_batches_carry_every_line_in_order(
+    client: TestClient[Any, Any], containers: Containers
+) -> None:
+    made = await containers.create(cmd=["sh", "-c", "seq 1 5000; echo err >&2"])
+    await containers.docker.containers.container(made["Id"]).wait()
+    ws = await connect(client, max_msg_size=0)
+    await ws.until("hello")
+    cid = made["Id"][:12]
+    await ws.send("container.logs.subscribe", containerId=cid, since=0, follow=False, batch=True)
+    lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    batches = 0
+    async with asyncio.timeout(30):
+        while (message := await ws.next())["type"] != "container.logs.ended":
+            if message["type"] == "container.logs.batch":
+                batches += 1
+                assert message["data"]["containerId"] == cid and isinstance(message["data"]["timestamp"], int)
+                lines[message["data"]["stream"]].extend(message["data"]["lines"])
+            assert message["type"] != "container.logs"
+    assert lines == {"stdout": [str(n) for n in range(1, 5001)], "stderr": ["err"]}
+    assert batches < 5001 / 10  # many lines per message
