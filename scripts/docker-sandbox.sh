@@ -7,6 +7,7 @@
 #   scripts/docker-sandbox.sh image DIR   (re)build the busybox test image on that daemon
 #
 # The socket is DIR/docker.sock. The test image is nekzus-test:busybox (override with NEKZUS_TEST_IMAGE).
+# NEKZUS_DOCKERD_ARGS adds daemon flags (e.g. --live-restore).
 set -euo pipefail
 
 cmd=${1:?usage: docker-sandbox.sh start|stop|image DIR}
@@ -42,7 +43,7 @@ case "$cmd" in
       # --bridge=none and --iptables=false: no docker0 bridge, no firewall rules on this machine.
       dockerd --host "unix://$sock" --data-root "$dir/root" --exec-root "$dir/exec" \
         --pidfile "$dir/docker.pid" --bridge=none --iptables=false --ip6tables=false \
-        >"$dir/dockerd.log" 2>&1 &
+        ${NEKZUS_DOCKERD_ARGS:-} >"$dir/dockerd.log" 2>&1 &
       for _ in $(seq 1 150); do
         docker -H "unix://$sock" version >/dev/null 2>&1 && break
         sleep 0.2

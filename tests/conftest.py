@@ -32,9 +32,10 @@ RUN_LABEL = "nekzus.test.run"
 QUICK_STOP = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]
 
 
-def start_sandbox(directory: Path) -> str:
+def start_sandbox(directory: Path, *daemon_args: str) -> str:
+    env = {**os.environ, "NEKZUS_DOCKERD_ARGS": " ".join(daemon_args)}
     out = subprocess.run(
-        ["bash", str(SANDBOX), "start", str(directory)], check=True, capture_output=True, text=True
+        ["bash", str(SANDBOX), "start", str(directory)], check=True, capture_output=True, text=True, env=env
     )
     return out.stdout.strip().splitlines()[-1]
 

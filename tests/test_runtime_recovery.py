@@ -8,9 +8,13 @@ import shutil
 import uuid
 from pathlib import Path
 
+import aiodocker
 import pytest
 
-from .conftest import ROOT, ClientFactory, make_config, start_sandbox, stop_sandbox
+from nekzus.keys import WATCHERS
+
+from .conftest import QUICK_STOP, ROOT, ClientFactory, make_config, start_sandbox, stop_sandbox
+from .wsclient import WS
 
 
 @pytest.fixture
@@ -48,5 +52,44 @@ async def test_daemon_going_away_and_coming_back(
         assert any("unavailable" in m for m in messages)
         assert any("available again" in m for m in messages)
     finally:
+        await asyncio.to_thread(stop_sandbox, own_daemon_dir)
+        await asyncio.to_thread(shutil.rmtree, own_daemon_dir, True)
+
+
+async def test_daemon_restart_ends_log_streams_with_error_then_events_recover(
+    gateway: ClientFactory, own_daemon_dir: Path
+) -> None:
+    # live-restore: the containers keep running while the daemon is away, so the log stream
+    # breaks because of the daemon, not because its container stopped.
+    host = await asyncio.to_thread(start_sandbox, own_daemon_dir, "--live-restore")
+    config = {"Image": "nekzus-test:busybox", "Cmd": QUICK_STOP, "HostConfig": {"NetworkMode": "none"}}
+    try:
+        client = await gateway(make_config(host, runtimes={"docker": {"host": host, "health_interval": 0.2}}))
+        async with aiodocker.Docker(url=host) as docker:
+            first = await docker.containers.run(config)
+        for watcher in client.server.app[WATCHERS]:
+            await asyncio.wait_for(watcher.watching.wait(), 15)
+        ws = WS(await client.ws_connect("/api/v1/ws"))
+        await ws.until("hello")
+        await ws.send("container.logs.subscribe", containerId=first.id[:12], tail=0)
+        await ws.until("container.logs.started")
+
+        await asyncio.to_thread(stop_sandbox, own_daemon_dir)
+        ended = await ws.until("container.logs.ended", containerId=first.id[:12], timeout=30)
+        assert ended["data"]["reason"] == "error"
+        assert any(m["type"] == "container.logs.error" for m in ws.seen)
+
+        await asyncio.to_thread(start_sandbox, own_daemon_dir, "--live-restore")
+        async with aiodocker.Docker(url=host) as docker:
+            second = await docker.containers.run(config)
+        # The watcher reopens the event stream by itself and reports the new container.
+        state = await ws.until("container.state", containerId=second.id[:12], state="running", timeout=30)
+        assert state["data"]["runtime"] == "docker"
+    finally:
+        # Live-restored containers outlive their daemon: remove them before it stops.
+        await asyncio.to_thread(start_sandbox, own_daemon_dir, "--live-restore")
+        async with aiodocker.Docker(url=host) as docker:
+            for made in await docker.containers.list(all=True):
+                await made.delete(force=True)
         await asyncio.to_thread(stop_sandbox, own_daemon_dir)
         await asyncio.to_thread(shutil.rmtree, own_daemon_dir, True)
