@@ -44,6 +44,7 @@ GATEWAY_DEFAULTS = {
 }
 
 Measure = Callable[["Bench"], Awaitable[list["Row"]]]
+LocalMeasure = Callable[[], Awaitable[list["Row"]]]  # in-process: no daemon, no gateway
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -135,6 +136,12 @@ def free_port() -> int:
         return port
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (/proc/PID/stat, clock-tick resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def socket_path(docker_host: str) -> str:
     if not docker_host.startswith("unix://"):
         raise ValueError(f"only unix:// Docker hosts are supported, not {docker_host!r}")
@@ -150,11 +157,21 @@ class Gateway:
     """``nekzus serve`` on a free loopback port, its output in a log file shown if it fails.
 
     Its data directory (JWT secret, self-signed certificate) is ``workdir``, never the user's home;
-    NEKZUS_* variables of the caller's environment are dropped so that runs compare.
+    NEKZUS_* variables of the caller's environment are dropped so that runs compare. ``command``
+    replaces ``nekzus serve`` (a bench-only entry point that reads the same settings).
     """
 
-    def __init__(self, docker_host: str, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        docker_host: str,
+        workdir: Path,
+        extra_env: dict[str, str] | None = None,
+        command: Sequence[str] | None = None,
+    ) -> None:
         port = free_port()
+        self.docker_host = docker_host
+        self.extra_env = dict(extra_env or {})
+        self.command = list(command) if command is not None else _nekzus_command()
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("NEKZUS_")},
             **GATEWAY_DEFAULTS,
@@ -173,12 +190,15 @@ class Gateway:
         self._proc: asyncio.subprocess.Process | None = None
         self.log_path = workdir / "nekzus.log"
 
-    def session(self) -> aiohttp.ClientSession:
-        """A client that trusts exactly the gateway's certificate (it names 127.0.0.1)."""
+    def session(self, headers: dict[str, str] | None = None) -> aiohttp.ClientSession:
+        """A client that trusts exactly the gateway's certificate (it names 127.0.0.1); ``headers``
+        go with every request (e.g. a bearer token)."""
         if self.tls_mode == "off":
-            return aiohttp.ClientSession(base_url=self.url)
+            return aiohttp.ClientSession(base_url=self.url, headers=headers)
         context = ssl.create_default_context(cafile=self._certificate)
-        return aiohttp.ClientSession(base_url=self.url, connector=aiohttp.TCPConnector(ssl=context))
+        return aiohttp.ClientSession(
+            base_url=self.url, headers=headers, connector=aiohttp.TCPConnector(ssl=context)
+        )
 
     @property
     def pid(self) -> int:
@@ -188,7 +208,7 @@ class Gateway:
     async def start(self) -> None:
         with self.log_path.open("wb") as log:
             self._proc = await asyncio.create_subprocess_exec(
-                *_nekzus_command(), env=self.env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+                *self.command, env=self.env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
             )
         await self._wait_healthy()
 
@@ -314,6 +334,16 @@ class Engine:
         return len(ids)
 
 
+async def timed_get(session: aiohttp.ClientSession, path: str) -> tuple[float, Any, int]:
+    """Seconds until the body is read and parsed (a client needs both), the body and its size."""
+    start = time.perf_counter()
+    async with session.get(path) as resp:
+        body = await resp.read()
+        resp.raise_for_status()
+        doc = await resp.json()
+    return time.perf_counter() - start, doc, len(body)
+
+
 # -- putting it together ------------------------------------------------------------------------
 
 
@@ -338,6 +368,23 @@ async def bench_environment(docker_host: str, gateway_env: dict[str, str]) -> As
                     yield Bench(engine, gateway, http)
             finally:
                 await gateway.stop()
+
+
+@contextlib.asynccontextmanager
+async def another_gateway(
+    bench: Bench, env: dict[str, str], command: Sequence[str] | None = None
+) -> AsyncIterator[Gateway]:
+    """One more gateway on the bench's daemon, with its own data directory and port: the caller's
+    --gateway-env plus ``env`` (which wins), ``command`` instead of ``nekzus serve`` if given."""
+    with tempfile.TemporaryDirectory(prefix="nekzus-bench-") as workdir:
+        gateway = Gateway(
+            bench.gateway.docker_host, Path(workdir), {**bench.gateway.extra_env, **env}, command
+        )
+        try:
+            await gateway.start()
+            yield gateway
+        finally:
+            await gateway.stop()
 
 
 def parse_args(description: str) -> argparse.Namespace:
@@ -395,3 +442,17 @@ def run_script(title: str, measure: Measure) -> None:
             return await run_one(title, measure, host, args.gateway_env)
 
     sys.exit(0 if all_passed(asyncio.run(main())) else 1)
+
+
+async def run_local(title: str, measure: LocalMeasure) -> list[Row]:
+    """An in-process measurement (no daemon, no gateway): run it and print its table."""
+    print(f"{title}: in-process", flush=True)
+    rows = await measure()
+    print_table(title, rows)
+    return rows
+
+
+def run_local_script(title: str, measure: LocalMeasure) -> None:
+    """The ``__main__`` of an in-process benchmark: exit 0 when every target is met, 1 otherwise."""
+    argparse.ArgumentParser(description=title).parse_args()
+    sys.exit(0 if all_passed(asyncio.run(run_local(title, measure))) else 1)

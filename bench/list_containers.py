@@ -7,11 +7,7 @@ first, so machine noise hits both alike.
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-import aiohttp
-from _harness import Bench, Row, ms, percentile, run_script
+from _harness import Bench, Row, ms, percentile, run_script, timed_get
 
 CONTAINERS = 100
 WARMUP = 20
@@ -19,32 +15,22 @@ CALLS = 200
 TARGET_RATIO = 1.5
 
 
-async def _timed_get(session: aiohttp.ClientSession, path: str) -> tuple[float, Any, int]:
-    """Seconds until the body is read and parsed (a client needs both), the body and its size."""
-    start = time.perf_counter()
-    async with session.get(path) as resp:
-        body = await resp.read()
-        resp.raise_for_status()
-        doc = await resp.json()
-    return time.perf_counter() - start, doc, len(body)
-
-
 async def measure(bench: Bench) -> list[Row]:
     ids = await bench.engine.create_many(CONTAINERS, "bench-list")
     gateway_path = "/api/v1/containers?all=true"
     direct_path = f"{bench.engine.prefix}/containers/json?all=1"
 
-    _, listed, gateway_bytes = await _timed_get(bench.http, gateway_path)
+    _, listed, gateway_bytes = await timed_get(bench.http, gateway_path)
     missing = {cid[:12] for cid in ids} - {c["id"] for c in listed}
     assert not missing, f"the gateway did not list {len(missing)} of our containers"
-    _, rows, direct_bytes = await _timed_get(bench.engine.session, direct_path)
+    _, rows, direct_bytes = await timed_get(bench.engine.session, direct_path)
 
     gateway: list[float] = []
     direct: list[float] = []
     for i in range(WARMUP + CALLS):
         pair = [(bench.http, gateway_path, gateway), (bench.engine.session, direct_path, direct)]
         for session, path, samples in pair if i % 2 else reversed(pair):
-            seconds, _, _ = await _timed_get(session, path)
+            seconds, _, _ = await timed_get(session, path)
             if i >= WARMUP:
                 samples.append(seconds)
 
