@@ -13,15 +13,18 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, web
 
 from .auth import READ_CONTAINERS, Principal, segments_match
 from .events import Event, now
 from .tasks import TaskGroup
+
+if TYPE_CHECKING:
+    from .logstream import LogSession
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +113,7 @@ class Connection:
     principal: Principal | None = None
     filters: frozenset[str] | None = None
     writer: asyncio.Task[None] | None = None
-    streams: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+    streams: dict[tuple[str, str, str], LogSession] = field(default_factory=dict)
 
     @property
     def peer(self) -> str:
@@ -215,6 +218,3 @@ class Hub:
             return_exceptions=True,
         )
         await self._tasks.close()
-
-
-Broadcaster = Callable[[Event], None]

@@ -14,7 +14,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring as encode_string  # the C encoder
 from typing import Any
@@ -307,6 +306,3 @@ class LogSession:
                 f'{self._batch_prefix[stream]}[{",".join(bodies)}],"timestamp":{self._cache.seconds(stamp)}}}}}'
             )
         return skip_until
-
-
-SessionFactory = Callable[[Connection, ContainerRuntime, Subscription], LogSession]
