@@ -440,3 +440,31 @@ def test_generated_secret_is_private_and_reused(tmp_path: Path, docker_host: str
     path.write_text("short\n")
     with pytest.raises(ConfigError, match=r"auth\.jwt_secret"):
         auth.authority_from_config(config)
+
+
+def test_identity_parsing_and_rate_keys() -> None:
+    import ipaddress
+
+    from nekzus.identity import client_address, parse_ip, rate_key
+
+    assert str(parse_ip("::ffff:192.168.1.5")) == "192.168.1.5"
+    assert str(parse_ip('"[2001:db8::1]:4711"')) == "2001:db8::1"
+    assert str(parse_ip("198.51.100.7:8080")) == "198.51.100.7"
+    assert str(parse_ip("fe80::1%eth0")) == "fe80::1"
+    assert parse_ip("unknown") is None and parse_ip("") is None
+    # An IPv6 client is one /64; the port never matters.
+    assert (
+        rate_key(parse_ip("2001:db8:1:2::a"))
+        == rate_key(parse_ip("2001:db8:1:2:ffff::1"))
+        == "2001:db8:1:2::/64"
+    )
+    assert rate_key(parse_ip("198.51.100.7:1")) == rate_key(parse_ip("198.51.100.7:2")) == "198.51.100.7"
+    trusted = [ipaddress.ip_network("10.0.0.0/8")]
+    # Trusted hops are skipped from the right; the first untrusted one is the client.
+    assert str(client_address("10.0.0.2", (), "198.51.100.7, 10.0.0.9", trusted)) == "198.51.100.7"
+    assert str(client_address("10.0.0.2", (), "1.1.1.1, 198.51.100.7", trusted)) == "198.51.100.7"
+    # An unparseable hop stops the walk at the last trusted address.
+    assert str(client_address("10.0.0.2", (), "198.51.100.7, unknown", trusted)) == "10.0.0.2"
+    # Headers from an untrusted peer count for nothing.
+    assert str(client_address("198.51.100.7", (), "10.0.0.9", trusted)) == "198.51.100.7"
+    assert str(client_address("::ffff:10.0.0.2", ({"for": "192.0.2.1"},), None, trusted)) == "192.0.2.1"

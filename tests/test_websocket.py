@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from nekzus.keys import EVENT_BUS, HUB, WATCHERS
 
-from .conftest import LINKED, ClientFactory, Containers, make_config
+from .conftest import DATA_DIR, LINKED, ClientFactory, Containers, make_config
 from .test_security import REMOTE_ONLY, SECRET, bearer, token
 from .wsclient import WS
 
@@ -31,16 +31,10 @@ async def watching(client: TestClient[Any, Any]) -> None:
 def lan_and_proxy_config(docker_host: str, **overrides: Any) -> Any:
     return make_config(
         docker_host,
-        server={"tls": {"mode": "off"}, "trusted_proxies": ["127.0.0.1/32"], "data_dir": str(_data())},
+        server={"tls": {"mode": "off"}, "trusted_proxies": ["127.0.0.1/32"], "data_dir": str(DATA_DIR)},
         auth={"jwt_secret": SECRET, "local_networks": ["127.0.0.0/8"]},
         **overrides,
     )
-
-
-def _data() -> Any:
-    from .conftest import DATA_DIR
-
-    return DATA_DIR
 
 
 async def test_hello_and_events_reach_lan_and_jwt_clients_alike(
@@ -344,40 +338,47 @@ async def test_oversized_frames_are_skipped_with_an_error(gateway: ClientFactory
     assert error["data"]["error"] == "FRAME_TOO_LARGE" and "2000000" in error["data"]["message"]
 
 
+async def exited_container(containers: Containers, cmd: list[str]) -> str:
+    """The short id of a container that has run ``cmd`` to its end."""
+    made = await containers.create(cmd=cmd)
+    await containers.docker.containers.container(made["Id"]).wait()
+    return str(made["Id"][:12])
+
+
+async def read_sequence(ws: WS, *, timeout: float) -> tuple[int, dict[str, Any]]:
+    """Read container.logs lines that must be "1", "2", … in order, until container.logs.ended."""
+    expected = 1
+    async with asyncio.timeout(timeout):
+        while True:
+            message = (await ws.ws.receive()).json()
+            if message["type"] == "container.logs":
+                assert message["data"]["message"] == str(expected)
+                expected += 1
+            elif message["type"] == "container.logs.ended":
+                return expected - 1, message["data"]
+
+
 async def test_a_million_lines_arrive_complete_and_in_order(
     client: TestClient[Any, Any], containers: Containers
 ) -> None:
-    made = await containers.create(cmd=["seq", "1", "1000000"])
-    await containers.docker.containers.container(made["Id"]).wait()
+    cid = await exited_container(containers, ["seq", "1", "1000000"])
     ws = await connect(client, max_msg_size=0)
     await ws.until("hello")
-    cid = made["Id"][:12]
     await ws.send("container.logs.subscribe", containerId=cid, since=0, follow=True)
-    expected = 1
-    async with asyncio.timeout(150):
-        while True:
-            msg = await ws.ws.receive()
-            data = msg.json()
-            if data["type"] == "container.logs":
-                assert data["data"]["message"] == str(expected)
-                expected += 1
-            elif data["type"] == "container.logs.ended":
-                break
-    assert expected - 1 == 1_000_000
-    assert data["data"]["reason"] == "container_stopped"
+    count, end = await read_sequence(ws, timeout=150)
+    assert count == 1_000_000
+    assert end["reason"] == "container_stopped"
 
 
 async def test_slow_reader_loses_nothing_and_does_not_delay_others(
     gateway: ClientFactory, docker_host: str, containers: Containers
 ) -> None:
     client = await gateway(make_config(docker_host, websocket={"log_buffer": 64}))
-    made = await containers.create(cmd=["seq", "1", "200000"])
-    await containers.docker.containers.container(made["Id"]).wait()
+    cid = await exited_container(containers, ["seq", "1", "200000"])
     slow = await connect(client, max_msg_size=0)
     fast = await connect(client)
     await slow.until("hello")
     await fast.until("hello")
-    cid = made["Id"][:12]
     await slow.send("container.logs.subscribe", containerId=cid, since=0, follow=False)
     await slow.until("container.logs.started")
     bus = client.server.app[EVENT_BUS]
@@ -389,16 +390,8 @@ async def test_slow_reader_loses_nothing_and_does_not_delay_others(
         await fast.until("test.ping", n=n)
         delays.append(time.perf_counter() - sent)
     assert max(delays) < 0.1, delays
-    expected = 1
-    async with asyncio.timeout(120):
-        while True:
-            data = (await slow.ws.receive()).json()
-            if data["type"] == "container.logs":
-                assert data["data"]["message"] == str(expected)
-                expected += 1
-            elif data["type"] == "container.logs.ended":
-                break
-    assert expected - 1 == 200_000
+    count, _ = await read_sequence(slow, timeout=120)
+    assert count == 200_000
 
 
 async def test_a_client_that_never_reads_is_closed(gateway: ClientFactory, docker_host: str) -> None:
@@ -450,11 +443,9 @@ async def test_shutdown_closes_connections_with_1001(gateway: ClientFactory, doc
 async def test_opt_in_batches_carry_every_line_in_order(
     client: TestClient[Any, Any], containers: Containers
 ) -> None:
-    made = await containers.create(cmd=["sh", "-c", "seq 1 5000; echo err >&2"])
-    await containers.docker.containers.container(made["Id"]).wait()
+    cid = await exited_container(containers, ["sh", "-c", "seq 1 5000; echo err >&2"])
     ws = await connect(client, max_msg_size=0)
     await ws.until("hello")
-    cid = made["Id"][:12]
     await ws.send("container.logs.subscribe", containerId=cid, since=0, follow=False, batch=True)
     lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
     batches = 0
