@@ -109,6 +109,8 @@ async def _close_websockets(app: web.Application) -> None:
 
 async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
     limiter = app[LIMITER]
+    if limiter is not None:
+        limiter.start()
     yield
     if limiter is not None:
         await limiter.close()

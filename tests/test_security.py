@@ -468,3 +468,24 @@ def test_identity_parsing_and_rate_keys() -> None:
     # Headers from an untrusted peer count for nothing.
     assert str(client_address("198.51.100.7", (), "10.0.0.9", trusted)) == "198.51.100.7"
     assert str(client_address("::ffff:10.0.0.2", ({"for": "192.0.2.1"},), None, trusted)) == "192.0.2.1"
+
+
+async def test_limiter_sweeps_on_a_timer_not_after_every_hit() -> None:
+    from nekzus.config import RateLimitConfig
+    from nekzus.ratelimit import RateLimiter, SweptMemoryStorage
+
+    limiter = RateLimiter(RateLimitConfig(containers={"per_minute": 30, "burst": 20}))
+    storage = limiter._storage
+    assert isinstance(storage, SweptMemoryStorage)
+    for n in range(50):
+        decision = await limiter.hit("containers", f"ip:10.0.0.{n}")
+        assert decision.allowed and decision.remaining == 19
+    # No clean-up pass (and no worker thread) was started by the hits.
+    assert storage.timer is None
+    assert len(storage.events) == 50
+    storage.sweep(time.time())
+    assert len(storage.events) == 50  # nothing has expired yet
+    storage.sweep(time.time() + 41)  # the 40 s window has passed for every entry
+    assert storage.events == {} and not storage.locks
+    assert (await limiter.hit("containers", "ip:10.0.0.1")).remaining == 19
+    await limiter.close()
