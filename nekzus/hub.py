@@ -110,7 +110,7 @@ class Connection:
     ws: web.WebSocketResponse
     request: web.Request
     outbox: Outbox
-    principal: Principal | None = None
+    principal: Principal
     filters: frozenset[str] | None = None
     writer: asyncio.Task[None] | None = None
     streams: dict[tuple[str, str, str], LogSession] = field(default_factory=dict)
@@ -118,9 +118,6 @@ class Connection:
     @property
     def peer(self) -> str:
         return str(self.request.remote)
-
-    def may_read(self) -> bool:
-        return self.principal is not None and self.principal.allows(READ_CONTAINERS)
 
     def wants(self, message_type: str) -> bool:
         if self.filters is None:
@@ -141,7 +138,12 @@ class Hub:
         self._tasks = TaskGroup()
 
     def open(self, ws: web.WebSocketResponse, request: web.Request, principal: Principal) -> Connection:
-        """Register an authenticated connection and start its writer."""
+        """Register an authenticated connection and start its writer.
+
+        Only callers allowed to read containers are let in (and a re-authentication may not
+        take that away), so a broadcast need not check each connection's scopes again.
+        """
+        assert principal.allows(READ_CONTAINERS)
         conn = Connection(
             ws, request, Outbox(event_limit=self.event_limit, log_limit=self.log_limit), principal
         )
@@ -161,7 +163,7 @@ class Hub:
         """Serialise once, offer to every reader allowed to see it; never waits for anyone."""
         text: str | None = None
         for conn in list(self.connections):
-            if not conn.may_read() or not conn.wants(event.type):
+            if conn.filters is not None and not conn.wants(event.type):
                 continue
             if text is None:
                 text = dumps(event.type, dict(event.data))

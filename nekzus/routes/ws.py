@@ -163,9 +163,7 @@ def _reauthenticate(conn: Connection, data: dict[str, Any]) -> None:
     except InvalidToken:
         conn.send("auth_failed", {"error": "UNAUTHORIZED", "message": "The token is invalid or has expired"})
         return
-    principal = Principal(
-        claims.subject, claims.scopes, conn.principal.local if conn.principal else False, True
-    )
+    principal = Principal(claims.subject, claims.scopes, conn.principal.local, True)
     if not principal.allows(READ_CONTAINERS):
         conn.send("auth_failed", {"error": "FORBIDDEN", "message": f"The token lacks {READ_CONTAINERS!r}"})
         return
