@@ -458,3 +458,19 @@ async def test_opt_in_batches_carry_every_line_in_order(
             assert message["type"] != "container.logs"
     assert lines == {"stdout": [str(n) for n in range(1, 5001)], "stderr": ["err"]}
     assert batches < 5001 / 10  # many lines per message
+
+
+async def test_reauthentication_on_an_open_connection(gateway: ClientFactory, docker_host: str) -> None:
+    config = make_config(docker_host, auth={"jwt_secret": SECRET, "local_networks": ["127.0.0.0/8"]})
+    client = await gateway(config)
+    ws = await connect(client)
+    await ws.until("hello")
+    await ws.send("auth", token=token(sub="phone", scopes=["write:containers"]))
+    assert (await ws.until("auth_failed"))["data"]["error"] == "FORBIDDEN"
+    await ws.send("auth", token="garbage")
+    assert (await ws.until("auth_failed"))["data"]["error"] == "UNAUTHORIZED"
+    await ws.send("auth", token=token(sub="phone"))
+    assert (await ws.until("auth_success"))["data"]["subject"] == "phone"
+    # Still open and still receiving events.
+    client.server.app[EVENT_BUS].publish("test.ping", {"n": 1})
+    assert (await ws.until("test.ping"))["data"]["n"] == 1
