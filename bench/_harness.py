@@ -14,9 +14,11 @@ import contextlib
 import json
 import math
 import os
+import resource
 import signal
 import socket
 import ssl
+import struct
 import sys
 import tempfile
 import time
@@ -52,16 +54,20 @@ LocalMeasure = Callable[[], Awaitable[list["Row"]]]  # in-process: no daemon, no
 
 @dataclass(frozen=True)
 class Row:
-    """One line of a result table; a row with a ``target`` is a check (PASS when value ≤ target)."""
+    """One line of a result table; a row with a ``target`` is a check (PASS when value ≤ target,
+    or value ≥ target for an ``at_least`` row such as a throughput)."""
 
     name: str
     value: float
     unit: str = ""
     target: float | None = None
+    at_least: bool = False
 
     @property
     def passed(self) -> bool | None:
-        return None if self.target is None else self.value <= self.target
+        if self.target is None:
+            return None
+        return self.value >= self.target if self.at_least else self.value <= self.target
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -85,7 +91,7 @@ def _fmt(value: float, unit: str) -> str:
 
 
 def _cells(row: Row) -> tuple[str, str, str, str]:
-    target = "" if row.target is None else f"≤ {_fmt(row.target, row.unit)}"
+    target = "" if row.target is None else f"{'≥' if row.at_least else '≤'} {_fmt(row.target, row.unit)}"
     verdict = {True: "PASS", False: "FAIL", None: ""}[row.passed]
     return row.name, _fmt(row.value, row.unit), target, verdict
 
@@ -136,10 +142,45 @@ def free_port() -> int:
         return port
 
 
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds a process has used so far (/proc/PID/stat, clock-tick resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (/proc/PID/stat, clock-tick resolution)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_times(pid))
+
+
+def proc_status_mib(pid: int) -> dict[str, float]:
+    """The memory lines (kB) of /proc/PID/status, in MiB."""
+    fields: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if value.strip().endswith(" kB"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields
+
+
+def raise_open_files(wanted: int) -> int:
+    """Raise this process's open-file limit (soft, up to the hard one) to ``wanted``; processes
+    started afterwards (the gateway, client workers) inherit it. Answers the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
+
+
+def open_files_limit(pid: int) -> int:
+    """The soft open-file limit of a running process (/proc/PID/limits)."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft = line.split()[3]
+            return sys.maxsize if soft == "unlimited" else int(soft)
+    raise RuntimeError(f"no open-file limit in /proc/{pid}/limits")
 
 
 def socket_path(docker_host: str) -> str:
@@ -189,6 +230,11 @@ class Gateway:
         )
         self._proc: asyncio.subprocess.Process | None = None
         self.log_path = workdir / "nekzus.log"
+
+    @property
+    def certificate(self) -> Path | None:
+        """The certificate a client must trust (None for plain HTTP)."""
+        return None if self.tls_mode == "off" else self._certificate
 
     def session(self, headers: dict[str, str] | None = None) -> aiohttp.ClientSession:
         """A client that trusts exactly the gateway's certificate (it names 127.0.0.1); ``headers``
@@ -257,8 +303,9 @@ class Engine:
 
     def __init__(self, docker_host: str) -> None:
         self.run_id = uuid.uuid4().hex[:12]
+        self.socket = socket_path(docker_host)
         self.session = aiohttp.ClientSession(
-            base_url="http://docker", connector=aiohttp.UnixConnector(path=socket_path(docker_host))
+            base_url="http://docker", connector=aiohttp.UnixConnector(path=self.socket)
         )
         self.prefix = ""  # /v1.xx once the daemon told its API version
 
@@ -314,6 +361,28 @@ class Engine:
     async def start(self, cid: str) -> None:
         await self._call("POST", f"/containers/{cid}/start", ok=(204, 304))
 
+    async def stop(self, cid: str, timeout: int = 0) -> None:
+        """Stop, killing after ``timeout`` seconds (0: at once; busybox ignores SIGTERM as PID 1)."""
+        await self._call("POST", f"/containers/{cid}/stop", ok=(204, 304), params={"t": str(timeout)})
+
+    async def wait(self, cid: str) -> int:
+        """Wait until the container has exited; answers its exit code."""
+        doc = await self._call(
+            "POST", f"/containers/{cid}/wait", ok=(200,), timeout=aiohttp.ClientTimeout(total=None)
+        )
+        return int(doc["StatusCode"])
+
+    def daemon_pid(self) -> int | None:
+        """The daemon's process id, from the credentials of its unix socket (None if unknown)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(self.socket)
+                creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            except OSError:
+                return None
+        pid: int = struct.unpack("3i", creds)[0]
+        return pid or None
+
     async def list_ours(self) -> list[str]:
         filters = json.dumps({"label": [f"{RUN_LABEL}={self.run_id}"]})
         rows = await self._call("GET", "/containers/json", ok=(200,), params={"all": "1", "filters": filters})
@@ -332,6 +401,51 @@ class Engine:
 
         await asyncio.gather(*(one(cid) for cid in ids))
         return len(ids)
+
+
+class EngineEvents:
+    """The Engine's own event stream (``GET /events``) about one container, held open while the
+    block runs: each event comes with the ``perf_counter()`` at which this process read it.
+    Entering returns once the daemon has answered, so events caused afterwards are all seen."""
+
+    def __init__(self, engine: Engine, cid: str, actions: Sequence[str], timeout: float = 30.0) -> None:
+        self._engine = engine
+        self._filters = json.dumps({"type": ["container"], "event": list(actions), "container": [cid]})
+        self._timeout = timeout
+        self._queue: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> EngineEvents:
+        opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._pump(opened))
+        await asyncio.wait([opened, self._task], return_when=asyncio.FIRST_COMPLETED)
+        if self._task.done():
+            self._task.result()  # the request failed: raise its error
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _pump(self, opened: asyncio.Future[None]) -> None:
+        path = f"{self._engine.prefix}/events"
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with self._engine.session.get(path, params={"filters": self._filters}, timeout=timeout) as resp:
+            resp.raise_for_status()
+            opened.set_result(None)
+            async for line in resp.content:
+                arrived = time.perf_counter()
+                if line.strip():
+                    self._queue.put_nowait((arrived, json.loads(line)))
+
+    async def next(self, action: str) -> tuple[float, dict[str, Any]]:
+        """The next event (it must be ``action``) and when it was read."""
+        async with asyncio.timeout(self._timeout):
+            arrived, doc = await self._queue.get()
+        if doc.get("Action") != action:
+            raise AssertionError(f"expected a {action} event from the Engine, got {doc.get('Action')}")
+        return arrived, doc
 
 
 async def timed_get(session: aiohttp.ClientSession, path: str) -> tuple[float, Any, int]:
@@ -424,7 +538,15 @@ async def docker_host(args: argparse.Namespace) -> AsyncIterator[str]:
         yield host
 
 
-async def run_one(title: str, measure: Measure, host: str, gateway_env: dict[str, str]) -> list[Row]:
+async def run_one(
+    title: str,
+    measure: Measure,
+    host: str,
+    gateway_env: dict[str, str],
+    env: dict[str, str] | None = None,
+) -> list[Row]:
+    """``env``: settings this benchmark needs on its gateway; the caller's ``gateway_env`` wins."""
+    gateway_env = {**(env or {}), **gateway_env}
     async with bench_environment(host, gateway_env) as bench:
         settings = {k: v for k, v in bench.gateway.env.items() if k in {*GATEWAY_DEFAULTS, *gateway_env}}
         print(f"{title}: gateway {bench.gateway.url} (TLS {bench.gateway.tls_mode}) {settings}", flush=True)
@@ -433,13 +555,13 @@ async def run_one(title: str, measure: Measure, host: str, gateway_env: dict[str
     return rows
 
 
-def run_script(title: str, measure: Measure) -> None:
+def run_script(title: str, measure: Measure, env: dict[str, str] | None = None) -> None:
     """The ``__main__`` of a benchmark: exit 0 when every target is met, 1 when one is not."""
     args = parse_args(title)
 
     async def main() -> list[Row]:
         async with docker_host(args) as host:
-            return await run_one(title, measure, host, args.gateway_env)
+            return await run_one(title, measure, host, args.gateway_env, env)
 
     sys.exit(0 if all_passed(asyncio.run(main())) else 1)
 

@@ -7,23 +7,12 @@ anonymous/file split says how much is the heap versus mapped libraries. Target: 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
-from _harness import Bench, Row, run_script
+from _harness import Bench, Row, proc_status_mib, run_script
 
 IDLE_SECONDS = 5.0
 TARGET_MIB = 80.0
 WARMUP_PATHS = ("/healthz", "/readyz", "/api/v1/health", "/api/v1/containers?all=true", "/api/v1/containers")
-
-
-def proc_status_mib(pid: int) -> dict[str, float]:
-    """The memory lines (kB) of /proc/PID/status, in MiB."""
-    fields: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if value.strip().endswith(" kB"):
-            fields[key] = int(value.split()[0]) / 1024
-    return fields
 
 
 async def measure(bench: Bench) -> list[Row]:
