@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -34,6 +35,18 @@ CLOSE_TIMEOUT = 2.0
 
 def dumps(message_type: str, data: Any) -> str:
     return json.dumps({"type": message_type, "data": data}, separators=(",", ":"), ensure_ascii=False)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A final, unmasked, uncompressed WebSocket text frame (RFC 6455 5.2), as a server sends it."""
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
 
 
 class OutboxClosed(Exception):
@@ -78,6 +91,11 @@ class Outbox:
         self._items.append((text, True))
         self._ready.set()
 
+    @property
+    def idle(self) -> bool:
+        """Nothing is waiting: a message written now would not overtake one already queued."""
+        return not self._items and not self.overflowed and not self.closed
+
     def pop(self) -> str | None:
         """The next message if one is waiting (and the outbox has not overflowed), else None."""
         if not self._items or self.overflowed:
@@ -118,6 +136,24 @@ class Connection:
     @property
     def peer(self) -> str:
         return str(self.request.remote)
+
+    def write_now(self, frame: bytes) -> bool:
+        """Write a ready-made frame straight to the socket when that cannot reorder or pile up.
+
+        Only when nothing is queued for the writer and the socket has taken everything written
+        so far (a client that keeps up); otherwise the caller queues the message instead.
+        """
+        transport = self.request.transport
+        if (
+            not self.outbox.idle
+            or transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size()
+            or self.ws.closed
+        ):
+            return False
+        transport.write(frame)
+        return True
 
     def wants(self, message_type: str) -> bool:
         if self.filters is None:
@@ -160,13 +196,21 @@ class Hub:
         conn.outbox.close()
 
     def broadcast(self, event: Event) -> None:
-        """Serialise once, offer to every reader allowed to see it; never waits for anyone."""
+        """Serialise and frame once, hand to every reader; never waits for anyone.
+
+        A client that keeps up gets the frame written at once (waking a writer task per client
+        would cost more than the send itself); one that is behind gets it queued in order.
+        """
         text: str | None = None
+        frame = b""
         for conn in list(self.connections):
             if conn.filters is not None and not conn.wants(event.type):
                 continue
             if text is None:
                 text = dumps(event.type, dict(event.data))
+                frame = text_frame(text.encode())
+            if conn.write_now(frame):
+                continue
             if not conn.outbox.offer(text) and conn.outbox.overflowed:
                 self._overflowed(conn)
 

@@ -474,3 +474,19 @@ async def test_reauthentication_on_an_open_connection(gateway: ClientFactory, do
     # Still open and still receiving events.
     client.server.app[EVENT_BUS].publish("test.ping", {"n": 1})
     assert (await ws.until("test.ping"))["data"]["n"] == 1
+
+
+async def test_events_stay_in_order_whether_written_at_once_or_queued(
+    gateway: ClientFactory, docker_host: str
+) -> None:
+    client = await gateway(make_config(docker_host, websocket={"event_queue": 10_000}))
+    ws = await connect(client)
+    await ws.until("hello")
+    bus = client.server.app[EVENT_BUS]
+    padding = "p" * 5000  # 15 MB in all: far more than the socket buffers hold
+    # Published without a pause: the first frames go straight to the socket, the rest queue up
+    # once the socket's buffer is full. The client must see them all, in order.
+    for n in range(3000):
+        bus.publish("test.seq", {"n": n, "padding": padding})
+    received = [(await ws.until("test.seq"))["data"]["n"] for _ in range(3000)]
+    assert received == list(range(3000))

@@ -56,8 +56,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if principal is not None and not principal.allows(READ_CONTAINERS):
         raise ApiError(403, "FORBIDDEN", f"This action needs the scope {READ_CONTAINERS!r}")
 
+    # No permessage-deflate: a compressor per connection costs ~90 KB, and the hub writes
+    # ready-made uncompressed frames to clients that keep up.
     ws = web.WebSocketResponse(
-        heartbeat=config.websocket.heartbeat, max_msg_size=config.websocket.max_message
+        heartbeat=config.websocket.heartbeat, max_msg_size=config.websocket.max_message, compress=False
     )
     await ws.prepare(request)
     if principal is None:
