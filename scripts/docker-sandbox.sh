@@ -66,6 +66,12 @@ case "$cmd" in
         done
       fi
     fi
+    # dockerd bind-mounts its data root onto itself and, restarted on the same root, can leave
+    # one such mount behind: take them all down so the directory can be removed.
+    for _ in 1 2 3 4 5; do
+      mountpoint -q "$dir/root" 2>/dev/null || break
+      umount "$dir/root" || break
+    done
     ;;
   *)
     echo "usage: docker-sandbox.sh start|stop|image DIR" >&2
