@@ -22,6 +22,7 @@ from .keys import (
     EVENT_BUS,
     HUB,
     LIMITER,
+    LINKER,
     MONITOR,
     OPERATIONS,
     REGISTRY,
@@ -92,9 +93,8 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     app[HUB] = hub
     bus = app[EVENT_BUS]
     bus.add_listener(hub.broadcast)
-    linker = AppLinker(app[CONFIG].apps)
     for runtime in app[REGISTRY]:
-        watcher = StateWatcher(runtime, bus, linker)
+        watcher = StateWatcher(runtime, bus, app[LINKER])
         app[WATCHERS].append(watcher)
         app[TASKS].spawn(watcher.run(), name=f"state-watcher-{runtime.name}")
     yield
@@ -135,6 +135,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     app[TASKS] = TaskGroup()
     app[STARTED_AT] = time.monotonic()
     app[SELF_CONTAINER_ID] = config.runtimes.docker.self_id or detect_self_container_id()
+    app[LINKER] = AppLinker(config.apps)
     app[WATCHERS] = []
     app.cleanup_ctx.append(_runtimes_ctx(runtimes))
     app.cleanup_ctx.append(_operations_ctx)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .events import EventBus
     from .hub import Hub
     from .identity import IPAddress
+    from .linking import AppLinker
     from .monitor import RuntimeMonitor
     from .operations import OperationTracker
     from .ratelimit import RateDecision, RateLimiter
@@ -30,6 +31,7 @@ WATCHERS: web.AppKey[list[StateWatcher]] = web.AppKey("watchers")
 TASKS: web.AppKey[TaskGroup] = web.AppKey("tasks")
 STARTED_AT: web.AppKey[float] = web.AppKey("started_at", float)
 SELF_CONTAINER_ID: web.AppKey[str] = web.AppKey("self_container_id", str)
+LINKER: web.AppKey[AppLinker] = web.AppKey("linker")
 
 AUTHORITY: web.AppKey[TokenAuthority] = web.AppKey("authority")
 LIMITER: web.AppKey[RateLimiter | None] = web.AppKey("limiter")

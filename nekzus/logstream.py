@@ -22,6 +22,7 @@ from runtimes import ContainerRef, ContainerRuntime, NotFound, RuntimeFailure, U
 
 from .events import now
 from .hub import Connection, OutboxClosed, dumps
+from .params import is_valid_container_id
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Subscription:
         if not isinstance(data, dict):
             raise InvalidSubscription("data must be an object")
         cid = data.get("containerId")
-        if not isinstance(cid, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}", cid):
+        if not is_valid_container_id(cid):
             raise InvalidSubscription("containerId must be a container id or name")
         namespace = data.get("namespace", "")
         runtime = data.get("runtime")

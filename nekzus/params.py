@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 from aiohttp import web
 
@@ -52,7 +52,7 @@ def container_id(request: web.Request) -> str:
     return value
 
 
-def is_valid_container_id(value: Any) -> bool:
+def is_valid_container_id(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and bool(_CONTAINER_ID.match(value))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from nekzus.keys import EVENT_BUS
-from runtimes import ContainerState, OperationFailed, RuntimeRegistry, Unavailable
+from runtimes import ContainerState, OperationFailed, RuntimeRegistry, Unavailable, Unsupported
 
 from .conftest import ClientFactory, make_config, next_event
 from .fakes import FakeRuntime, summary
@@ -119,6 +119,11 @@ async def test_runtime_failures_map_to_endpoint_codes(gateway: ClientFactory, do
     await expect(await client.post(f"/api/v1/containers/{summary(1).id}/stop"), 500, "CONTAINER_STOP_FAILED")
     fake.fail["get"] = Unavailable("gone")
     await expect(await client.post(f"/api/v1/containers/{summary(1).id}/stop"), 503, "RUNTIME_UNAVAILABLE")
+    fake.fail["get"] = Unsupported("a standalone pod has no controller")
+    body = await expect(
+        await client.post(f"/api/v1/containers/{summary(1).id}/stop"), 409, "OPERATION_NOT_SUPPORTED"
+    )
+    assert "controller" not in body["message"]
 
 
 async def test_unexpected_error_is_generic_500(gateway: ClientFactory, docker_host: str) -> None:

@@ -18,12 +18,12 @@ from runtimes import ContainerRef, ContainerRuntime, ContainerSummary, NotFound,
 
 from ..auth import WRITE_CONTAINERS, requires
 from ..errors import ApiError, invalid_request
-from ..keys import OPERATIONS, SELF_CONTAINER_ID
+from ..keys import LINKER, OPERATIONS, SELF_CONTAINER_ID
 from ..linking import is_self
 from ..operations import ACTIONS, Action, OperationTracker
 from ..params import is_valid_container_id, json_object, timeout_value
 from ..ratelimit import rate_pool
-from .common import linker, list_from, managed, runtime_for, runtimes_for
+from .common import list_from, managed, runtime_for, runtimes_for
 
 MAX_CONCURRENT = 5
 MAX_BATCH = 500
@@ -133,7 +133,7 @@ async def batch(request: web.Request) -> web.Response:
     timeout = timeout_value(body.get("timeout"))
     runtime = runtime_for(request)
     namespace = request.query.get("namespace", "")
-    link = linker(request)
+    link = request.app[LINKER]
     self_id = request.app[SELF_CONTAINER_ID]
 
     async def resolve(cid: str) -> _Target | dict[str, Any]:

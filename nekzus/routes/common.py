@@ -18,8 +18,8 @@ from runtimes import (
 )
 
 from ..errors import ApiError, from_runtime
-from ..keys import CONFIG, REGISTRY, SELF_CONTAINER_ID
-from ..linking import AppLinker, is_self
+from ..keys import LINKER, REGISTRY, SELF_CONTAINER_ID
+from ..linking import is_self
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,9 @@ async def list_from(runtimes: list[ContainerRuntime], namespace: str | None) -> 
     return containers
 
 
-def linker(request: web.Request) -> AppLinker:
-    return AppLinker(request.app[CONFIG].apps)
-
-
 def managed(request: web.Request, containers: list[ContainerSummary]) -> list[ContainerSummary]:
     """The linked containers, never the gateway's own."""
-    link = linker(request)
+    link = request.app[LINKER]
     self_id = request.app[SELF_CONTAINER_ID]
     return [c for c in containers if link.is_linked(c) and not is_self(c, self_id)]
 
