@@ -45,7 +45,13 @@ def container_not_found(container_id: str) -> ApiError:
     return ApiError(404, "CONTAINER_NOT_FOUND", f"Container {container_id!r} does not exist")
 
 
-def from_runtime(exc: Exception, *, fallback: str, fallback_message: str, container_id: str = "") -> ApiError:
+def from_runtime(
+    exc: Exception,
+    *,
+    fallback: str = "INTERNAL_ERROR",
+    fallback_message: str = "An unexpected error occurred",
+    container_id: str = "",
+) -> ApiError:
     """The API error for a runtime failure; ``fallback`` is the endpoint's own 500 code."""
     if isinstance(exc, NotFound):
         return container_not_found(container_id)

@@ -29,7 +29,7 @@ def runtime_for(request: web.Request) -> ContainerRuntime:
     try:
         return request.app[REGISTRY].get(request.query.get("runtime") or None)
     except (UnknownRuntime, NoRuntime) as exc:
-        raise from_runtime(exc, fallback="INTERNAL_ERROR", fallback_message="") from exc
+        raise from_runtime(exc) from exc
 
 
 def runtimes_for(request: web.Request) -> list[ContainerRuntime]:
@@ -37,7 +37,7 @@ def runtimes_for(request: web.Request) -> list[ContainerRuntime]:
     try:
         return request.app[REGISTRY].select(request.query.get("runtime") or None)
     except (UnknownRuntime, NoRuntime) as exc:
-        raise from_runtime(exc, fallback="INTERNAL_ERROR", fallback_message="") from exc
+        raise from_runtime(exc) from exc
 
 
 async def list_from(runtimes: list[ContainerRuntime], namespace: str | None) -> list[ContainerSummary]:
