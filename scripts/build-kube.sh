@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver and kube-controller-manager from Debian's kubernetes source package into a
+# cache outside the checkout ($NEKZUS_KUBE_CACHE, default /var/cache/nekzus-kube), once: when both
+# binaries are there it does nothing. Installs the build tools and etcd from Debian (as root).
+# apt's source lists and downloads go to private directories, so the system's apt setup is untouched.
+set -euo pipefail
+
+cache=${NEKZUS_KUBE_CACHE:-/var/cache/nekzus-kube}
+bin="$cache/bin"
+if [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ]; then
+  echo "kube binaries cached in $bin"
+  exit 0
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+need=""
+for pkg in golang-go rsync make etcd-server golang-github-modern-go-reflect2-dev dpkg-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
+done
+if [ -n "$need" ]; then
+  apt-get update -q
+  # shellcheck disable=SC2086
+  apt-get install -y -q --no-install-recommends $need
+fi
+
+work="$cache/work"
+rm -rf "$work"
+mkdir -p "$work/sources" "$work/lists/partial" "$work/archives/partial" "$bin"
+
+# Source entries mirror the machine's own binary entries, in deb822 or one-line form.
+for f in /etc/apt/sources.list.d/*.sources; do
+  [ -f "$f" ] && sed -E 's/^Types:.*/Types: deb deb-src/' "$f" >"$work/sources/$(basename "$f")"
+done
+for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+  [ -f "$f" ] && sed -n -E 's/^deb (.*)/deb-src \1/p' "$f" >>"$work/sources/extra.list"
+done
+
+apt_private=(
+  -o "Dir::Etc::SourceList=/dev/null"
+  -o "Dir::Etc::SourceParts=$work/sources"
+  -o "Dir::State::Lists=$work/lists"
+  -o "Dir::Cache=$work/cache"
+  -o "Dir::Cache::archives=$work/archives"
+)
+apt-get "${apt_private[@]}" update -q
+(cd "$work" && apt-get "${apt_private[@]}" source --download-only kubernetes)
+(cd "$work" && dpkg-source --no-check -x kubernetes_*.dsc src >/dev/null)
+
+src="$work/src"
+# The vendored reflect2 1.0.1 crashes the apiserver under Debian's Go (map iteration); use 1.0.2.
+reflect2=/usr/share/gocode/src/github.com/modern-go/reflect2
+rm -rf "$src/vendor/github.com/modern-go/reflect2"
+cp -r "$reflect2" "$src/vendor/github.com/modern-go/reflect2"
+
+(cd "$src" && CGO_ENABLED=0 GOPROXY=off GOFLAGS=-mod=vendor \
+  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager")
+out="$src/_output/local/bin/linux/$(go env GOARCH)"
+install -m 0755 "$out/kube-apiserver" "$out/kube-controller-manager" "$bin/"
+rm -rf "$work"
+echo "kube binaries built into $bin"
