@@ -11,6 +11,7 @@ from aiohttp import web
 
 from runtimes import RuntimeRegistry
 from runtimes.docker import DockerRuntime
+from runtimes.kubernetes import KubernetesRuntime, kubeconfig_loader
 
 from .auth import auth_middleware, authority_from_config, identity_middleware
 from .config import Config
@@ -50,6 +51,10 @@ def build_registry(config: Config) -> RuntimeRegistry:
     registry = RuntimeRegistry(config.runtimes.primary)
     if config.runtimes.docker.enabled:
         registry.add(DockerRuntime(config.runtimes.docker.host))
+    kube = config.runtimes.kubernetes
+    if kube.enabled:
+        loader = kubeconfig_loader(kube.kubeconfig, kube.context, in_cluster=kube.in_cluster)
+        registry.add(KubernetesRuntime(loader, namespaces=kube.namespaces, ready_timeout=kube.ready_timeout))
     return registry
 
 
@@ -156,6 +161,11 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     r.add_get("/api/v1/containers/{id}", containers.inspect_container)
     r.add_get("/api/v1/containers/{id}/stats", containers.container_stats)
     r.add_post("/api/v1/containers/{id}/{action:start|stop|restart}", containers.container_action)
+    # The Kubernetes path form. "{id}/stats" above wins over a pod named "stats", which the query
+    # form (?runtime=kubernetes&namespace=…) still reaches.
+    r.add_get("/api/v1/containers/{namespace}/{id}", containers.inspect_container)
+    r.add_get("/api/v1/containers/{namespace}/{id}/stats", containers.container_stats)
+    r.add_post("/api/v1/containers/{namespace}/{id}/{action:start|stop|restart}", containers.container_action)
     r.add_get("/api/v1/operations/{operation_id}", operations.get_operation)
     r.add_post("/api/v1/auth/login", auth.login)
     r.add_get("/api/v1/auth/status", auth.status)

@@ -169,9 +169,35 @@ class DockerRuntimeConfig(_Section):
         return value
 
 
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+class KubernetesRuntimeConfig(_Section):
+    enabled: bool = False
+    # The kubeconfig file; empty: $KUBECONFIG, else ~/.kube/config. Ignored with in_cluster.
+    kubeconfig: Path | None = None
+    # The kubeconfig context to use; empty: its current-context.
+    context: str = ""
+    # Use the pod's service account (when the gateway itself runs in the cluster).
+    in_cluster: bool = False
+    # Namespaces whose pods are shown and managed; empty: every namespace.
+    namespaces: list[str] = Field(default_factory=list)
+    # Seconds a start or restart waits for the workload's ready replicas before it fails.
+    ready_timeout: float = Field(120.0, gt=0, le=3600)
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespace_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(_DNS_LABEL, name):
+                raise ValueError(f"{name!r} is not a Kubernetes namespace name")
+        return names
+
+
 class RuntimesConfig(_Section):
     primary: Literal["docker", "kubernetes"] = "docker"
     docker: DockerRuntimeConfig = Field(default_factory=DockerRuntimeConfig)
+    kubernetes: KubernetesRuntimeConfig = Field(default_factory=KubernetesRuntimeConfig)
 
 
 class AppConfig(_Section):

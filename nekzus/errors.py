@@ -11,7 +11,16 @@ from typing import Any
 
 from aiohttp import web
 
-from runtimes import Conflict, NoRuntime, NotFound, RuntimeFailure, Unavailable, UnknownRuntime, Unsupported
+from runtimes import (
+    Conflict,
+    Forbidden,
+    NoRuntime,
+    NotFound,
+    RuntimeFailure,
+    Unavailable,
+    UnknownRuntime,
+    Unsupported,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +61,28 @@ def from_runtime(
     fallback_message: str = "An unexpected error occurred",
     container_id: str = "",
 ) -> ApiError:
-    """The API error for a runtime failure; ``fallback`` is the endpoint's own 500 code."""
+    """The API error for a runtime failure; ``fallback`` is the endpoint's own 500 code.
+
+    A runtime error's ``detail`` (a sentence its backend wrote for clients) ends the message.
+    """
+    detail = exc.detail if isinstance(exc, RuntimeFailure) else ""
     if isinstance(exc, NotFound):
         return container_not_found(container_id)
     if isinstance(exc, Unavailable):
         return ApiError(503, "RUNTIME_UNAVAILABLE", "Container runtime not available")
+    if isinstance(exc, Forbidden):
+        log.warning("runtime refused the request: %s", exc)
+        return ApiError(403, "FORBIDDEN", detail or "The container runtime refused this request")
     if isinstance(exc, UnknownRuntime):
         return ApiError(400, "INVALID_RUNTIME", f"Invalid runtime specified: {exc.args[0]!r} is not enabled")
     if isinstance(exc, NoRuntime):
         return ApiError(500, "NO_RUNTIME", "No container runtime configured")
     if isinstance(exc, Unsupported):
-        return ApiError(409, "OPERATION_NOT_SUPPORTED", "The runtime does not support this operation here")
+        return ApiError(
+            409, "OPERATION_NOT_SUPPORTED", detail or "The runtime does not support this operation here"
+        )
     if isinstance(exc, Conflict | RuntimeFailure):
         log.warning("%s: %s", fallback, exc)
     else:
         log.exception("%s", fallback, exc_info=exc)
-    return ApiError(500, fallback, fallback_message)
+    return ApiError(500, fallback, f"{fallback_message}: {detail}" if detail else fallback_message)

@@ -132,7 +132,7 @@ class Connection:
     principal: Principal
     filters: frozenset[str] | None = None
     writer: asyncio.Task[None] | None = None
-    streams: dict[tuple[str, str, str], LogSession] = field(default_factory=dict)
+    streams: dict[tuple[str, str, str, str], LogSession] = field(default_factory=dict)
 
     @property
     def peer(self) -> str:

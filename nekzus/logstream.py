@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TAIL = 100
 MAX_TAIL = 1000
+RESUME_FIRST, RESUME_MAX = 0.5, 5.0  # seconds before re-opening a follow stream that gave nothing
 _RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$")
 
 
@@ -72,10 +73,12 @@ class Subscription:
     since_exclusive: bool
     # Opt-in: one container.logs.batch message per read from the runtime instead of one per line.
     batch: bool = False
+    # One container of a multi-container pod; "" means the pod's first container.
+    container: str = ""
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.runtime or "", self.namespace, self.container_id)
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.runtime or "", self.namespace, self.container_id, self.container)
 
     @classmethod
     def from_message(cls, data: Any) -> Subscription:
@@ -88,6 +91,9 @@ class Subscription:
         runtime = data.get("runtime")
         if not isinstance(namespace, str) or (runtime is not None and not isinstance(runtime, str)):
             raise InvalidSubscription("namespace and runtime must be strings")
+        container = data.get("container", "")
+        if container != "" and not is_valid_container_id(container):
+            raise InvalidSubscription("container must be the name of a container in the pod")
         tail = data.get("tail", DEFAULT_TAIL)
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
             raise InvalidSubscription("tail must be a whole number of lines")
@@ -103,7 +109,18 @@ class Subscription:
         if data.get("since") is not None:
             since = parse_since(data["since"])
             exclusive = isinstance(data["since"], str) and "T" in data["since"] and "." in data["since"]
-        return cls(cid, namespace, runtime, min(tail, MAX_TAIL), follow, timestamps, since, exclusive, batch)
+        return cls(
+            cid,
+            namespace,
+            runtime,
+            min(tail, MAX_TAIL),
+            follow,
+            timestamps,
+            since,
+            exclusive,
+            batch,
+            container,
+        )
 
 
 class _LineCache:
@@ -174,7 +191,7 @@ class LogSession:
 
     async def run(self) -> None:
         sub = self.sub
-        ref = ContainerRef(sub.container_id, sub.namespace)
+        ref = ContainerRef(sub.container_id, sub.namespace, sub.container)
         try:
             await self.runtime.get(ref)
         except NotFound:
@@ -193,8 +210,7 @@ class LogSession:
         self._notice("container.logs.started")
         reason = "stopped"
         try:
-            await self._stream(ref)
-            reason = await self._natural_end_reason(ref)
+            reason = await self._stream(ref)
         except asyncio.CancelledError:
             if self.unsubscribed and not self.conn.outbox.closed:
                 self._notice("container.logs.ended", reason="stopped")
@@ -207,34 +223,48 @@ class LogSession:
             reason = "error"
         self._notice("container.logs.ended", reason=reason)
 
-    async def _natural_end_reason(self, ref: ContainerRef) -> str:
-        if not self.sub.follow:
-            return "stopped"
+    async def _running(self, ref: ContainerRef) -> bool | None:
+        """Whether the container still runs; None when that cannot be told (runtime error)."""
         try:
             current = await self.runtime.get(ref)
         except NotFound:
-            return "container_stopped"
+            return False
         except RuntimeFailure:
-            return "error"
-        return "stopped" if current.state.is_running else "container_stopped"
+            return None
+        return current.state.is_running
 
-    async def _stream(self, ref: ContainerRef) -> None:
+    async def _stream(self, ref: ContainerRef) -> str:
+        """Deliver the lines, then answer why the stream ended (the ``ended`` reason)."""
         sub = self.sub
         opened = _now_nanos()
         since = sub.since
-        await self._pump(
+        delivered = await self._pump(
             ref,
             follow=sub.follow,
             tail=sub.tail if since is None else None,
             since=since,
             skip_until=since if sub.since_exclusive else None,
         )
-        if sub.follow:
-            # Docker ends a follow stream when the container stops and may not have sent the last
-            # line yet (a final line without a newline, notably). Read once more from the last
-            # line delivered, skipping what was already sent: nothing is lost, nothing repeated.
+        if not sub.follow:
+            return "stopped"
+        # A follow stream ends when the container stops, or when the server cuts it while the
+        # container still runs (Kubernetes closes follow streams after about 4 h). Then it goes
+        # on from the last line delivered, skipping what was already sent: nothing is lost or
+        # repeated. A stream that keeps ending at once (a crash-looping container) backs off.
+        delay = RESUME_FIRST
+        while (running := await self._running(ref)) is True:
+            if not delivered:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESUME_MAX)
+            else:
+                delay = RESUME_FIRST
             last = _nanos(self.last_stamp) if self.last_stamp else opened
-            await self._pump(ref, follow=False, tail=None, since=last, skip_until=last)
+            delivered = await self._pump(ref, follow=True, tail=None, since=last, skip_until=last)
+        # Docker ends a follow stream when the container stops and may not have sent the last
+        # line yet (a final line without a newline, notably): read once more from the last line.
+        last = _nanos(self.last_stamp) if self.last_stamp else opened
+        await self._pump(ref, follow=False, tail=None, since=last, skip_until=last)
+        return "error" if running is None else "container_stopped"
 
     async def _pump(
         self,
@@ -244,7 +274,9 @@ class LogSession:
         tail: int | None,
         since: tuple[int, int] | None,
         skip_until: tuple[int, int] | None,
-    ) -> None:
+    ) -> bool:
+        """Hand on one read of the runtime's log stream; answer whether any line was delivered."""
+        before = self.last_stamp
         pending: dict[str, bytes] = {"stdout": b"", "stderr": b""}
         emit = self._emit
         async for chunk in self.runtime.logs(
@@ -268,6 +300,7 @@ class LogSession:
         for stream, rest in pending.items():
             if rest:
                 await emit(stream, rest, skip_until)
+        return self.last_stamp != before
 
     def _line(self, raw: bytes, skip_until: tuple[int, int] | None) -> tuple[str | None, str, bool]:
         """(body or None when skipped, time stamp, whether skipping continues) of one raw line."""

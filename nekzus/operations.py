@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from runtimes import AlreadyInState, ContainerRef, ContainerRuntime, RuntimeFailure
+from runtimes import AlreadyInState, ContainerRef, ContainerRuntime, ContainerSummary, RuntimeFailure
 
 from .events import EventBus, now
 from .tasks import TaskGroup
@@ -34,6 +34,31 @@ def accepted_message(action: Action) -> str:
 
 def failure_code(action: Action) -> str:
     return f"CONTAINER_{action.upper()}_FAILED"
+
+
+# Workload kinds whose pods a stop can take away by scaling the workload to 0.
+SCALABLE_KINDS = frozenset({"deployment", "statefulset", "replicaset"})
+
+
+def refusal(container: ContainerSummary, action: Action, *, force: bool = False) -> str | None:
+    """Why the gateway refuses an action on this container before accepting it, else None.
+
+    A standalone pod has no controller to bring it back: stopping deletes it for good, and a
+    restart recreates it from its spec; either only when the client says ``force``.
+    """
+    if container.controller is None or action == "start":
+        return None
+    kind = container.controller.partition("/")[0]
+    if not container.controller and not force:
+        return (
+            f"Pod {container.name} has no controller: a {action} would delete it for good. "
+            "Add ?force=true to do it anyway"
+        )
+    if container.controller and action == "stop" and kind not in SCALABLE_KINDS:
+        return (
+            f"Pods of a {kind} cannot be stopped: only Deployments, StatefulSets and ReplicaSets scale to 0"
+        )
+    return None
 
 
 @dataclass(eq=False)
@@ -136,7 +161,11 @@ class OperationTracker:
             self._finish(op, None)
         except RuntimeFailure as exc:
             log.warning("%s of %s failed: %s", op.action, op.container_id, exc)
-            self._finish(op, failure_code(op.action))
+            self._finish(
+                op,
+                failure_code(op.action),
+                message=f"Failed to {op.action} container: {exc.detail}" if exc.detail else None,
+            )
         except Exception:
             log.exception("%s of %s failed unexpectedly", op.action, op.container_id)
             self._finish(op, failure_code(op.action))

@@ -13,9 +13,10 @@ from .errors import ApiError, invalid_request
 DEFAULT_TIMEOUT = 10
 MIN_TIMEOUT, MAX_TIMEOUT = 1, 300
 
-# Docker ids and names, and Kubernetes object names. Anything else (a slash, "..", a space) is
-# refused before it can reach a runtime's URL.
-_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
+# Docker ids and names, Kubernetes object names, and a stopped workload's "deployment/web".
+# Anything else (another slash, "..", a space) is refused before it can reach a runtime's URL.
+_CONTAINER_ID = re.compile(r"^(?:(?:deployment|statefulset|replicaset)/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
 
@@ -49,6 +50,14 @@ def container_id(request: web.Request) -> str:
         raise ApiError(
             400, "INVALID_CONTAINER_ID", "Container ID is required and must be a container id or name"
         )
+    return value
+
+
+def namespace_value(request: web.Request) -> str:
+    """The Kubernetes namespace from the path form, else ``?namespace=``; "" for none."""
+    value = request.match_info.get("namespace") or request.query.get("namespace", "")
+    if value and not _NAMESPACE.match(value):
+        raise invalid_request("namespace must be a Kubernetes namespace name")
     return value
 
 

@@ -61,7 +61,8 @@ class StateWatcher:
         self.runtime = runtime
         self._bus = bus
         self._linker = linker
-        self._known: dict[str, Known] = {}
+        # Keyed by (namespace, id): pods of different namespaces may share a name.
+        self._known: dict[tuple[str, str], Known] = {}
         self._apps: dict[str, str] = {}
         # Set while the event stream is open (after the reconciliation that precedes it).
         self.watching = asyncio.Event()
@@ -92,10 +93,11 @@ class StateWatcher:
         containers = await self.runtime.list_containers()
         seen = set()
         for c in containers:
-            seen.add(c.id)
-            known = self._known.get(c.id)
+            key = (c.namespace, c.id)
+            seen.add(key)
+            known = self._known.get(key)
             current = Known(c.name, c.namespace, c.state, dict(c.labels), dict(c.annotations), c.health)
-            self._known[c.id] = current
+            self._known[key] = current
             if publish and (known is None or known.state is not c.state):
                 self._publish_state(c.id, current, known.state if known else None)
             self._update_app(c.id, current, publish=publish)
@@ -104,13 +106,16 @@ class StateWatcher:
 
     async def _apply(self, event: RuntimeEvent) -> None:
         cid = event.container_id
+        key = (event.namespace, cid)
         if event.state is None:  # removed
-            self._known.pop(cid, None)
+            self._known.pop(key, None)
             return
-        known = self._known.get(cid)
+        known = self._known.get(key)
         labels = dict(event.labels) if event.labels else (known.labels if known else {})
+        annotations = dict(event.annotations) if event.annotations else (known.annotations if known else {})
         health = known.health if known else None
-        if event.action == "health_status":
+        if event.health is not None:
+            # A healthcheck verdict (Docker), or a pod's readiness carried on every pod event.
             health = event.health
         elif event.action in ("start", "restart"):
             health = await self._health_after_start(cid, event, labels, health)
@@ -119,10 +124,10 @@ class StateWatcher:
             event.namespace,
             event.state,
             labels,
-            known.annotations if known else {},
+            annotations,
             health,
         )
-        self._known[cid] = current
+        self._known[key] = current
         if known is None or known.state is not current.state:
             self._publish_state(cid, current, known.state if known else None, event.timestamp)
         self._update_app(cid, current, publish=True)

@@ -14,6 +14,7 @@ from .base import (
 from .errors import (
     AlreadyInState,
     Conflict,
+    Forbidden,
     NotFound,
     OperationFailed,
     RuntimeFailure,
@@ -29,6 +30,7 @@ __all__ = [
     "ContainerRuntime",
     "ContainerState",
     "ContainerSummary",
+    "Forbidden",
     "LogChunk",
     "NoRuntime",
     "NotFound",

@@ -32,10 +32,14 @@ class ContainerState(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ContainerRef:
-    """How a client addresses a container: an id or name, and a namespace for pods."""
+    """How a client addresses a container: an id or name, and a namespace for pods.
+
+    ``container`` picks one container of a multi-container pod (logs); empty means the first.
+    """
 
     id: str
     namespace: str = ""
+    container: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,9 @@ class ContainerSummary:
     annotations: Mapping[str, str] = field(default_factory=dict)
     # The healthcheck's verdict ("healthy", "unhealthy", "starting"), None without a healthcheck.
     health: str | None = None
+    # Pods only: the workload that owns the pod ("deployment/web"), "" for a standalone pod that
+    # nothing would recreate. None for runtimes without controllers (Docker).
+    controller: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,7 @@ class RuntimeEvent:
     health: str | None = None
     # Nanoseconds since the epoch, for resuming the stream exactly where it stopped.
     time_nano: int = 0
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,8 @@
 Backends translate their client library's errors into these (with ``raise ... from exc``) so the
 gateway can map them to API codes in one place without importing aiodocker or kubernetes_asyncio.
 Messages are written by the backend for operators; they are logged, never sent to API clients.
+Only ``detail``, a sentence the backend wrote to be shown (never upstream text as it came), may
+reach a client.
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ from __future__ import annotations
 
 class RuntimeFailure(Exception):
     """Base class of every error a container runtime raises."""
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class NotFound(RuntimeFailure):
@@ -26,6 +32,10 @@ class AlreadyInState(Conflict):
 
 class Unavailable(RuntimeFailure):
     """The runtime is configured but cannot be reached (dead socket, refused connection, timeout)."""
+
+
+class Forbidden(RuntimeFailure):
+    """The runtime refused the caller's credentials this action (Kubernetes RBAC)."""
 
 
 class Unsupported(RuntimeFailure):

@@ -90,7 +90,9 @@ async def test_unknown_route_and_wrong_method(client: Any) -> None:
     resp = await client.get("/api/v1/containers/batch/extra/path")
     await expect(resp, 404, "NOT_FOUND")
     await expect(await client.put("/api/v1/containers/abc/start"), 405, "METHOD_NOT_ALLOWED")
-    await expect(await client.get("/api/v1/containers/start-all/stop"), 405, "METHOD_NOT_ALLOWED")
+    await expect(await client.put("/api/v1/containers/shop/web-0/stop"), 405, "METHOD_NOT_ALLOWED")
+    # Two segments are the Kubernetes path form, which needs that runtime enabled.
+    await expect(await client.get("/api/v1/containers/start-all/stop"), 400, "INVALID_RUNTIME")
 
 
 async def test_request_id_is_echoed_or_made(client: Any) -> None:

@@ -20,8 +20,8 @@ from ..auth import WRITE_CONTAINERS, requires
 from ..errors import ApiError, invalid_request
 from ..keys import LINKER, OPERATIONS, SELF_CONTAINER_ID
 from ..linking import is_self
-from ..operations import ACTIONS, Action, OperationTracker
-from ..params import is_valid_container_id, json_object, timeout_value
+from ..operations import ACTIONS, Action, OperationTracker, refusal
+from ..params import is_valid_container_id, json_object, namespace_value, timeout_value
 from ..ratelimit import rate_pool
 from .common import list_from, managed, runtime_for, runtimes_for
 
@@ -48,7 +48,7 @@ def _precheck(action: Action, container: ContainerSummary) -> str | None:
         return "container already running"
     if action == "stop" and not container.state.is_running:
         return "container already stopped"
-    return None
+    return refusal(container, action)
 
 
 async def _perform(
@@ -97,14 +97,20 @@ def _bulk_handler(action: Action) -> Any:
     async def handler(request: web.Request) -> web.Response:
         timeout = timeout_value(request.query.get("timeout"))
         runtimes = {rt.name: rt for rt in runtimes_for(request)}
-        containers = managed(
-            request, await list_from(list(runtimes.values()), request.query.get("namespace") or None)
-        )
+        namespace = namespace_value(request)
+        containers = managed(request, await list_from(list(runtimes.values()), namespace or None))
+        if namespace:
+            containers = [c for c in containers if c.namespace == namespace]
         if action == "start":
             containers = [c for c in containers if not c.state.is_running]
         elif action == "stop":
             containers = [c for c in containers if c.state.is_running]
-        targets = [_Target(runtimes[c.runtime], c) for c in containers]
+        targets = [
+            _result(c.id, c.name, refused)
+            if (refused := refusal(c, action))
+            else _Target(runtimes[c.runtime], c)
+            for c in containers
+        ]
         return _summary(title, await _run_all(request, action, targets, timeout))
 
     handler.__name__ = f"{action}_all"
@@ -132,7 +138,7 @@ async def batch(request: web.Request) -> web.Response:
         raise invalid_request(f"containerIds may name at most {MAX_BATCH} containers")
     timeout = timeout_value(body.get("timeout"))
     runtime = runtime_for(request)
-    namespace = request.query.get("namespace", "")
+    namespace = namespace_value(request)
     link = request.app[LINKER]
     self_id = request.app[SELF_CONTAINER_ID]
 

@@ -24,10 +24,26 @@ from ..linking import is_self
 log = logging.getLogger(__name__)
 
 
+KUBERNETES = "kubernetes"
+
+
 def runtime_for(request: web.Request) -> ContainerRuntime:
-    """The runtime a request names with ``?runtime=``, else the primary one."""
+    """The runtime a request names with ``?runtime=``, else the primary one.
+
+    A namespace means a pod: the path form ``/containers/{namespace}/{pod}`` and a bare
+    ``?namespace=`` both imply Kubernetes; the path form refuses any other runtime.
+    """
+    named = request.query.get("runtime") or None
+    if "namespace" in request.match_info:
+        if named not in (None, KUBERNETES):
+            raise ApiError(
+                400, "INVALID_RUNTIME", "The path form /containers/{namespace}/{pod} is for Kubernetes"
+            )
+        named = KUBERNETES
+    elif named is None and request.query.get("namespace"):
+        named = KUBERNETES
     try:
-        return request.app[REGISTRY].get(request.query.get("runtime") or None)
+        return request.app[REGISTRY].get(named)
     except (UnknownRuntime, NoRuntime) as exc:
         raise from_runtime(exc) from exc
 

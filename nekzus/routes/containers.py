@@ -14,16 +14,12 @@ from ..auth import READ_CONTAINERS, WRITE_CONTAINERS, requires
 from ..errors import ApiError
 from ..events import now
 from ..keys import OPERATIONS
-from ..operations import Action, accepted_message, failure_code
-from ..params import bool_query, container_id, timeout_value
+from ..operations import Action, accepted_message, failure_code, refusal
+from ..params import bool_query, container_id, namespace_value, timeout_value
 from ..ratelimit import rate_pool
 from .common import list_from, managed, runtime_error, runtime_for, runtimes_for, stats_json, summary_json
 
 log = logging.getLogger(__name__)
-
-
-def _namespace(request: web.Request) -> str:
-    return request.query.get("namespace", "")
 
 
 @requires(READ_CONTAINERS)
@@ -31,7 +27,10 @@ def _namespace(request: web.Request) -> str:
 async def list_containers(request: web.Request) -> web.Response:
     runtimes = runtimes_for(request)
     show_all = bool_query(request, "all")
-    containers = await list_from(runtimes, _namespace(request) or None)
+    namespace = namespace_value(request)
+    containers = await list_from(runtimes, namespace or None)
+    if namespace:
+        containers = [c for c in containers if c.namespace == namespace]
     if not show_all:
         containers = managed(request, containers)
     return web.json_response([summary_json(c) for c in containers])
@@ -43,7 +42,7 @@ async def inspect_container(request: web.Request) -> web.Response:
     cid = container_id(request)
     runtime = runtime_for(request)
     try:
-        doc = await runtime.inspect(ContainerRef(cid, _namespace(request)))
+        doc = await runtime.inspect(ContainerRef(cid, namespace_value(request)))
     except RuntimeFailure as exc:
         raise runtime_error(exc, "CONTAINER_INSPECT_FAILED", "Failed to inspect container", cid) from exc
     return web.json_response(doc)
@@ -56,7 +55,8 @@ async def container_action(request: web.Request) -> web.Response:
     cid = container_id(request)
     runtime = runtime_for(request)
     timeout = timeout_value(request.query.get("timeout"))
-    namespace = _namespace(request)
+    force = bool_query(request, "force")
+    namespace = namespace_value(request)
     # The synchronous pre-check: one inspect, so a client learns of 404/409 at once.
     try:
         current = await runtime.get(ContainerRef(cid, namespace))
@@ -66,6 +66,9 @@ async def container_action(request: web.Request) -> web.Response:
         raise ApiError(409, "CONTAINER_ALREADY_STARTED", "Container is already running")
     if action == "stop" and not current.state.is_running:
         raise ApiError(409, "CONTAINER_ALREADY_STOPPED", "Container is already stopped")
+    refused = refusal(current, action, force=force)
+    if refused:
+        raise ApiError(409, "OPERATION_NOT_SUPPORTED", refused)
     op = request.app[OPERATIONS].submit(
         runtime,
         ContainerRef(current.full_id, namespace),
@@ -91,7 +94,7 @@ async def container_stats(request: web.Request) -> web.Response:
     cid = container_id(request)
     runtime = runtime_for(request)
     try:
-        sample = await runtime.stats(ContainerRef(cid, _namespace(request)))
+        sample = await runtime.stats(ContainerRef(cid, namespace_value(request)))
     except RuntimeFailure as exc:
         raise runtime_error(exc, "CONTAINER_STATS_FAILED", "Failed to get container stats", cid) from exc
     return web.json_response(stats_json(sample))
@@ -102,8 +105,13 @@ async def container_stats(request: web.Request) -> web.Response:
 async def batch_stats(request: web.Request) -> web.Response:
     """Stats of every linked, running container, sampled concurrently (one sampling period)."""
     runtimes = {rt.name: rt for rt in runtimes_for(request)}
-    containers = await list_from(list(runtimes.values()), _namespace(request) or None)
-    running = [c for c in managed(request, containers) if c.state is ContainerState.RUNNING]
+    namespace = namespace_value(request)
+    containers = await list_from(list(runtimes.values()), namespace or None)
+    running = [
+        c
+        for c in managed(request, containers)
+        if c.state is ContainerState.RUNNING and (not namespace or c.namespace == namespace)
+    ]
     results = await asyncio.gather(
         *(runtimes[c.runtime].stats(ContainerRef(c.full_id, c.namespace)) for c in running),
         return_exceptions=True,

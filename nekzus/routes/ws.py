@@ -181,7 +181,8 @@ def _subscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
         return
     app = conn.request.app
     try:
-        runtime = app[REGISTRY].get(sub.runtime)
+        # A namespace means a pod: it implies Kubernetes, as the REST path form does.
+        runtime = app[REGISTRY].get(sub.runtime or ("kubernetes" if sub.namespace else None))
     except (UnknownRuntime, NoRuntime):
         conn.send(
             "container.logs.error",
@@ -215,6 +216,7 @@ def _unsubscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
         str(data.get("runtime") or ""),
         str(data.get("namespace") or ""),
         str(data.get("containerId") or ""),
+        str(data.get("container") or ""),
     )
     session = conn.streams.pop(key, None)
     if session is None:

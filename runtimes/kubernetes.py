@@ -1,0 +1,770 @@
+"""The Kubernetes backend: pods through a kube-apiserver, with kubernetes_asyncio.
+
+kubernetes_asyncio provides the configuration (kubeconfig, contexts, in-cluster service account,
+token refresh) and the authenticated HTTP calls; responses are read as plain JSON and reduced by
+:mod:`runtimes.kubeobjects`. Every apiserver error is translated into :mod:`runtimes.errors` here.
+
+Lifecycle on pods, where Nekzus went wrong:
+- stop scales the owning Deployment / StatefulSet / ReplicaSet to 0 through its scale subresource
+  and records the replica count it had in an annotation; start restores exactly that count;
+- the stopped workload stays listed as ``deployment/web`` so a client can start it again;
+- restart deletes the pod and lets the controller replace it, finishing when the workload is
+  ready again;
+- a standalone pod is only deleted (stop) or recreated (restart) when the gateway was told to
+  force it: that check is the gateway's, made before the 202.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import aiohttp
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+
+from . import kubeobjects as ko
+from .base import (
+    ContainerRef,
+    ContainerState,
+    ContainerSummary,
+    LogChunk,
+    RuntimeEvent,
+    RuntimeInfo,
+    StatsSample,
+)
+from .errors import (
+    AlreadyInState,
+    Conflict,
+    Forbidden,
+    NotFound,
+    OperationFailed,
+    RuntimeFailure,
+    Unavailable,
+    Unsupported,
+)
+
+log = logging.getLogger(__name__)
+
+ConfigurationSource = k8s.Configuration | Callable[[], Awaitable[k8s.Configuration]]
+
+_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=5)
+_STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=None)
+_WATCH_SECONDS = 300  # a watch is renewed from its last resourceVersion after this long
+_NODE_CACHE_SECONDS = 60.0
+_APPS = "/apis/apps/v1"
+
+
+class _Gone(RuntimeFailure):
+    """A watch's resourceVersion is too old (410): list again and watch from there."""
+
+
+def kubeconfig_loader(
+    kubeconfig: Path | None, context: str | None, *, in_cluster: bool
+) -> Callable[[], Awaitable[k8s.Configuration]]:
+    """Reads the client configuration when first needed, so the gateway starts without it."""
+
+    async def load() -> k8s.Configuration:
+        configuration = k8s.Configuration()
+        try:
+            if in_cluster:
+                k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            else:
+                path = kubeconfig or Path(
+                    os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or Path.home() / ".kube" / "config"
+                )
+                await k8s_config.load_kube_config(
+                    config_file=str(path), context=context or None, client_configuration=configuration
+                )
+        except (k8s_config.ConfigException, OSError, ValueError) as exc:
+            raise Unavailable(f"cannot load the Kubernetes client configuration: {exc}") from exc
+        return configuration
+
+    return load
+
+
+class KubernetesRuntime:
+    """Pods of the namespaces in ``namespaces`` (empty: all), through one kube-apiserver."""
+
+    def __init__(
+        self,
+        configuration: ConfigurationSource,
+        *,
+        namespaces: Sequence[str] = (),
+        ready_timeout: float = 120.0,
+        name: str = "kubernetes",
+    ) -> None:
+        self._name = name
+        self._source = configuration
+        self._namespaces = tuple(namespaces)
+        self._ready_timeout = ready_timeout
+        self._api: k8s.ApiClient | None = None
+        self._api_lock = asyncio.Lock()
+        self._nodes: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def close(self) -> None:
+        if self._api is not None:
+            await self._api.close()
+            self._api = None
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _client(self) -> k8s.ApiClient:
+        if self._api is None:
+            async with self._api_lock:
+                if self._api is None:
+                    source = self._source
+                    configuration = source if isinstance(source, k8s.Configuration) else await source()
+                    self._api = k8s.ApiClient(configuration)
+        return self._api
+
+    async def _open(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: aiohttp.ClientTimeout = _TIMEOUT,
+    ) -> aiohttp.ClientResponse:
+        """The apiserver's response to one call; an error status is raised as a runtime error."""
+        api = await self._client()
+        try:
+            response: aiohttp.ClientResponse = await api.call_api(
+                path,
+                method,
+                query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
+                header_params={"Content-Type": content_type, "Accept": "application/json, */*"},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise Unavailable(f"the Kubernetes API did not answer {method} {path}: {exc!r}") from exc
+        if response.status >= 400:
+            try:
+                text = await response.text()
+            except (TimeoutError, aiohttp.ClientError):
+                text = ""
+            finally:
+                response.release()
+            self._raise(response.status, text, f"{method} {path}")
+        return response
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = await self._open(method, path, **kwargs)
+        try:
+            data: dict[str, Any] = await response.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise Unavailable(f"the Kubernetes API broke off {method} {path}: {exc!r}") from exc
+        except ValueError as exc:
+            raise OperationFailed(f"{method} {path} answered no JSON") from exc
+        finally:
+            response.release()
+        return data
+
+    @staticmethod
+    def _raise(status: int, text: str, what: str) -> NoReturn:
+        try:
+            message = str(json.loads(text).get("message", ""))
+        except (ValueError, AttributeError):
+            message = text[:200]
+        if status == 403:
+            raise Forbidden(f"{what}: {message}", detail=ko.forbidden_reason(message))
+        if status == 404:
+            raise NotFound(f"{what}: {message}")
+        if status == 409:
+            raise Conflict(f"{what}: {message}")
+        if status == 410:
+            raise _Gone(f"{what}: {message}")
+        if status in (401, 502, 503, 504):
+            raise Unavailable(f"{what}: [{status}] {message}")
+        raise OperationFailed(f"{what}: [{status}] {message}")
+
+    @staticmethod
+    def _pod_path(namespace: str, name: str = "") -> str:
+        base = f"/api/v1/namespaces/{namespace}/pods"
+        return f"{base}/{name}" if name else base
+
+    @staticmethod
+    def _workload_path(kind: str, namespace: str, name: str) -> str:
+        return f"{_APPS}/namespaces/{namespace}/{ko.SCALABLE[kind]}/{name}"
+
+    def _namespace(self, ref: ContainerRef) -> str:
+        if ref.namespace:
+            return ref.namespace
+        return self._namespaces[0] if len(self._namespaces) == 1 else "default"
+
+    # -- queries --------------------------------------------------------------------------------
+
+    async def ping(self) -> RuntimeInfo:
+        version = await self._json("GET", "/version", timeout=aiohttp.ClientTimeout(total=5))
+        return RuntimeInfo(self.name, str(version.get("gitVersion", "")), "v1")
+
+    def _scopes(self, namespace: str | None) -> list[str]:
+        """Namespaces to read ("" = all of them at once)."""
+        if namespace:
+            return [namespace] if not self._namespaces or namespace in self._namespaces else []
+        return list(self._namespaces) or [""]
+
+    async def _list(self, kind_path: str, scope: str, selector: str | None = None) -> dict[str, Any]:
+        prefix = "/api/v1" if kind_path == "pods" else _APPS
+        path = f"{prefix}/namespaces/{scope}/{kind_path}" if scope else f"{prefix}/{kind_path}"
+        return await self._json("GET", path, query={"labelSelector": selector})
+
+    async def list_containers(self, *, namespace: str | None = None) -> list[ContainerSummary]:
+        scopes = self._scopes(namespace)
+        calls = [self._list("pods", s) for s in scopes]
+        calls += [
+            self._list(plural, s, f"{ko.STOPPED_LABEL}=true")
+            for s in scopes
+            for plural in ("deployments", "statefulsets")
+        ]
+        results = await asyncio.gather(*calls)
+        pods = results[: len(scopes)]
+        workloads = results[len(scopes) :]
+        owners = await self._replicaset_owners([p for doc in pods for p in doc.get("items") or ()])
+        summaries = [
+            ko.pod_summary(pod, self._controller_name(pod, owners))
+            for doc in pods
+            for pod in doc.get("items") or ()
+        ]
+        for i, doc in enumerate(workloads):
+            kind = "deployment" if i % 2 == 0 else "statefulset"
+            summaries += [
+                ko.workload_summary(kind, w)
+                for w in doc.get("items") or ()
+                if not (w.get("spec") or {}).get("replicas")
+            ]
+        return summaries
+
+    async def _replicaset_owners(self, pods: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], str]:
+        """The workload of each ReplicaSet that owns one of ``pods``: its Deployment, else itself.
+
+        A Deployment names its ReplicaSets ``<deployment>-<pod-template-hash>``, which the pods'
+        label also carries: that names the Deployment without reading every ReplicaSet.
+        """
+        owners: dict[tuple[str, str], str] = {}
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            owner = ko.controller_of(meta)
+            if owner is None or owner[0] != "ReplicaSet":
+                continue
+            key = (str(meta.get("namespace", "")), owner[1])
+            if key in owners:
+                continue
+            template_hash = (meta.get("labels") or {}).get("pod-template-hash", "")
+            if template_hash and owner[1].endswith(f"-{template_hash}"):
+                owners[key] = f"deployment/{owner[1][: -len(template_hash) - 1]}"
+            else:
+                owners[key] = f"replicaset/{owner[1]}"
+        return owners
+
+    @staticmethod
+    def _controller_name(pod: Mapping[str, Any], owners: Mapping[tuple[str, str], str]) -> str:
+        meta = pod.get("metadata") or {}
+        owner = ko.controller_of(meta)
+        if owner is None:
+            return ""
+        if owner[0] == "ReplicaSet":
+            return owners.get((str(meta.get("namespace", "")), owner[1]), f"replicaset/{owner[1]}")
+        return f"{owner[0].lower()}/{owner[1]}"
+
+    async def _pod(self, ref: ContainerRef) -> dict[str, Any]:
+        return await self._json("GET", self._pod_path(self._namespace(ref), ref.id))
+
+    async def _workload(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        return await self._json("GET", self._workload_path(kind, namespace, name))
+
+    async def _pod_controller(self, pod: Mapping[str, Any]) -> str:
+        """The workload that owns ``pod``, following a ReplicaSet up to its Deployment."""
+        meta = pod.get("metadata") or {}
+        owner = ko.controller_of(meta)
+        if owner is None:
+            return ""
+        kind, name = owner
+        if kind != "ReplicaSet":
+            return f"{kind.lower()}/{name}"
+        try:
+            rs = await self._workload("replicaset", str(meta.get("namespace", "")), name)
+        except NotFound:
+            return f"replicaset/{name}"
+        parent = ko.controller_of(rs.get("metadata") or {})
+        if parent is not None and parent[0] == "Deployment":
+            return f"deployment/{parent[1]}"
+        return f"replicaset/{name}"
+
+    async def _resolve(self, ref: ContainerRef) -> tuple[ContainerSummary, dict[str, Any]]:
+        """The summary and raw object of a pod name or a ``kind/name`` workload id."""
+        namespace = self._namespace(ref)
+        match = ko.WORKLOAD_ID.match(ref.id)
+        if match:
+            kind, name = match.groups()
+            obj = await self._workload(kind, namespace, name)
+            return ko.workload_summary(kind, obj), obj
+        pod = await self._pod(ref)
+        return ko.pod_summary(pod, await self._pod_controller(pod)), pod
+
+    async def get(self, ref: ContainerRef) -> ContainerSummary:
+        return (await self._resolve(ref))[0]
+
+    async def inspect(self, ref: ContainerRef) -> dict[str, Any]:
+        summary, obj = await self._resolve(ref)
+        return ko.details(summary, obj)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self, ref: ContainerRef) -> None:
+        summary = await self.get(ref)
+        if summary.state is ContainerState.RUNNING and not ko.WORKLOAD_ID.match(ref.id):
+            raise AlreadyInState(f"pod {ref.id} is already running")
+        workload = summary.controller or ""
+        kind, _, name = workload.partition("/")
+        if kind not in ko.SCALABLE:
+            raise Unsupported(
+                f"pod {ref.id} has no scalable controller",
+                detail="A pod without a Deployment, StatefulSet or ReplicaSet cannot be started again",
+            )
+        await self._scale_up(kind, summary.namespace, name)
+
+    async def _scale_up(self, kind: str, namespace: str, name: str) -> None:
+        path = self._workload_path(kind, namespace, name)
+        obj = await self._json("GET", path)
+        replicas = int((obj.get("spec") or {}).get("replicas") or 0)
+        if replicas > 0:
+            raise AlreadyInState(f"{kind}/{name} already has {replicas} replicas")
+        recorded = ((obj.get("metadata") or {}).get("annotations") or {}).get(ko.STOPPED_REPLICAS, "")
+        target = int(recorded) if recorded.isdigit() and int(recorded) > 0 else 1
+        await self._json(
+            "PATCH",
+            f"{path}/scale",
+            body={"spec": {"replicas": target}},
+            content_type="application/merge-patch+json",
+        )
+        await self._mark_stopped(path, None)
+        await self._wait(
+            path, lambda o: _ready(o) >= target, f"{kind}/{name} to have {target} ready replicas"
+        )
+
+    async def _mark_stopped(self, path: str, replicas: int | None) -> None:
+        """Record (or, with None, clear) the replica count a stop took away."""
+        labels = {ko.STOPPED_LABEL: None if replicas is None else "true"}
+        annotations = {ko.STOPPED_REPLICAS: None if replicas is None else str(replicas)}
+        await self._json(
+            "PATCH",
+            path,
+            body={"metadata": {"labels": labels, "annotations": annotations}},
+            content_type="application/merge-patch+json",
+        )
+
+    async def stop(self, ref: ContainerRef, *, timeout: int) -> None:
+        summary = await self.get(ref)
+        namespace = summary.namespace
+        kind, _, name = (summary.controller or "").partition("/")
+        if not summary.controller:
+            # A standalone pod: the gateway only gets here when the client forced it.
+            await self._delete_pod(namespace, ref.id, timeout)
+            await self._wait_gone(namespace, ref.id, timeout + 30)
+            return
+        if kind not in ko.SCALABLE:
+            raise Unsupported(
+                f"{summary.controller} cannot be scaled",
+                detail=f"Pods of a {kind} cannot be stopped: it has no replica count to scale to 0",
+            )
+        path = self._workload_path(kind, namespace, name)
+        scale = await self._json("GET", f"{path}/scale")
+        replicas = int((scale.get("spec") or {}).get("replicas") or 0)
+        if replicas == 0:
+            raise AlreadyInState(f"{kind}/{name} is already scaled to 0")
+        # The count goes on record before the scale-down, so a crash in between loses nothing.
+        await self._mark_stopped(path, replicas)
+        await self._json(
+            "PATCH",
+            f"{path}/scale",
+            body={"spec": {"replicas": 0}},
+            content_type="application/merge-patch+json",
+        )
+        await self._wait(
+            path,
+            lambda o: not (o.get("status") or {}).get("replicas"),
+            f"{kind}/{name} to have no pods",
+            timeout + 30,
+        )
+
+    async def restart(self, ref: ContainerRef, *, timeout: int) -> None:
+        summary, obj = await self._resolve(ref)
+        namespace = summary.namespace
+        kind, _, name = (summary.controller or "").partition("/")
+        if ko.WORKLOAD_ID.match(ref.id):
+            if summary.state is ContainerState.STOPPED:
+                await self._scale_up(kind, namespace, name)
+            else:
+                await self._rollout_restart(kind, namespace, name)
+            return
+        if not summary.controller:
+            await self._recreate(namespace, obj, timeout)
+            return
+        old_uid = str((obj.get("metadata") or {}).get("uid", ""))
+        await self._delete_pod(namespace, ref.id, timeout)
+        if kind not in ko.SCALABLE:
+            return
+        await self._wait_replaced(kind, namespace, name, old_uid)
+
+    async def _rollout_restart(self, kind: str, namespace: str, name: str) -> None:
+        path = self._workload_path(kind, namespace, name)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        patch = {
+            "spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}
+        }
+        obj = await self._json("PATCH", path, body=patch, content_type="application/merge-patch+json")
+        generation = int((obj.get("metadata") or {}).get("generation") or 0)
+        await self._wait(
+            path,
+            lambda o: (
+                int((o.get("status") or {}).get("observedGeneration") or 0) >= generation
+                and _ready(o) >= int((o.get("spec") or {}).get("replicas") or 0)
+                and int((o.get("status") or {}).get("updatedReplicas") or 0)
+                >= int((o.get("spec") or {}).get("replicas") or 0)
+            ),
+            f"{kind}/{name} to roll out",
+        )
+
+    async def _delete_pod(self, namespace: str, name: str, grace: int) -> None:
+        with contextlib.suppress(NotFound):
+            await self._json("DELETE", self._pod_path(namespace, name), query={"gracePeriodSeconds": grace})
+
+    async def _wait_gone(self, namespace: str, name: str, timeout: float) -> None:
+        async def gone() -> bool:
+            try:
+                await self._json("GET", self._pod_path(namespace, name))
+            except NotFound:
+                return True
+            return False
+
+        await self._until(gone, f"pod {name} to be deleted", timeout)
+
+    async def _recreate(self, namespace: str, pod: Mapping[str, Any], timeout: int) -> None:
+        """Restart of a standalone pod (forced): delete it and create it again from its spec."""
+        meta = pod.get("metadata") or {}
+        name = str(meta.get("name", ""))
+        spec = dict(pod.get("spec") or {})
+        spec.pop("nodeName", None)  # let the scheduler place the new pod
+        fresh = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta},
+            "spec": spec,
+        }
+        await self._delete_pod(namespace, name, timeout)
+        await self._wait_gone(namespace, name, timeout + 30)
+        await self._json("POST", self._pod_path(namespace), body=fresh)
+        path = self._pod_path(namespace, name)
+        await self._wait(path, lambda p: ko.pod_health(p) == "healthy", f"pod {name} to be ready again")
+
+    async def _wait_replaced(self, kind: str, namespace: str, name: str, old_uid: str) -> None:
+        """Until the workload has as many ready pods as it wants, the deleted one not counted."""
+        path = self._workload_path(kind, namespace, name)
+        workload = await self._json("GET", path)
+        selector = ",".join(
+            f"{k}={v}"
+            for k, v in (
+                ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            ).items()
+        )
+
+        async def ready() -> bool:
+            want = int(((await self._json("GET", path)).get("spec") or {}).get("replicas") or 0)
+            pods = await self._list("pods", namespace, selector)
+            fresh = [
+                p
+                for p in pods.get("items") or ()
+                if (p.get("metadata") or {}).get("uid") != old_uid
+                and not (p.get("metadata") or {}).get("deletionTimestamp")
+                and ko.pod_health(p) == "healthy"
+            ]
+            return len(fresh) >= want
+
+        await self._until(ready, f"{kind}/{name} to replace its pod", self._ready_timeout)
+
+    async def _wait(
+        self, path: str, done: Callable[[dict[str, Any]], bool], what: str, timeout: float | None = None
+    ) -> None:
+        async def check() -> bool:
+            return done(await self._json("GET", path))
+
+        await self._until(check, what, self._ready_timeout if timeout is None else timeout)
+
+    @staticmethod
+    async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout: float) -> None:
+        """Poll ``check`` (quickly at first, then every half second) until it holds or time is up."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while not await check():
+            if time.monotonic() >= deadline:
+                raise OperationFailed(
+                    f"timed out after {timeout:g} s waiting for {what}",
+                    detail=f"Timed out after {timeout:g} s waiting for {what}",
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    # -- stats ----------------------------------------------------------------------------------
+
+    async def stats(self, ref: ContainerRef) -> StatsSample:
+        namespace = self._namespace(ref)
+        if ko.WORKLOAD_ID.match(ref.id):
+            await self._resolve(ref)
+            raise Conflict(f"{ref.id} is a workload entry", detail=f"{ref.id} has no running pod to measure")
+        pod = await self._pod(ref)
+        try:
+            metrics = await self._json(
+                "GET", f"/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/{ref.id}"
+            )
+        except NotFound as exc:
+            # The apiserver answers a plain "404 page not found" for an API group it does not serve.
+            served = "page not found" not in str(exc)
+            raise OperationFailed(
+                f"no pod metrics for {namespace}/{ref.id}: {exc}",
+                detail="The metrics API (metrics.k8s.io) has no metrics for this pod yet"
+                if served
+                else "The metrics API (metrics.k8s.io) is not served by this cluster: install metrics-server",
+            ) from exc
+        except Unavailable as exc:
+            raise OperationFailed(
+                f"metrics API unavailable: {exc}", detail="The metrics API (metrics.k8s.io) is not available"
+            ) from exc
+        containers = (pod.get("spec") or {}).get("containers") or []
+        cores = sum(
+            ko.parse_quantity((c.get("usage") or {}).get("cpu", 0)) for c in metrics.get("containers") or ()
+        )
+        memory = int(
+            sum(
+                ko.parse_quantity((c.get("usage") or {}).get("memory", 0))
+                for c in metrics.get("containers") or ()
+            )
+        )
+        cpu_limit = _limit_sum(containers, "cpu")
+        memory_limit = _limit_sum(containers, "memory")
+        if cpu_limit is None or memory_limit is None:
+            allocatable = await self._allocatable(str((pod.get("spec") or {}).get("nodeName", "")))
+            cpu_limit = cpu_limit if cpu_limit is not None else ko.parse_quantity(allocatable.get("cpu", 0))
+            memory_limit = (
+                memory_limit if memory_limit is not None else ko.parse_quantity(allocatable.get("memory", 0))
+            )
+        limit = int(memory_limit)
+        return StatsSample(
+            container_id=ref.id,
+            cpu_percent=round(cores * 100, 2),
+            cores_used=round(cores, 4),
+            total_cores=round(cpu_limit, 3),
+            memory_percent=round(memory / limit * 100, 2) if limit > 0 else 0.0,
+            memory_used=memory,
+            memory_limit=limit,
+            memory_available=max(limit - memory, 0),
+            # The metrics API has no network counters.
+            network_rx=0,
+            network_tx=0,
+            timestamp=int(time.time()),
+        )
+
+    async def _allocatable(self, node: str) -> dict[str, Any]:
+        """The node's allocatable resources, kept a minute (they change only with the node)."""
+        if not node:
+            return {}
+        cached = self._nodes.get(node)
+        if cached is not None and time.monotonic() - cached[0] < _NODE_CACHE_SECONDS:
+            return cached[1]
+        try:
+            doc = await self._json("GET", f"/api/v1/nodes/{node}")
+        except (NotFound, Forbidden):
+            return {}
+        allocatable = dict((doc.get("status") or {}).get("allocatable") or {})
+        self._nodes[node] = (time.monotonic(), allocatable)
+        return allocatable
+
+    # -- streams --------------------------------------------------------------------------------
+
+    async def events(self, *, since: int | None = None) -> AsyncIterator[RuntimeEvent]:
+        """Pod changes from a watch per namespace scope (one for the whole cluster by default).
+
+        Each (re)list first reports every pod as it is, so nothing that changed while the watch
+        was down goes unseen; 410 Gone lists again. ``since`` is not needed: the list covers it.
+        """
+        scopes = self._scopes(None)
+        if len(scopes) == 1:
+            async for event in self._scope_events(scopes[0]):
+                yield event
+            return
+        queue: asyncio.Queue[RuntimeEvent | BaseException] = asyncio.Queue(maxsize=1024)
+
+        async def pump(scope: str) -> None:
+            try:
+                async for event in self._scope_events(scope):
+                    await queue.put(event)
+            except Exception as exc:  # handed to the consumer, which raises it
+                await queue.put(exc)
+
+        tasks = [asyncio.create_task(pump(s), name=f"kube-watch-{s}") for s in scopes]
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _scope_events(self, scope: str) -> AsyncIterator[RuntimeEvent]:
+        path = self._pod_path(scope) if scope else "/api/v1/pods"
+        known: set[tuple[str, str]] = set()
+        while True:
+            listing = await self._json("GET", path)
+            version = str((listing.get("metadata") or {}).get("resourceVersion", ""))
+            owners = await self._replicaset_owners(listing.get("items") or [])
+            current: set[tuple[str, str]] = set()
+            for pod in listing.get("items") or ():
+                event = self._pod_event("sync", pod, owners)
+                current.add((event.namespace, event.container_id))
+                yield event
+            for namespace, pod_name in known - current:
+                yield self._deleted(pod_name, namespace, {})
+            known = current
+            try:
+                async for kind, pod in self._watch(path, version):
+                    meta = pod.get("metadata") or {}
+                    key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+                    if kind == "DELETED":
+                        known.discard(key)
+                        yield self._deleted(key[1], key[0], meta.get("labels") or {})
+                        continue
+                    known.add(key)
+                    yield self._pod_event(kind.lower(), pod, await self._replicaset_owners([pod]))
+            except _Gone:
+                log.info("pod watch expired (410 Gone); listing again")
+
+    async def _watch(self, path: str, version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Watch events from ``version`` on, renewed from the last one seen until 410 or an error."""
+        while True:
+            response = await self._open(
+                "GET",
+                path,
+                query={
+                    "watch": "1",
+                    "resourceVersion": version,
+                    "allowWatchBookmarks": "true",
+                    "timeoutSeconds": _WATCH_SECONDS,
+                },
+                timeout=_STREAM_TIMEOUT,
+            )
+            try:
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    kind = str(event.get("type", ""))
+                    obj = event.get("object") or {}
+                    if kind == "ERROR":
+                        if obj.get("code") == 410:
+                            raise _Gone(str(obj.get("message", "")))
+                        raise OperationFailed(f"watch error: {obj.get('message', '')}")
+                    version = str((obj.get("metadata") or {}).get("resourceVersion", version))
+                    if kind != "BOOKMARK":
+                        yield kind, obj
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise Unavailable(f"the pod watch broke off: {exc!r}") from exc
+            finally:
+                response.release()
+
+    def _pod_event(
+        self, action: str, pod: Mapping[str, Any], owners: Mapping[tuple[str, str], str]
+    ) -> RuntimeEvent:
+        summary = ko.pod_summary(pod, self._controller_name(pod, owners))
+        return RuntimeEvent(
+            container_id=summary.id,
+            name=summary.name,
+            action=action,
+            state=summary.state,
+            labels=summary.labels,
+            runtime=self.name,
+            namespace=summary.namespace,
+            timestamp=int(time.time()),
+            health=summary.health,
+            time_nano=time.time_ns(),
+            annotations=summary.annotations,
+        )
+
+    def _deleted(self, name: str, namespace: str, labels: Mapping[str, str]) -> RuntimeEvent:
+        return RuntimeEvent(
+            container_id=name,
+            name=name,
+            action="deleted",
+            state=None,
+            labels=labels,
+            runtime=self.name,
+            namespace=namespace,
+            timestamp=int(time.time()),
+        )
+
+    async def logs(
+        self,
+        ref: ContainerRef,
+        *,
+        follow: bool,
+        tail: int | None,
+        timestamps: bool,
+        since: int | None = None,
+    ) -> AsyncIterator[LogChunk]:
+        namespace = self._namespace(ref)
+        pod = await self._pod(ref)
+        names = [str(c.get("name", "")) for c in (pod.get("spec") or {}).get("containers") or ()]
+        container = ref.container or (names[0] if names else "")
+        if container not in names:
+            raise NotFound(f"pod {ref.id} has no container {container!r}")
+        query: dict[str, Any] = {
+            "container": container,
+            "follow": "true" if follow else "false",
+            "timestamps": "true" if timestamps else "false",
+            "tailLines": tail,
+            "sinceTime": ko.rfc3339(since) if since is not None else None,
+        }
+        response = await self._open(
+            "GET", f"{self._pod_path(namespace, ref.id)}/log", query=query, timeout=_STREAM_TIMEOUT
+        )
+        try:
+            # Kubernetes sends plain text (no stream headers) and does not tell stdout from stderr.
+            async for data in response.content.iter_any():
+                yield LogChunk("stdout", data)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise Unavailable(f"the log stream of {namespace}/{ref.id} broke off: {exc!r}") from exc
+        finally:
+            response.release()
+
+
+def _ready(workload: Mapping[str, Any]) -> int:
+    return int((workload.get("status") or {}).get("readyReplicas") or 0)
+
+
+def _limit_sum(containers: Sequence[Mapping[str, Any]], resource: str) -> float | None:
+    """The sum of the containers' limits of ``resource``, None unless every container has one."""
+    total = 0.0
+    for c in containers:
+        value = ((c.get("resources") or {}).get("limits") or {}).get(resource)
+        if value is None:
+            return None
+        total += ko.parse_quantity(value)
+    return total if containers else None
