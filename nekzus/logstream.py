@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import json
 import logging
 import re
@@ -219,7 +220,11 @@ class LogSession:
             return
         except RuntimeFailure as exc:
             log.info("log stream of %s ended with an error: %s", sub.container_id, exc)
-            self._notice("container.logs.error", error="LOG_STREAM_FAILED", message="The log stream failed")
+            self._notice(
+                "container.logs.error",
+                error="LOG_STREAM_FAILED",
+                message=exc.detail or "The log stream failed",
+            )
             reason = "error"
         self._notice("container.logs.ended", reason=reason)
 
@@ -263,7 +268,8 @@ class LogSession:
         # Docker ends a follow stream when the container stops and may not have sent the last
         # line yet (a final line without a newline, notably): read once more from the last line.
         last = _nanos(self.last_stamp) if self.last_stamp else opened
-        await self._pump(ref, follow=False, tail=None, since=last, skip_until=last)
+        with contextlib.suppress(NotFound):  # a deleted pod (or removed container) has no more
+            await self._pump(ref, follow=False, tail=None, since=last, skip_until=last)
         return "error" if running is None else "container_stopped"
 
     async def _pump(

@@ -391,18 +391,24 @@ class KubernetesRuntime:
             raise AlreadyInState(f"{kind}/{name} is already scaled to 0")
         # The count goes on record before the scale-down, so a crash in between loses nothing.
         await self._mark_stopped(path, replicas)
-        await self._json(
-            "PATCH",
-            f"{path}/scale",
-            body={"spec": {"replicas": 0}},
-            content_type="application/merge-patch+json",
-        )
-        await self._wait(
-            path,
-            lambda o: not (o.get("status") or {}).get("replicas"),
-            f"{kind}/{name} to have no pods",
-            timeout + 30,
-        )
+        try:
+            await self._json(
+                "PATCH",
+                f"{path}/scale",
+                body={"spec": {"replicas": 0}},
+                content_type="application/merge-patch+json",
+            )
+        except RuntimeFailure:
+            # Not stopped after all: a workload marked as stopped would be listed as one.
+            with contextlib.suppress(RuntimeFailure):
+                await self._mark_stopped(path, None)
+            raise
+
+        async def no_pods() -> bool:
+            return not (await self._pods_of(await self._json("GET", path)))
+
+        # Until the pods are gone, not just terminating: they may hold on for their grace period.
+        await self._until(no_pods, f"{kind}/{name} to have no pods", self._ready_timeout + timeout)
 
     async def restart(self, ref: ContainerRef, *, timeout: int) -> None:
         summary, obj = await self._resolve(ref)
@@ -474,23 +480,24 @@ class KubernetesRuntime:
         path = self._pod_path(namespace, name)
         await self._wait(path, lambda p: ko.pod_health(p) == "healthy", f"pod {name} to be ready again")
 
+    async def _pods_of(self, workload: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The pods a workload's selector matches."""
+        meta = workload.get("metadata") or {}
+        labels = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        listing = await self._list("pods", str(meta.get("namespace", "")), selector)
+        return list(listing.get("items") or ())
+
     async def _wait_replaced(self, kind: str, namespace: str, name: str, old_uid: str) -> None:
         """Until the workload has as many ready pods as it wants, the deleted one not counted."""
         path = self._workload_path(kind, namespace, name)
-        workload = await self._json("GET", path)
-        selector = ",".join(
-            f"{k}={v}"
-            for k, v in (
-                ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-            ).items()
-        )
 
         async def ready() -> bool:
-            want = int(((await self._json("GET", path)).get("spec") or {}).get("replicas") or 0)
-            pods = await self._list("pods", namespace, selector)
+            workload = await self._json("GET", path)
+            want = int((workload.get("spec") or {}).get("replicas") or 0)
             fresh = [
                 p
-                for p in pods.get("items") or ()
+                for p in await self._pods_of(workload)
                 if (p.get("metadata") or {}).get("uid") != old_uid
                 and not (p.get("metadata") or {}).get("deletionTimestamp")
                 and ko.pod_health(p) == "healthy"
@@ -734,7 +741,10 @@ class KubernetesRuntime:
         names = [str(c.get("name", "")) for c in (pod.get("spec") or {}).get("containers") or ()]
         container = ref.container or (names[0] if names else "")
         if container not in names:
-            raise NotFound(f"pod {ref.id} has no container {container!r}")
+            raise NotFound(
+                f"pod {ref.id} has no container {container!r}",
+                detail=f"Pod {ref.id} has no container {container!r}; it has {', '.join(names)}",
+            )
         query: dict[str, Any] = {
             "container": container,
             "follow": "true" if follow else "false",
