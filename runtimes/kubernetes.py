@@ -233,10 +233,14 @@ class KubernetesRuntime:
             for s in scopes
             for plural in ("deployments", "statefulsets")
         ]
-        results = await asyncio.gather(*calls)
-        pods = results[: len(scopes)]
-        workloads = results[len(scopes) :]
-        owners = await self._replicaset_owners([p for doc in pods for p in doc.get("items") or ()])
+        docs: list[dict[str, Any]] = []
+        for result in await asyncio.gather(*calls, return_exceptions=True):
+            if isinstance(result, BaseException):  # raised once every call has ended: none leaks
+                raise result
+            docs.append(result)
+        pods = docs[: len(scopes)]
+        workloads = docs[len(scopes) :]
+        owners = self._replicaset_owners([p for doc in pods for p in doc.get("items") or ()])
         summaries = [
             ko.pod_summary(pod, self._controller_name(pod, owners))
             for doc in pods
@@ -251,7 +255,8 @@ class KubernetesRuntime:
             ]
         return summaries
 
-    async def _replicaset_owners(self, pods: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], str]:
+    @staticmethod
+    def _replicaset_owners(pods: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], str]:
         """The workload of each ReplicaSet that owns one of ``pods``: its Deployment, else itself.
 
         A Deployment names its ReplicaSets ``<deployment>-<pod-template-hash>``, which the pods'
@@ -642,7 +647,7 @@ class KubernetesRuntime:
         while True:
             listing = await self._json("GET", path)
             version = str((listing.get("metadata") or {}).get("resourceVersion", ""))
-            owners = await self._replicaset_owners(listing.get("items") or [])
+            owners = self._replicaset_owners(listing.get("items") or [])
             current: set[tuple[str, str]] = set()
             for pod in listing.get("items") or ():
                 event = self._pod_event("sync", pod, owners)
@@ -660,7 +665,7 @@ class KubernetesRuntime:
                         yield self._deleted(key[1], key[0], meta.get("labels") or {})
                         continue
                     known.add(key)
-                    yield self._pod_event(kind.lower(), pod, await self._replicaset_owners([pod]))
+                    yield self._pod_event(kind.lower(), pod, self._replicaset_owners([pod]))
             except _Gone:
                 log.info("pod watch expired (410 Gone); listing again")
 

@@ -24,6 +24,9 @@ from nekzus.config import Config
 from nekzus.events import Event, Subscription
 from runtimes import RuntimeRegistry
 
+# The real Kubernetes control plane tier's fixtures (kube_plane, kube_namespace).
+from .kube_fixtures import kube_namespace, kube_plane  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX = ROOT / "scripts" / "docker-sandbox.sh"
 TEST_IMAGE = os.environ.get("NEKZUS_TEST_IMAGE", "nekzus-test:busybox")

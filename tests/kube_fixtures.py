@@ -1,0 +1,129 @@
+"""Fixtures for the real control plane test tier (register with ``pytest_plugins``).
+
+``kube_plane`` runs etcd, kube-apiserver, kube-controller-manager and the node agent
+(tests.kube_node) once per session under .sandbox/kube; ``kube_namespace`` gives each test its own
+namespace. The metrics API is off by default; tests that need it call ``install_metrics_api``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.kube_plane import NODE_NAME, ApiError, ControlPlane, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+KUBE_SANDBOX = ROOT / ".sandbox" / "kube"
+CRD_NAME = "pods.metrics.k8s.io"
+CRD_PATH = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}"
+
+METRICS_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {
+        "name": CRD_NAME,
+        # The metrics.k8s.io group is protected (*.k8s.io): the annotation lets a CRD serve it.
+        "annotations": {"api-approved.kubernetes.io": "unapproved, test only"},
+    },
+    "spec": {
+        "group": "metrics.k8s.io",
+        "scope": "Namespaced",
+        "names": {
+            "plural": "pods",
+            "singular": "podmetrics",
+            "kind": "PodMetrics",
+            "listKind": "PodMetricsList",
+        },
+        "versions": [
+            {
+                "name": "v1beta1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}
+
+
+def install_metrics_api(plane: ControlPlane, timeout: float = 30) -> None:
+    """Serves metrics.k8s.io/v1beta1 PodMetrics from a CRD and waits until it is usable.
+
+    Blocking; from an async test that must keep its loop running use ``asyncio.to_thread``.
+    The node agent notices within half a second and writes one PodMetrics per running pod.
+    """
+    status, _ = plane.request(
+        "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", METRICS_CRD, check=False
+    )
+    if status not in (201, 409):
+        raise ApiError(status, "creating the metrics CRD failed")
+
+    def established() -> bool:
+        code, crd = plane.request("GET", CRD_PATH, check=False)
+        if code != 200 or crd["metadata"].get("deletionTimestamp"):
+            return False
+        conditions = (crd.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    wait_until(established, timeout=timeout, what="the metrics CRD to be Established")
+    # Established can come a moment before the group is routed; wait until a list works.
+    wait_until(
+        lambda: plane.request("GET", "/apis/metrics.k8s.io/v1beta1/pods", check=False)[0] == 200,
+        timeout=timeout,
+        what="metrics.k8s.io/v1beta1 to be served",
+    )
+
+
+def remove_metrics_api(plane: ControlPlane, timeout: float = 30) -> None:
+    """Deletes the metrics CRD (and with it every PodMetrics) and waits until it is gone."""
+    status, _ = plane.request("DELETE", CRD_PATH, check=False)
+    if status not in (200, 202, 404):
+        raise ApiError(status, "deleting the metrics CRD failed")
+    wait_until(
+        lambda: plane.request("GET", CRD_PATH, check=False)[0] == 404,
+        timeout=timeout,
+        what="the metrics CRD to be deleted",
+    )
+
+
+def create_namespace(plane: ControlPlane, prefix: str = "nekzus-test") -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    plane.request(
+        "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
+    return name
+
+
+def delete_namespace(plane: ControlPlane, name: str) -> None:
+    """Issues the delete only: the namespace controller empties it in the background."""
+    status, _ = plane.request("DELETE", f"/api/v1/namespaces/{name}", check=False)
+    if status not in (200, 202, 404, 409):
+        raise ApiError(status, f"deleting namespace {name} failed")
+
+
+@pytest.fixture(scope="session")
+def kube_plane() -> Iterator[ControlPlane]:
+    """A fresh control plane plus node agent for the session; everything is stopped at the end."""
+    plane = ControlPlane(KUBE_SANDBOX)
+    try:
+        plane.start()
+        plane.start_node_agent(NODE_NAME)
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def kube_namespace(kube_plane: ControlPlane) -> Iterator[str]:
+    """A namespace of the test's own, deleted (without waiting) afterwards."""
+    name = create_namespace(kube_plane)
+    try:
+        yield name
+    finally:
+        delete_namespace(kube_plane, name)
