@@ -1,26 +1,30 @@
 #!/usr/bin/env bash
 # Builds kube-apiserver and kube-controller-manager from Debian's kubernetes source package into a
 # cache outside the checkout ($NEKZUS_KUBE_CACHE, default /var/cache/nekzus-kube), once: when both
-# binaries are there it does nothing. Installs the build tools and etcd from Debian (as root).
+# binaries are there it only makes sure etcd is installed. Installs the build tools and etcd from
+# Debian (as root).
 # apt's source lists and downloads go to private directories, so the system's apt setup is untouched.
 set -euo pipefail
 
 cache=${NEKZUS_KUBE_CACHE:-/var/cache/nekzus-kube}
 bin="$cache/bin"
-if [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ]; then
-  echo "kube binaries cached in $bin"
-  exit 0
-fi
+built() { [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ]; }
 
 export DEBIAN_FRONTEND=noninteractive
 need=""
-for pkg in golang-go rsync make etcd-server golang-github-modern-go-reflect2-dev dpkg-dev; do
+packages="etcd-server"
+built || packages="$packages golang-go rsync make golang-github-modern-go-reflect2-dev dpkg-dev"
+for pkg in $packages; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
 done
 if [ -n "$need" ]; then
   apt-get update -q
   # shellcheck disable=SC2086
   apt-get install -y -q --no-install-recommends $need
+fi
+if built; then
+  echo "kube binaries cached in $bin"
+  exit 0
 fi
 
 work="$cache/work"

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on this machine: installs what is missing, then pytest, whose
-# fixtures start (and stop) a private Docker Engine under .sandbox/ via scripts/docker-sandbox.sh.
+# fixtures start (and stop) a private Docker Engine under .sandbox/ via scripts/docker-sandbox.sh
+# and a Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) under .sandbox/kube.
+# The Kubernetes binaries are built once from Debian's source package by scripts/build-kube.sh
+# (about 5 minutes) into a cache outside the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +19,15 @@ if [ -n "$missing" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q docker.io busybox-static redis-server
+fi
+
+kube_bin=${NEKZUS_KUBE_BIN:-${NEKZUS_KUBE_CACHE:-/var/cache/nekzus-kube}/bin}
+if [ ! -x "$kube_bin/kube-apiserver" ] || [ ! -x "$kube_bin/kube-controller-manager" ] || ! command -v etcd >/dev/null; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing Kubernetes binaries or etcd; build them with scripts/build-kube.sh (as root)" >&2
+    exit 1
+  fi
+  scripts/build-kube.sh
 fi
 
 if [ ! -x .venv/bin/python ]; then
