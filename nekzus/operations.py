@@ -209,6 +209,8 @@ class OperationTracker:
                 "operationId": op.id,
             }
             event_type = f"container.{op.action}.failed"
+        if op.namespace:
+            data["namespace"] = op.namespace  # a pod's name is unique only within its namespace
         op.done.set()
         if publish:
             self._bus.publish(event_type, data)

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient
+from pydantic import ValidationError
 
 from nekzus.config import Config
 
-from .conftest import DATA_DIR, GENEROUS_LIMITS, ClientFactory
+from .conftest import DATA_DIR, GENEROUS_LIMITS, ClientFactory, Containers, make_config
 from .fake_kube import FakeKube
 from .test_errors import expect
 from .wsclient import WS
@@ -200,7 +201,7 @@ async def test_stop_scales_to_zero_and_start_restores_the_count(
 
     op = await accepted(await kclient.post(f"/api/v1/containers/{NS}/{pod}/stop"))
     done = await ws.until("container.stop.completed", operationId=op)
-    assert done["data"]["containerId"] == pod
+    assert done["data"]["containerId"] == pod and done["data"]["namespace"] == NS
     deployment = kube.get("deployments", NS, "web")
     assert deployment is not None
     assert deployment["spec"]["replicas"] == 0
@@ -394,6 +395,36 @@ async def test_unreachable_apiserver_is_503_until_it_is_back(
     await kube.start_serving()
     resp = await kclient.get(f"/api/v1/containers/{NS}/web")
     assert resp.status == 200
+
+
+def test_namespace_names_are_checked_in_the_config(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="not a Kubernetes namespace name"):
+        kube_config(tmp_path / "kubeconfig", namespaces=["Bad_NS"])
+
+
+async def test_both_runtimes_merge_and_runtime_selects_one(
+    gateway: ClientFactory, kube: FakeKube, kubeconfig: Path, docker_host: str, containers: Containers
+) -> None:
+    config = make_config(
+        docker_host,
+        runtimes={
+            "docker": {"host": docker_host, "self_id": "0" * 64},
+            "kubernetes": {"enabled": True, "kubeconfig": str(kubeconfig)},
+        },
+    )
+    client = await gateway(config)
+    made = await containers.create(labels={"nekzus.enable": "true"})
+    kube.add_pod(NS, "web", annotations=LINKED, containers=WEB)
+    merged = {(c["runtime"], c["id"]) for c in await (await client.get("/api/v1/containers")).json()}
+    assert {("docker", made["Id"][:12]), ("kubernetes", "web")} <= merged
+    only_docker = await (await client.get("/api/v1/containers?runtime=docker")).json()
+    assert {c["runtime"] for c in only_docker} == {"docker"}
+    only_kube = await (await client.get("/api/v1/containers?runtime=kubernetes")).json()
+    assert [(c["runtime"], c["id"]) for c in only_kube] == [("kubernetes", "web")]
+    # Docker is the primary runtime; a namespace (or the path form) means Kubernetes.
+    assert (await client.get(f"/api/v1/containers/{made['Id'][:12]}")).status == 200
+    assert (await client.get(f"/api/v1/containers/web?namespace={NS}")).status == 200
+    assert (await client.get(f"/api/v1/containers/{NS}/web")).status == 200
 
 
 async def test_an_unreadable_kubeconfig_is_503_not_a_crash(gateway: ClientFactory, tmp_path: Path) -> None:
