@@ -11,7 +11,6 @@ from aiohttp import web
 
 from runtimes import RuntimeRegistry
 from runtimes.docker import DockerRuntime
-from runtimes.kubernetes import KubernetesRuntime, kubeconfig_loader
 
 from .auth import auth_middleware, authority_from_config, identity_middleware
 from .config import Config
@@ -53,6 +52,9 @@ def build_registry(config: Config) -> RuntimeRegistry:
         registry.add(DockerRuntime(config.runtimes.docker.host))
     kube = config.runtimes.kubernetes
     if kube.enabled:
+        # Imported only when enabled: kubernetes_asyncio loads every API model (about 35 MB).
+        from runtimes.kubernetes import KubernetesRuntime, kubeconfig_loader
+
         loader = kubeconfig_loader(kube.kubeconfig, kube.context, in_cluster=kube.in_cluster)
         registry.add(KubernetesRuntime(loader, namespaces=kube.namespaces, ready_timeout=kube.ready_timeout))
     return registry
