@@ -57,8 +57,8 @@ def seconds(stamp: str | None) -> int:
     """Unix seconds of an RFC 3339 time as Kubernetes writes it ("2024-01-02T03:04:05Z")."""
     if not stamp:
         return 0
-    try:
-        return int(datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp())
+    try:  # fromisoformat is several times faster than strptime, which a 200-pod list feels
+        return int(datetime.fromisoformat(stamp[:19]).replace(tzinfo=UTC).timestamp())
     except ValueError:
         return 0
 

@@ -26,7 +26,6 @@ import base64
 import contextlib
 import datetime
 import hashlib
-import ipaddress
 import json
 import logging
 import math
@@ -42,10 +41,8 @@ from typing import Any
 import aiohttp
 import yaml
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from nekzus.tls import generate_self_signed
 
 log = logging.getLogger("kube_node")
 
@@ -249,32 +246,12 @@ class PodState:
         self.closed.set()
 
 
-def self_signed(name: str, directory: Path) -> ssl.SSLContext:
+def self_signed(directory: Path) -> ssl.SSLContext:
     """The kubelet endpoint's own certificate; the apiserver does not verify it (no kubelet CA set)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(name), x509.IPAddress(ipaddress.ip_address(NODE_IP))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
+    cert_pem, key_pem = generate_self_signed(NODE_IP)
     cert_path, key_path = directory / "kubelet.crt", directory / "kubelet.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    cert_path.write_bytes(cert_pem)
+    key_path.write_bytes(key_pem)
     key_path.chmod(0o600)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert_path, key_path)
@@ -347,7 +324,7 @@ class NodeAgent:
         # Cancelling the handler when the client goes is what frees a follow stream nobody reads.
         self.runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=2, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, NODE_IP, 0, ssl_context=self_signed(self.node, self.state_dir))
+        site = web.TCPSite(self.runner, NODE_IP, 0, ssl_context=self_signed(self.state_dir))
         await site.start()
         self.port = int(self.runner.addresses[0][1])
 
