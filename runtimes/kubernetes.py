@@ -204,9 +204,14 @@ class KubernetesRuntime:
         return f"{_APPS}/namespaces/{namespace}/{ko.SCALABLE[kind]}/{name}"
 
     def _namespace(self, ref: ContainerRef) -> str:
-        if ref.namespace:
-            return ref.namespace
-        return self._namespaces[0] if len(self._namespaces) == 1 else "default"
+        """The namespace a request means: its own, else the only configured one, else "default".
+
+        A namespace outside the configured ones is not managed: its pods do not exist here.
+        """
+        namespace = ref.namespace or (self._namespaces[0] if len(self._namespaces) == 1 else "default")
+        if self._namespaces and namespace not in self._namespaces:
+            raise NotFound(f"namespace {namespace!r} is not one the gateway manages")
+        return namespace
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -435,6 +440,12 @@ class KubernetesRuntime:
         await self._wait_replaced(kind, namespace, name, old_uid)
 
     async def _rollout_restart(self, kind: str, namespace: str, name: str) -> None:
+        """Restart of a running workload entry: a rolling restart, as ``kubectl rollout restart``."""
+        if kind == "replicaset":
+            raise Unsupported(
+                f"replicaset/{name} cannot roll its pods",
+                detail="A ReplicaSet does not roll its pods: restart them one by one",
+            )
         path = self._workload_path(kind, namespace, name)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         patch = {

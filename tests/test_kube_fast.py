@@ -144,6 +144,8 @@ async def test_namespaces_setting_limits_what_is_seen(
     rows = await (await client.get("/api/v1/containers?all=true")).json()
     assert [c["name"] for c in rows] == ["mine"]
     assert await (await client.get("/api/v1/containers?all=true&namespace=other")).json() == []
+    await expect(await client.get("/api/v1/containers/other/theirs"), 404, "CONTAINER_NOT_FOUND")
+    await expect(await client.post("/api/v1/containers/other/theirs/restart"), 404, "CONTAINER_NOT_FOUND")
 
 
 async def test_inspect_in_query_and_path_form(kclient: TestClient[Any, Any], kube: FakeKube) -> None:
@@ -262,6 +264,25 @@ async def test_restart_lets_the_controller_replace_the_pod(
         p for p in pods if p["status"]["phase"] == "Running" and not p["metadata"].get("deletionTimestamp")
     ]
     assert len(ready) == 2 and old not in {p["metadata"]["name"] for p in pods}
+
+
+async def test_restart_of_a_workload_entry_rolls_its_pods(
+    kclient: TestClient[Any, Any], kube: FakeKube
+) -> None:
+    kube.add_deployment(NS, "web", 2, annotations=LINKED, containers=WEB)
+    before = {p["metadata"]["name"] for p in pods_of(kube, "web")}
+    ws = await connect(kclient)
+    op = await accepted(await kclient.post(f"/api/v1/containers/{NS}/deployment%2Fweb/restart"))
+    await ws.until("container.restart.completed", operationId=op)
+    deployment = kube.get("deployments", NS, "web")
+    assert deployment is not None
+    assert "kubectl.kubernetes.io/restartedAt" in deployment["spec"]["template"]["metadata"]["annotations"]
+    running = {
+        p["metadata"]["name"]
+        for p in pods_of(kube, "web")
+        if p["status"]["phase"] == "Running" and not p["metadata"].get("deletionTimestamp")
+    }
+    assert len(running) == 2 and not running & before
 
 
 async def test_restart_fails_when_the_workload_is_not_ready_in_time(
