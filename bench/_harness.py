@@ -501,17 +501,21 @@ async def another_gateway(
             await gateway.stop()
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(
+    description: str, *, docker: bool = True, sandbox: Path = DEFAULT_SANDBOX_DIR, what: str = "daemon"
+) -> argparse.Namespace:
+    """--sandbox-dir and --gateway-env, and --docker-host for the benches on a Docker daemon."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument(
-        "--docker-host",
-        help="use this running daemon (unix:///…/docker.sock) instead of starting a private one",
-    )
+    if docker:
+        parser.add_argument(
+            "--docker-host",
+            help="use this running daemon (unix:///…/docker.sock) instead of starting a private one",
+        )
     parser.add_argument(
         "--sandbox-dir",
         type=Path,
-        default=DEFAULT_SANDBOX_DIR,
-        help=f"directory of the private daemon (default {DEFAULT_SANDBOX_DIR})",
+        default=sandbox,
+        help=f"directory of the private {what} (default {sandbox})",
     )
     parser.add_argument(
         "--gateway-env",

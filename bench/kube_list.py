@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from _harness import REPO, Gateway, Row, all_passed, cpu_seconds, ms, percentile, print_table, timed_get
+from _harness import parse_args as _harness_parse_args
 
 sys.path.insert(0, str(REPO))
 
@@ -56,26 +57,9 @@ UNUSED_DOCKER_HOST = "unix:///nonexistent/nekzus-bench-docker.sock"
 
 
 def parse_args(description: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument(
-        "--sandbox-dir",
-        type=Path,
-        default=DEFAULT_SANDBOX_DIR,
-        help=f"directory of the private control plane, wiped at start (default {DEFAULT_SANDBOX_DIR})",
+    return _harness_parse_args(
+        description, docker=False, sandbox=DEFAULT_SANDBOX_DIR, what="control plane, wiped at start"
     )
-    parser.add_argument(
-        "--gateway-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra setting for the gateway, e.g. NEKZUS_SERVER__TLS__MODE=off (repeatable)",
-    )
-    args = parser.parse_args()
-    pairs = [item.partition("=") for item in args.gateway_env]
-    if any(not key or not sep for key, sep, _ in pairs):
-        parser.error("--gateway-env takes KEY=VALUE")
-    args.gateway_env = {key: value for key, _, value in pairs}
-    return args
 
 
 @contextlib.contextmanager
