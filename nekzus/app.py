@@ -36,7 +36,7 @@ from .middlewares import error_middleware, request_id_middleware
 from .monitor import RuntimeMonitor
 from .operations import OperationTracker
 from .ratelimit import RateLimiter, add_rate_headers, ratelimit_middleware
-from .routes import auth, bulk, containers, health, operations, ws
+from .routes import auth, bulk, containers, export, health, operations, ws
 from .tasks import TaskGroup
 from .watcher import StateWatcher
 
@@ -160,9 +160,13 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     r.add_post("/api/v1/containers/stop-all", bulk.stop_all)
     r.add_post("/api/v1/containers/restart-all", bulk.restart_all)
     r.add_post("/api/v1/containers/batch", bulk.batch)
+    r.add_post("/api/v1/containers/batch/export", export.batch_export)
+    r.add_post("/api/v1/containers/batch/export/preview", export.batch_export_preview)
     r.add_get("/api/v1/containers/{id}", containers.inspect_container)
     r.add_get("/api/v1/containers/{id}/stats", containers.container_stats)
     r.add_post("/api/v1/containers/{id}/{action:start|stop|restart}", containers.container_action)
+    r.add_post("/api/v1/containers/{id}/export", export.export_container)
+    r.add_post("/api/v1/containers/{id}/export/preview", export.export_preview)
     # The Kubernetes path form. "{id}/stats" above wins over a pod named "stats", which the query
     # form (?runtime=kubernetes&namespace=…) still reaches.
     r.add_get("/api/v1/containers/{namespace}/{id}", containers.inspect_container)

@@ -122,6 +122,22 @@ class LogChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class ExportSource:
+    """What a compose export needs to know of one container, as its runtime keeps it (unmasked).
+
+    ``kind`` "docker": ``container`` is the Engine's inspect document, ``image`` its image's, and
+    ``log_driver`` the daemon's default logging driver. ``kind`` "pod": ``container`` is the pod
+    (for a stopped workload, its pod template as a pod).
+    """
+
+    runtime: str
+    kind: str
+    container: Mapping[str, Any]
+    image: Mapping[str, Any] = field(default_factory=dict)
+    log_driver: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class RuntimeInfo:
     name: str
     version: str
@@ -158,6 +174,10 @@ class ContainerRuntime(Protocol):
     async def restart(self, ref: ContainerRef, *, timeout: int) -> None: ...
 
     async def stats(self, ref: ContainerRef) -> StatsSample: ...
+
+    async def export_source(self, ref: ContainerRef) -> ExportSource:
+        """The container's full configuration, secrets included, for a compose export."""
+        ...
 
     def events(self, *, since: int | None = None) -> AsyncIterator[RuntimeEvent]:
         """Container state changes as they happen (replayed from ``since``, Unix seconds, where

@@ -22,6 +22,7 @@ from .base import (
     ContainerRef,
     ContainerState,
     ContainerSummary,
+    ExportSource,
     LogChunk,
     PortMapping,
     RuntimeEvent,
@@ -62,6 +63,8 @@ _LOG_HEADER = struct.Struct(">BxxxL")
 _LOG_STREAMS = {0: "stdout", 1: "stdout", 2: "stderr"}
 MAX_LOG_FRAME = 1 << 20  # frames above 1 MiB are skipped rather than buffered
 _READ_TIMEOUT = 30.0
+_IMAGE_CACHE = 256  # image documents kept by id (an id names immutable content)
+_INFO_SECONDS = 60.0  # how long the daemon's default logging driver is taken as known
 
 
 def map_state(docker_state: str) -> ContainerState:
@@ -144,6 +147,8 @@ class DockerRuntime:
             url=host,
             timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5),
         )
+        self._images: dict[str, dict[str, Any]] = {}
+        self._log_driver: tuple[float, str] | None = None
 
     @property
     def name(self) -> str:
@@ -282,6 +287,38 @@ class DockerRuntime:
         # filled and CPU % is a real rate rather than a lifetime average.
         doc = await self._json(f"containers/{ref.id}/stats", params={"stream": "false"})
         return sample_from_docker(short_id(doc.get("id") or ref.id), doc, int(time.time()))
+
+    # -- export ---------------------------------------------------------------------------------
+
+    async def export_source(self, ref: ContainerRef) -> ExportSource:
+        doc = await self._inspect_raw(ref)
+        image, driver = await asyncio.gather(
+            self._image(str(doc.get("Image", ""))), self._default_log_driver()
+        )
+        return ExportSource(self.name, "docker", doc, image, driver)
+
+    async def _image(self, image_id: str) -> dict[str, Any]:
+        """The image's inspect document; by id, so a cached one never goes stale."""
+        cached = self._images.get(image_id)
+        if cached is not None:
+            return cached
+        try:
+            doc: dict[str, Any] = await self._json(f"images/{image_id}/json")
+        except NotFound:
+            doc = {}  # the image was removed since the container was made: compare with nothing
+        if len(self._images) >= _IMAGE_CACHE:
+            self._images.pop(next(iter(self._images)))
+        self._images[image_id] = doc
+        return doc
+
+    async def _default_log_driver(self) -> str:
+        now = time.monotonic()
+        if self._log_driver is not None and now - self._log_driver[0] < _INFO_SECONDS:
+            return self._log_driver[1]
+        info = await self._json("info")
+        driver = str(info.get("LoggingDriver", ""))
+        self._log_driver = (now, driver)
+        return driver
 
     # -- streams --------------------------------------------------------------------------------
 

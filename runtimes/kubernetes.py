@@ -35,6 +35,7 @@ from .base import (
     ContainerRef,
     ContainerState,
     ContainerSummary,
+    ExportSource,
     LogChunk,
     RuntimeEvent,
     RuntimeInfo,
@@ -543,6 +544,17 @@ class KubernetesRuntime:
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+    async def export_source(self, ref: ContainerRef) -> ExportSource:
+        summary, obj = await self._resolve(ref)
+        if not ko.WORKLOAD_ID.match(ref.id):
+            return ExportSource(self.name, "pod", obj)
+        # A workload entry (stopped, so without pods): its pod template stands for the pod.
+        template = (obj.get("spec") or {}).get("template") or {}
+        meta = {**(template.get("metadata") or {}), "name": summary.name, "namespace": summary.namespace}
+        return ExportSource(
+            self.name, "pod", {"kind": "Pod", "metadata": meta, "spec": template.get("spec") or {}}
+        )
 
     # -- stats ----------------------------------------------------------------------------------
 

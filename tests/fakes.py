@@ -11,6 +11,7 @@ from runtimes import (
     ContainerRef,
     ContainerState,
     ContainerSummary,
+    ExportSource,
     LogChunk,
     NotFound,
     RuntimeEvent,
@@ -50,6 +51,7 @@ class FakeRuntime:
         self.hold_actions = False
         self.active = 0
         self.max_active = 0
+        self.export_kind = "docker"
 
     @property
     def name(self) -> str:
@@ -110,6 +112,12 @@ class FakeRuntime:
         self._maybe_fail("stats")
         c = self._find(ref)
         return StatsSample(c.id, 0.0, 0.0, 1.0, 0.0, 0, 0, 0, 0, 0, 0)
+
+    async def export_source(self, ref: ContainerRef) -> ExportSource:
+        self._maybe_fail("export")
+        c = self._find(ref)
+        doc = {"Id": c.full_id, "Name": f"/{c.name}", "Config": {"Image": c.image}, "HostConfig": {}}
+        return ExportSource(self._name, self.export_kind, doc)
 
     async def events(self, *, since: int | None = None) -> AsyncIterator[RuntimeEvent]:
         self._maybe_fail("events")

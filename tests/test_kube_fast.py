@@ -571,3 +571,32 @@ async def test_log_errors(kclient: TestClient[Any, Any], kube: FakeKube) -> None
     await ws.send("container.logs.subscribe", containerId="web", namespace=NS, container="../x")
     invalid = await ws.until("error")
     assert invalid["data"]["error"] == "INVALID_MESSAGE"
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+async def test_pods_export_to_compose(kclient: TestClient[Any, Any], kube: FakeKube) -> None:
+    containers = [{**WEB[0], "env": [{"name": "API_TOKEN", "value": "t0k"}], "args": ["--port", "80"]}]
+    kube.add_deployment(NS, "web", 1, annotations=LINKED, containers=containers)
+    pod = pods_of(kube, "web")[0]["metadata"]["name"]
+    resp = await kclient.post(f"/api/v1/containers/{pod}/export/preview?namespace={NS}")
+    assert resp.status == 200, await resp.text()
+    result = await resp.json()
+    service = yaml.safe_load(result["content"])["services"][pod]
+    assert service["image"] == "nginx:1.25" and service["command"] == ["--port", "80"]
+    assert service["environment"] == ["API_TOKEN=${API_TOKEN}"] and service["ports"] == ["80"]
+    assert any(f"converted from pod '{pod}'" in w for w in result["warnings"])
+    assert result["filename"] == f"{pod}-compose.yaml"
+
+    # A stopped Deployment still exports, from its pod template.
+    kube.scale("deployments", NS, "web", 0)
+    await kube.wait_for(lambda: not pods_of(kube, "web"))
+    resp = await kclient.post(
+        f"/api/v1/containers/batch/export?namespace={NS}",
+        json={"container_ids": ["deployment/web", pod], "stack_name": "shop"},
+    )
+    assert resp.status == 206
+    partial = await resp.json()
+    assert list(yaml.safe_load(partial["content"])["services"]) == ["web"]
+    assert f"Container '{pod}' was not found and was left out" in partial["warnings"]

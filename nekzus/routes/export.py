@@ -1,0 +1,188 @@
+"""Export to docker-compose: one container, or several as one stack, as JSON or a zip.
+
+Exporting with ``sanitize_secrets: false`` writes secret values in clear, which inspect never
+shows, so it needs the ``write:containers`` scope; a sanitised export needs only read access.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+from aiohttp import web
+
+from runtimes import ContainerRef, ExportSource, NotFound, RuntimeFailure, Unavailable
+
+from ..auth import READ_CONTAINERS, WRITE_CONTAINERS, requires
+from ..errors import ApiError, invalid_request
+from ..export import ComposeExport, ExportError, build, drafts_for
+from ..keys import PRINCIPAL
+from ..params import container_id, is_valid_container_id, json_object, namespace_value
+from ..ratelimit import rate_pool
+from .common import runtime_error, runtime_for
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 500
+DEFAULT_STACK = "exported-stack"
+_STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # a compose project name
+_FLAGS = ("sanitize_secrets", "include_volumes", "include_networks")
+
+
+def _flags(body: dict[str, Any]) -> dict[str, bool]:
+    flags = {}
+    for name in _FLAGS:
+        value = body.get(name, True)
+        if not isinstance(value, bool):
+            raise invalid_request(f"{name} must be true or false")
+        flags[name] = value
+    return flags
+
+
+async def _body(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON body (an empty body means every default); unknown fields are refused."""
+    if not (await request.read()).strip():
+        return {}
+    body = await json_object(request)
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise invalid_request(f"Unknown field(s): {', '.join(unknown)}")
+    return body
+
+
+def _check_secrets_scope(request: web.Request, sanitize: bool) -> None:
+    if not sanitize and not request[PRINCIPAL].allows(WRITE_CONTAINERS):
+        raise ApiError(403, "FORBIDDEN", f"Exporting secrets in clear needs the scope {WRITE_CONTAINERS!r}")
+
+
+def _format(request: web.Request, preview: bool) -> str:
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "zip"):
+        raise invalid_request("format must be json or zip")
+    if preview and fmt == "zip":
+        raise invalid_request("A preview is JSON only: use the export endpoint for a zip")
+    return fmt
+
+
+def _respond(export: ComposeExport, fmt: str, stack: str, status: int = 200) -> web.Response:
+    if fmt == "zip":
+        return web.Response(
+            body=export.to_zip(),
+            status=status,
+            content_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{stack}.zip"'},
+        )
+    return web.json_response(export.to_json(), status=status)
+
+
+def _single(preview: bool) -> Any:
+    @requires(READ_CONTAINERS)
+    @rate_pool("containers")
+    async def handler(request: web.Request) -> web.Response:
+        cid = container_id(request)
+        fmt = _format(request, preview)
+        flags = _flags(await _body(request, _FLAGS))
+        _check_secrets_scope(request, flags["sanitize_secrets"])
+        runtime = runtime_for(request)
+        try:
+            source = await runtime.export_source(ContainerRef(cid, namespace_value(request)))
+            drafts = drafts_for(
+                source, include_volumes=flags["include_volumes"], include_networks=flags["include_networks"]
+            )
+        except RuntimeFailure as exc:
+            raise runtime_error(
+                exc, "EXPORT_FAILED", "Failed to export container configuration", cid
+            ) from exc
+        except ExportError as exc:
+            log.warning("export of %s failed: %s", cid, exc)
+            raise ApiError(500, "EXPORT_FAILED", "Failed to export container configuration") from exc
+        base = (
+            drafts[0].name if len(drafts) == 1 else str(source.container.get("metadata", {}).get("name", cid))
+        )
+        export = build(drafts, base=base, sanitize=flags["sanitize_secrets"])
+        return _respond(export, fmt, base)
+
+    handler.__name__ = "export_preview" if preview else "export_container"
+    return handler
+
+
+def _batch(preview: bool) -> Any:
+    @requires(READ_CONTAINERS)
+    @rate_pool("containers")
+    async def handler(request: web.Request) -> web.Response:
+        fmt = _format(request, preview)
+        body = await _body(request, ("container_ids", "stack_name", *_FLAGS))
+        if not body:
+            raise invalid_request("The request body must be a JSON object with container_ids")
+        ids = body.get("container_ids")
+        if ids is None or ids == []:
+            raise ApiError(400, "EMPTY_CONTAINER_LIST", "At least one container ID is required")
+        if not isinstance(ids, list) or not all(is_valid_container_id(i) for i in ids):
+            raise invalid_request("container_ids must be a list of container ids or names")
+        if len(ids) > MAX_BATCH:
+            raise invalid_request(f"container_ids may name at most {MAX_BATCH} containers")
+        stack = body.get("stack_name", DEFAULT_STACK)
+        if not isinstance(stack, str) or not _STACK_NAME.match(stack):
+            raise invalid_request(
+                "stack_name must be lower-case letters, digits, '-' or '_', starting with a letter or digit"
+            )
+        flags = _flags(body)
+        _check_secrets_scope(request, flags["sanitize_secrets"])
+        runtime = runtime_for(request)
+        namespace = namespace_value(request)
+        unique = list(dict.fromkeys(ids))
+        results = await asyncio.gather(
+            *(runtime.export_source(ContainerRef(cid, namespace)) for cid in unique), return_exceptions=True
+        )
+        sources: list[ExportSource] = []
+        seen: set[str] = set()
+        warnings: list[str] = []
+        for cid, result in zip(unique, results, strict=True):
+            if isinstance(result, NotFound):
+                warnings.append(f"Container '{cid}' was not found and was left out")
+            elif isinstance(result, RuntimeFailure):
+                log.warning("batch export: %s could not be inspected: %s", cid, result)
+                warnings.append(f"Container '{cid}' could not be inspected and was left out")
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                # Two ids (a short id and a name, say) may name one container: export it once.
+                key = str(
+                    result.container.get("Id") or result.container.get("metadata", {}).get("uid") or cid
+                )
+                if key not in seen:
+                    seen.add(key)
+                    sources.append(result)
+        if not sources:
+            if all(isinstance(r, Unavailable) for r in results):
+                raise ApiError(503, "RUNTIME_UNAVAILABLE", "Container runtime not available")
+            raise ApiError(
+                404, "ALL_CONTAINERS_FAILED", "Failed to inspect any containers", warnings=warnings
+            )
+        try:
+            drafts = [
+                draft
+                for source in sources
+                for draft in drafts_for(
+                    source,
+                    include_volumes=flags["include_volumes"],
+                    include_networks=flags["include_networks"],
+                )
+            ]
+        except ExportError as exc:
+            log.warning("batch export failed: %s", exc)
+            raise ApiError(500, "BATCH_EXPORT_FAILED", "Failed to batch export containers") from exc
+        export = build(drafts, base=stack, sanitize=flags["sanitize_secrets"], warnings=warnings)
+        failed = sum(1 for r in results if isinstance(r, BaseException))
+        return _respond(export, fmt, stack, 206 if failed else 200)
+
+    handler.__name__ = "batch_export_preview" if preview else "batch_export"
+    return handler
+
+
+export_container = _single(preview=False)
+export_preview = _single(preview=True)
+batch_export = _batch(preview=False)
+batch_export_preview = _batch(preview=True)
