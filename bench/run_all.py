@@ -19,6 +19,7 @@ import auth_overhead
 import batch_stats
 import event_fanout
 import event_latency
+import export_batch
 import idle_memory
 import limiter_memory
 import list_containers
@@ -48,6 +49,7 @@ BENCHMARKS: tuple[tuple[str, Measure, dict[str, str]], ...] = (
     ("event_fanout", event_fanout.measure, event_fanout.GATEWAY_ENV),
     ("log_throughput", log_throughput.measure, log_throughput.GATEWAY_ENV),
     ("start_latency", start_latency.measure, {}),
+    ("export_batch", export_batch.measure, {}),
 )
 
 

@@ -29,7 +29,7 @@ from .base import (
     RuntimeInfo,
     StatsSample,
 )
-from .errors import AlreadyInState, Conflict, NotFound, OperationFailed, Unavailable
+from .errors import AlreadyInState, Conflict, NotFound, OperationFailed, RuntimeFailure, Unavailable
 from .redact import mask_env_list
 from .stats import sample_from_docker
 
@@ -147,14 +147,18 @@ class DockerRuntime:
             url=host,
             timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5),
         )
-        self._images: dict[str, dict[str, Any]] = {}
+        self._images: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._log_driver: tuple[float, str] | None = None
+        self._info_lock = asyncio.Lock()
 
     @property
     def name(self) -> str:
         return self._name
 
     async def close(self) -> None:
+        for pending in self._images.values():
+            pending.cancel()
+        await asyncio.gather(*self._images.values(), return_exceptions=True)
         await self._docker.close()
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -292,33 +296,45 @@ class DockerRuntime:
 
     async def export_source(self, ref: ContainerRef) -> ExportSource:
         doc = await self._inspect_raw(ref)
-        image, driver = await asyncio.gather(
-            self._image(str(doc.get("Image", ""))), self._default_log_driver()
-        )
-        return ExportSource(self.name, "docker", doc, image, driver)
+        image = await self._image(str(doc.get("Image", "")))
+        return ExportSource(self.name, "docker", doc, image, await self._default_log_driver())
 
     async def _image(self, image_id: str) -> dict[str, Any]:
-        """The image's inspect document; by id, so a cached one never goes stale."""
-        cached = self._images.get(image_id)
-        if cached is not None:
-            return cached
+        """The image's inspect document. An id names immutable content, so a cached document never
+        goes stale; concurrent exports of containers of one image share one request."""
+        pending = self._images.get(image_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch_image(image_id))
+            if len(self._images) >= _IMAGE_CACHE:
+                self._images.pop(next(iter(self._images)))
+            self._images[image_id] = pending
+        if pending.done() and not pending.cancelled() and pending.exception() is None:
+            return pending.result()
+        try:
+            return await asyncio.shield(pending)
+        except RuntimeFailure:
+            if self._images.get(image_id) is pending:
+                del self._images[image_id]  # a failure is not kept: the next export asks again
+            raise
+
+    async def _fetch_image(self, image_id: str) -> dict[str, Any]:
         try:
             doc: dict[str, Any] = await self._json(f"images/{image_id}/json")
         except NotFound:
             doc = {}  # the image was removed since the container was made: compare with nothing
-        if len(self._images) >= _IMAGE_CACHE:
-            self._images.pop(next(iter(self._images)))
-        self._images[image_id] = doc
         return doc
 
     async def _default_log_driver(self) -> str:
-        now = time.monotonic()
-        if self._log_driver is not None and now - self._log_driver[0] < _INFO_SECONDS:
+        """The daemon's default logging driver, asked at most once a minute (and once at a time)."""
+        known = self._log_driver
+        if known is not None and time.monotonic() - known[0] < _INFO_SECONDS:
+            return known[1]
+        async with self._info_lock:
+            now = time.monotonic()
+            if self._log_driver is None or now - self._log_driver[0] >= _INFO_SECONDS:
+                info = await self._json("info")
+                self._log_driver = (now, str(info.get("LoggingDriver", "")))
             return self._log_driver[1]
-        info = await self._json("info")
-        driver = str(info.get("LoggingDriver", ""))
-        self._log_driver = (now, driver)
-        return driver
 
     # -- streams --------------------------------------------------------------------------------
 
