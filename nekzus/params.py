@@ -61,6 +61,21 @@ def namespace_value(request: web.Request) -> str:
     return value
 
 
+MAX_BATCH = 500
+
+
+def container_ids(body: dict[str, Any], field: str) -> list[str]:
+    """The list of container ids in ``body[field]``: 1 to 500 valid ids, duplicates dropped."""
+    ids = body.get(field)
+    if ids is None or ids == []:
+        raise ApiError(400, "EMPTY_CONTAINER_LIST", "At least one container ID is required")
+    if not isinstance(ids, list) or not all(is_valid_container_id(i) for i in ids):
+        raise invalid_request(f"{field} must be a list of container ids or names")
+    if len(ids) > MAX_BATCH:
+        raise invalid_request(f"{field} may name at most {MAX_BATCH} containers")
+    return list(dict.fromkeys(ids))
+
+
 def is_valid_container_id(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and bool(_CONTAINER_ID.match(value))
 

@@ -17,16 +17,15 @@ from aiohttp import web
 from runtimes import ContainerRef, ContainerRuntime, ContainerSummary, NotFound, RuntimeFailure, Unavailable
 
 from ..auth import WRITE_CONTAINERS, requires
-from ..errors import ApiError, invalid_request
+from ..errors import ApiError
 from ..keys import LINKER, OPERATIONS, SELF_CONTAINER_ID
 from ..linking import is_self
 from ..operations import ACTIONS, Action, OperationTracker, refusal
-from ..params import is_valid_container_id, json_object, namespace_value, timeout_value
+from ..params import container_ids, json_object, namespace_value, timeout_value
 from ..ratelimit import rate_pool
 from .common import list_from, managed, runtime_for, runtimes_for
 
 MAX_CONCURRENT = 5
-MAX_BATCH = 500
 _UNAVAILABLE = "container runtime not available"
 
 
@@ -129,13 +128,7 @@ async def batch(request: web.Request) -> web.Response:
     action = body.get("action")
     if action not in ACTIONS:
         raise ApiError(400, "INVALID_ACTION", "Action must be start, stop, or restart")
-    ids = body.get("containerIds")
-    if ids is None or ids == []:
-        raise ApiError(400, "EMPTY_CONTAINER_LIST", "At least one container ID is required")
-    if not isinstance(ids, list) or not all(is_valid_container_id(i) for i in ids):
-        raise invalid_request("containerIds must be a list of container ids or names")
-    if len(ids) > MAX_BATCH:
-        raise invalid_request(f"containerIds may name at most {MAX_BATCH} containers")
+    unique = container_ids(body, "containerIds")
     timeout = timeout_value(body.get("timeout"))
     runtime = runtime_for(request)
     namespace = namespace_value(request)
@@ -158,7 +151,6 @@ async def batch(request: web.Request) -> web.Response:
         refused = _precheck(action, c)
         return _result(c.id, c.name, refused) if refused else _Target(runtime, c)
 
-    unique = list(dict.fromkeys(ids))
     targets = await asyncio.gather(*(resolve(cid) for cid in unique))
     if all(isinstance(t, dict) and t.get("error") == _UNAVAILABLE for t in targets):
         raise ApiError(503, "RUNTIME_UNAVAILABLE", "Container runtime not available")

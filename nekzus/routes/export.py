@@ -19,13 +19,12 @@ from ..auth import READ_CONTAINERS, WRITE_CONTAINERS, requires
 from ..errors import ApiError, invalid_request
 from ..export import ComposeExport, ExportError, build, drafts_for
 from ..keys import PRINCIPAL
-from ..params import container_id, is_valid_container_id, json_object, namespace_value
+from ..params import container_id, container_ids, json_object, namespace_value
 from ..ratelimit import rate_pool
 from .common import runtime_error, runtime_for
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 500
 DEFAULT_STACK = "exported-stack"
 _STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # a compose project name
 _FLAGS = ("sanitize_secrets", "include_volumes", "include_networks")
@@ -116,13 +115,7 @@ def _batch(preview: bool) -> Any:
         body = await _body(request, ("container_ids", "stack_name", *_FLAGS))
         if not body:
             raise invalid_request("The request body must be a JSON object with container_ids")
-        ids = body.get("container_ids")
-        if ids is None or ids == []:
-            raise ApiError(400, "EMPTY_CONTAINER_LIST", "At least one container ID is required")
-        if not isinstance(ids, list) or not all(is_valid_container_id(i) for i in ids):
-            raise invalid_request("container_ids must be a list of container ids or names")
-        if len(ids) > MAX_BATCH:
-            raise invalid_request(f"container_ids may name at most {MAX_BATCH} containers")
+        unique = container_ids(body, "container_ids")
         stack = body.get("stack_name", DEFAULT_STACK)
         if not isinstance(stack, str) or not _STACK_NAME.match(stack):
             raise invalid_request(
@@ -132,7 +125,6 @@ def _batch(preview: bool) -> Any:
         _check_secrets_scope(request, flags["sanitize_secrets"])
         runtime = runtime_for(request)
         namespace = namespace_value(request)
-        unique = list(dict.fromkeys(ids))
         results = await asyncio.gather(
             *(runtime.export_source(ContainerRef(cid, namespace)) for cid in unique), return_exceptions=True
         )
