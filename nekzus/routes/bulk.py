@@ -96,10 +96,7 @@ def _bulk_handler(action: Action) -> Any:
     async def handler(request: web.Request) -> web.Response:
         timeout = timeout_value(request.query.get("timeout"))
         runtimes = {rt.name: rt for rt in runtimes_for(request)}
-        namespace = namespace_value(request)
-        containers = managed(request, await list_from(list(runtimes.values()), namespace or None))
-        if namespace:
-            containers = [c for c in containers if c.namespace == namespace]
+        containers = managed(request, await list_from(list(runtimes.values()), namespace_value(request)))
         if action == "start":
             containers = [c for c in containers if not c.state.is_running]
         elif action == "stop":

@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 KUBERNETES = "kubernetes"
 
 
+def implied_runtime(named: str | None, namespace: str) -> str | None:
+    """The runtime a request means: the one it names, else Kubernetes when it names a namespace
+    (only pods have one), else None for the primary runtime."""
+    return named or (KUBERNETES if namespace else None)
+
+
 def runtime_for(request: web.Request) -> ContainerRuntime:
     """The runtime a request names with ``?runtime=``, else the primary one.
 
@@ -40,8 +46,7 @@ def runtime_for(request: web.Request) -> ContainerRuntime:
                 400, "INVALID_RUNTIME", "The path form /containers/{namespace}/{pod} is for Kubernetes"
             )
         named = KUBERNETES
-    elif named is None and request.query.get("namespace"):
-        named = KUBERNETES
+    named = implied_runtime(named, request.query.get("namespace", ""))
     try:
         return request.app[REGISTRY].get(named)
     except (UnknownRuntime, NoRuntime) as exc:
@@ -56,11 +61,12 @@ def runtimes_for(request: web.Request) -> list[ContainerRuntime]:
         raise from_runtime(exc) from exc
 
 
-async def list_from(runtimes: list[ContainerRuntime], namespace: str | None) -> list[ContainerSummary]:
-    """Containers of every runtime given. A merged view skips a runtime that is down, unless
-    every one is: then the first runtime's error is the answer."""
+async def list_from(runtimes: list[ContainerRuntime], namespace: str = "") -> list[ContainerSummary]:
+    """Containers of every runtime given, only those of ``namespace`` when one is named (a runtime
+    without namespaces, Docker, has none there). A merged view skips a runtime that is down,
+    unless every one is: then the first runtime's error is the answer."""
     results = await asyncio.gather(
-        *(rt.list_containers(namespace=namespace) for rt in runtimes), return_exceptions=True
+        *(rt.list_containers(namespace=namespace or None) for rt in runtimes), return_exceptions=True
     )
     containers: list[ContainerSummary] = []
     failures: list[Exception] = []
@@ -71,7 +77,7 @@ async def list_from(runtimes: list[ContainerRuntime], namespace: str | None) -> 
             log.warning("listing containers of %s failed: %s", runtime.name, result)
             failures.append(result)
         else:
-            containers.extend(result)
+            containers.extend(c for c in result if not namespace or c.namespace == namespace)
     if failures and len(failures) == len(runtimes):
         raise from_runtime(
             failures[0], fallback="CONTAINER_LIST_FAILED", fallback_message="Failed to list containers"

@@ -27,10 +27,7 @@ log = logging.getLogger(__name__)
 async def list_containers(request: web.Request) -> web.Response:
     runtimes = runtimes_for(request)
     show_all = bool_query(request, "all")
-    namespace = namespace_value(request)
-    containers = await list_from(runtimes, namespace or None)
-    if namespace:
-        containers = [c for c in containers if c.namespace == namespace]
+    containers = await list_from(runtimes, namespace_value(request))
     if not show_all:
         containers = managed(request, containers)
     return web.json_response([summary_json(c) for c in containers])
@@ -105,13 +102,8 @@ async def container_stats(request: web.Request) -> web.Response:
 async def batch_stats(request: web.Request) -> web.Response:
     """Stats of every linked, running container, sampled concurrently (one sampling period)."""
     runtimes = {rt.name: rt for rt in runtimes_for(request)}
-    namespace = namespace_value(request)
-    containers = await list_from(list(runtimes.values()), namespace or None)
-    running = [
-        c
-        for c in managed(request, containers)
-        if c.state is ContainerState.RUNNING and (not namespace or c.namespace == namespace)
-    ]
+    containers = await list_from(list(runtimes.values()), namespace_value(request))
+    running = [c for c in managed(request, containers) if c.state is ContainerState.RUNNING]
     results = await asyncio.gather(
         *(runtimes[c.runtime].stats(ContainerRef(c.full_id, c.namespace)) for c in running),
         return_exceptions=True,

@@ -25,6 +25,7 @@ from ..hub import Connection, dumps
 from ..keys import AUTHORITY, CONFIG, HUB, REGISTRY
 from ..logstream import InvalidSubscription, LogSession, Subscription
 from ..ratelimit import rate_pool
+from .common import implied_runtime
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +182,7 @@ def _subscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
         return
     app = conn.request.app
     try:
-        # A namespace means a pod: it implies Kubernetes, as the REST path form does.
-        runtime = app[REGISTRY].get(sub.runtime or ("kubernetes" if sub.namespace else None))
+        runtime = app[REGISTRY].get(implied_runtime(sub.runtime, sub.namespace))
     except (UnknownRuntime, NoRuntime):
         conn.send(
             "container.logs.error",
