@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from runtimes import AlreadyInState, ContainerRef, ContainerRuntime, ContainerSummary, RuntimeFailure
+from runtimes.kubeobjects import SCALABLE  # workload kinds a stop can scale to 0
 
 from .events import EventBus, now
 from .tasks import TaskGroup
@@ -36,10 +37,6 @@ def failure_code(action: Action) -> str:
     return f"CONTAINER_{action.upper()}_FAILED"
 
 
-# Workload kinds whose pods a stop can take away by scaling the workload to 0.
-SCALABLE_KINDS = frozenset({"deployment", "statefulset", "replicaset"})
-
-
 def refusal(container: ContainerSummary, action: Action, *, force: bool = False) -> str | None:
     """Why the gateway refuses an action on this container before accepting it, else None.
 
@@ -54,7 +51,7 @@ def refusal(container: ContainerSummary, action: Action, *, force: bool = False)
             f"Pod {container.name} has no controller: a {action} would delete it for good. "
             "Add ?force=true to do it anyway"
         )
-    if container.controller and action == "stop" and kind not in SCALABLE_KINDS:
+    if container.controller and action == "stop" and kind not in SCALABLE:
         return (
             f"Pods of a {kind} cannot be stopped: only Deployments, StatefulSets and ReplicaSets scale to 0"
         )

@@ -8,6 +8,8 @@ from typing import Any, TypeGuard
 
 from aiohttp import web
 
+from runtimes.kubeobjects import WORKLOAD_KINDS
+
 from .errors import ApiError, invalid_request
 
 DEFAULT_TIMEOUT = 10
@@ -15,7 +17,7 @@ MIN_TIMEOUT, MAX_TIMEOUT = 1, 300
 
 # Docker ids and names, Kubernetes object names, and a stopped workload's "deployment/web".
 # Anything else (another slash, "..", a space) is refused before it can reach a runtime's URL.
-_CONTAINER_ID = re.compile(r"^(?:(?:deployment|statefulset|replicaset)/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
+_CONTAINER_ID = re.compile(rf"^(?:(?:{WORKLOAD_KINDS})/)?[A-Za-z0-9][A-Za-z0-9_.-]{{0,252}}$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}

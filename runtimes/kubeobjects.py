@@ -22,7 +22,8 @@ STOPPED_LABEL = "nekzus/stopped"
 STOPPED_REPLICAS = "nekzus/stopped-replicas"
 # Workloads a stop can scale to 0 through their scale subresource, by lower-case kind.
 SCALABLE = {"deployment": "deployments", "statefulset": "statefulsets", "replicaset": "replicasets"}
-WORKLOAD_ID = re.compile(r"^(deployment|statefulset|replicaset)/([a-z0-9][a-z0-9.-]*)$")
+WORKLOAD_KINDS = "|".join(SCALABLE)
+WORKLOAD_ID = re.compile(rf"^({WORKLOAD_KINDS})/([a-z0-9][a-z0-9.-]*)$")
 
 _PHASES: Mapping[str, ContainerState] = {
     "Pending": ContainerState.PENDING,
