@@ -29,17 +29,8 @@ def container(**changes: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "Id": "0123456789ab" + "c" * 52,
         "Name": "/web",
-        "Config": {
-            "Image": "nginx:1.25",
-            "Hostname": "0123456789ab",
-            "Cmd": ["nginx", "-g", "daemon off;"],
-            "Entrypoint": ["/docker-entrypoint.sh"],
-            "Env": ["PATH=/usr/bin", "NGINX_VERSION=1.25"],
-            "Labels": {"maintainer": "NGINX"},
-            "ExposedPorts": {"80/tcp": {}},
-            "Volumes": {"/var/cache/nginx": {}},
-            "StopSignal": "SIGQUIT",
-        },
+        # What the image sets, the container has too: only the name and the hostname are its own.
+        "Config": {**IMAGE["Config"], "Image": "nginx:1.25", "Hostname": "0123456789ab"},
         "HostConfig": {
             "NetworkMode": "bridge",
             "RestartPolicy": {"Name": "no"},
