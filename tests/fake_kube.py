@@ -111,24 +111,6 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def json_patch(document: Obj, operations: list[Obj]) -> Obj:
-    """RFC 6902 add/remove/replace/test: what kubernetes_asyncio sends when the patch body is a list."""
-    doc = copy.deepcopy(document)
-    for op in operations:
-        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        node: Any = doc
-        for part in parents:
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        key: Any = (len(node) if last == "-" else int(last)) if isinstance(node, list) else last
-        if op["op"] == "test" and node[key] != op["value"]:
-            raise ValueError(f"test failed at {op['path']}")
-        if op["op"] in ("remove", "replace"):
-            del node[key]
-        if op["op"] in ("add", "replace"):
-            node.insert(key, op["value"]) if isinstance(node, list) else node.__setitem__(key, op["value"])
-    return doc
-
-
 def selects(selector: str, values: dict[str, str]) -> bool:
     """Equality-based selectors (``a=b``, ``a==b``, ``a!=b``, ``a``, ``!a``), comma meaning AND."""
     for term in filter(None, (t.strip() for t in selector.split(","))):
@@ -304,10 +286,6 @@ class FakeKube:
 
     # ----- state primitives ---------------------------------------------------------------------------
 
-    @property
-    def resource_version(self) -> int:
-        return self._rv
-
     def get(self, resource: str, namespace: str, name: str) -> Obj | None:
         """The live stored object (``namespace=""`` for nodes), or None."""
         return self.objects[resource].get((namespace, name))
@@ -341,11 +319,6 @@ class FakeKube:
         """End every open watch cleanly, as the real server does when a watch times out."""
         for queue in self._watchers:
             queue.put_nowait(None)
-
-    def bookmark(self) -> None:
-        """Send a BOOKMARK at the current resourceVersion to the watches that allowed bookmarks."""
-        for queue in self._watchers:
-            queue.put_nowait(Event(self._rv, "", "BOOKMARK", {}))
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         """Wait until ``predicate()`` holds, re-checking after every object change instead of polling."""
@@ -939,17 +912,15 @@ class FakeKube:
         return web.json_response(pod)
 
     async def _patched(self, request: web.Request, current: Obj) -> Obj:
-        """The request's merge patch (strategic treated alike) or JSON patch applied to ``current``."""
+        """The request's merge patch (strategic treated alike) applied to ``current``."""
         body = await self._body(request)
         try:
             if request.content_type in MERGE_TYPES and isinstance(body, dict):
                 return dict(merge_patch(current, body))
-            if request.content_type == "application/json-patch+json" and isinstance(body, list):
-                return json_patch(current, body)
         except (ValueError, KeyError, IndexError, TypeError) as error:
             message = f"the server rejected our request due to an error in our request: {error}"
             raise Fail(422, "Invalid", message) from None
-        if request.content_type in (*MERGE_TYPES, "application/json-patch+json"):
+        if request.content_type in MERGE_TYPES:
             raise Fail(400, "BadRequest", f"error decoding patch: unexpected {type(body).__name__}")
         raise Fail(415, "UnsupportedMediaType", UNKNOWN_FORMAT)
 

@@ -146,19 +146,6 @@ class ManagedProcess:
             self._log.close()
             self._log = None
 
-    def rss_bytes(self) -> int:
-        """Resident memory of the process from /proc (0 when it is not running)."""
-        if not self.running() or self.pid is None:
-            return 0
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return 0
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
 
 @dataclass
 class NodeAgentInfo:
@@ -328,9 +315,6 @@ class ControlPlane:
             what="the default namespace",
         )
 
-    def apiserver_running(self) -> bool:
-        return self._apiserver is not None and self._apiserver.running()
-
     def processes(self) -> dict[str, ManagedProcess]:
         found = {
             "etcd": self._etcd,
@@ -339,10 +323,6 @@ class ControlPlane:
             "node-agent": self.node_agent.process if self.node_agent else None,
         }
         return {name: proc for name, proc in found.items() if proc is not None and proc.running()}
-
-    def memory_rss(self) -> dict[str, int]:
-        """Resident bytes per running process, for keeping an eye on the tier's footprint."""
-        return {name: proc.rss_bytes() for name, proc in self.processes().items()}
 
     def start_node_agent(self, name: str = NODE_NAME, timeout: float = 30) -> NodeAgentInfo:
         """Starts ``python -m tests.kube_node`` and waits until its Node reports Ready."""

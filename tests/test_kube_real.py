@@ -53,15 +53,18 @@ async def api(plane: ControlPlane, method: str, path: str, body: Any = None) -> 
     return doc
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 30, what: str = "") -> T:
-    """Re-check until ``check`` answers something, pausing briefly between tries."""
-    async with asyncio.timeout(timeout):
-        while True:
-            result = await check()
-            if result:
-                return result
-            await asyncio.sleep(0.1)
-    raise AssertionError(what)  # unreachable: the timeout raises first
+async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 30, what: str) -> T:
+    """Re-check until ``check`` answers something (the apiserver's state has no event the test
+    could wait on through the gateway), pausing briefly between tries; fail after ``timeout``."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                result = await check()
+                if result:
+                    return result
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout:g} s waiting for {what}") from None
 
 
 def container(env: dict[str, str] | None = None, name: str = "app") -> dict[str, Any]:
