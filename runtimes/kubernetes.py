@@ -506,12 +506,15 @@ class KubernetesRuntime:
         return list(listing.get("items") or ())
 
     async def _wait_replaced(self, kind: str, namespace: str, name: str, old_uid: str) -> None:
-        """Until the workload has as many ready pods as it wants, the deleted one not counted."""
+        """Until the workload reports its ready replicas again and has as many ready pods, the
+        deleted one not counted (its status alone may still count the old pod for a moment)."""
         path = self._workload_path(kind, namespace, name)
 
         async def ready() -> bool:
             workload = await self._json("GET", path)
             want = int((workload.get("spec") or {}).get("replicas") or 0)
+            if _ready(workload) < want:
+                return False
             fresh = [
                 p
                 for p in await self._pods_of(workload)
