@@ -434,11 +434,17 @@ class KubernetesRuntime:
         if not summary.controller:
             await self._recreate(namespace, obj, timeout)
             return
-        old_uid = str((obj.get("metadata") or {}).get("uid", ""))
-        await self._delete_pod(namespace, ref.id, timeout)
-        if kind not in ko.SCALABLE:
+        if kind not in ko.SCALABLE:  # a DaemonSet or Job replaces it in its own way
+            await self._delete_pod(namespace, ref.id, timeout)
             return
-        await self._wait_replaced(kind, namespace, name, old_uid)
+        # The pod's own controller (its ReplicaSet, or the StatefulSet) writes its status when it
+        # sees the pod go, with one ready replica fewer: a status newer than this version that
+        # counts every replica ready again has seen the replacement.
+        owner_kind, owner_name = ko.controller_of(obj.get("metadata") or {}) or ("", "")
+        owner_path = self._workload_path(owner_kind.lower(), namespace, owner_name)
+        seen = str(((await self._json("GET", owner_path)).get("metadata") or {}).get("resourceVersion", ""))
+        await self._delete_pod(namespace, ref.id, timeout)
+        await self._wait_replaced(kind, namespace, name, owner_path, seen)
 
     async def _rollout_restart(self, kind: str, namespace: str, name: str) -> None:
         """Restart of a running workload entry: a rolling restart, as ``kubectl rollout restart``."""
@@ -505,24 +511,18 @@ class KubernetesRuntime:
         listing = await self._list("pods", str(meta.get("namespace", "")), selector)
         return list(listing.get("items") or ())
 
-    async def _wait_replaced(self, kind: str, namespace: str, name: str, old_uid: str) -> None:
-        """Until the workload reports its ready replicas again and has as many ready pods, the
-        deleted one not counted (its status alone may still count the old pod for a moment)."""
+    async def _wait_replaced(self, kind: str, namespace: str, name: str, owner_path: str, seen: str) -> None:
+        """Until the pod's controller has reported its ready replicas again since version ``seen``,
+        and the workload reports as many (it sums its ReplicaSets' statuses)."""
         path = self._workload_path(kind, namespace, name)
 
         async def ready() -> bool:
-            workload = await self._json("GET", path)
-            want = int((workload.get("spec") or {}).get("replicas") or 0)
-            if _ready(workload) < want:
+            owner = await self._json("GET", owner_path)
+            version = str((owner.get("metadata") or {}).get("resourceVersion", ""))
+            if version == seen or _ready(owner) < int((owner.get("spec") or {}).get("replicas") or 0):
                 return False
-            fresh = [
-                p
-                for p in await self._pods_of(workload)
-                if (p.get("metadata") or {}).get("uid") != old_uid
-                and not (p.get("metadata") or {}).get("deletionTimestamp")
-                and ko.pod_health(p) == "healthy"
-            ]
-            return len(fresh) >= want
+            workload = owner if path == owner_path else await self._json("GET", path)
+            return _ready(workload) >= int((workload.get("spec") or {}).get("replicas") or 0)
 
         await self._until(ready, f"{kind}/{name} to replace its pod", self._ready_timeout)
 
