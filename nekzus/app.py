@@ -34,6 +34,7 @@ from .keys import (
 from .linking import AppLinker, detect_self_container_id
 from .middlewares import error_middleware, request_id_middleware
 from .monitor import RuntimeMonitor
+from .operation_store import OperationStore
 from .operations import OperationTracker
 from .ratelimit import RateLimiter, add_rate_headers, ratelimit_middleware
 from .routes import auth, bulk, containers, export, health, operations, ws
@@ -80,17 +81,33 @@ def _runtimes_ctx(registry: RuntimeRegistry | None) -> Callable[[web.Application
 
 
 async def _operations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The tracker and its store in ``server.data_dir``; a store that cannot be used stops the start."""
     config = app[CONFIG]
+    store = await OperationStore.open(config.server.data_dir)
     app[EVENT_BUS] = EventBus()
-    app[OPERATIONS] = OperationTracker(
+    tracker = OperationTracker(
         app[EVENT_BUS],
         retention_seconds=config.operations.retention_seconds,
         max_records=config.operations.max_records,
         concurrency=config.operations.concurrency,
+        store=store,
     )
+    app[OPERATIONS] = tracker
+    try:
+        await tracker.restore()
+    except BaseException:
+        await store.close()
+        raise
     yield
-    await app[OPERATIONS].close()
+    # Ordering: the tracker marks what it cut short before the store writes its last batch.
+    await tracker.close()
+    await store.close()
     app[EVENT_BUS].close()
+
+
+async def _announce_interrupted(app: web.Application) -> None:
+    # After every cleanup_ctx has started, so the hub is already listening to the bus.
+    app[OPERATIONS].announce_interrupted()
 
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -147,6 +164,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     app.cleanup_ctx.append(_runtimes_ctx(runtimes))
     app.cleanup_ctx.append(_operations_ctx)
     app.cleanup_ctx.append(_hub_ctx)
+    app.on_startup.append(_announce_interrupted)
     app.on_shutdown.append(_close_websockets)
 
     r = app.router

@@ -63,14 +63,18 @@ def _serve(config: Config) -> int:
     except ConfigError as exc:
         print(f"nekzus: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    web.run_app(
-        app,
-        host=config.server.host,
-        port=config.server.port,
-        ssl_context=ssl_context,
-        access_log=None,
-        print=lambda msg: logging.getLogger("nekzus").info("%s", msg.strip()),
-    )
+    try:
+        web.run_app(
+            app,
+            host=config.server.host,
+            port=config.server.port,
+            ssl_context=ssl_context,
+            access_log=None,
+            print=lambda msg: logging.getLogger("nekzus").info("%s", msg.strip()),
+        )
+    except ConfigError as exc:  # raised while starting up, e.g. a data_dir the store cannot use
+        print(f"nekzus: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 

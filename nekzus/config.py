@@ -225,10 +225,10 @@ class OperationsConfig(_Section):
     retention_seconds: int = Field(600, ge=600)
     # ... unless more than this many finished records pile up, when the oldest go first.
     max_records: int = Field(10_000, ge=100)
-    # Lifecycle actions running against the runtime at once; more wait their turn. Starting a
-    # container keeps a CPU busy, so the default leaves one CPU free for the daemon to answer the
-    # pre-checks that let the gateway say 202 at once: one fewer than the CPUs, from 1 to 5.
-    concurrency: int = Field(default_factory=lambda: min(5, max(1, (os.cpu_count() or 2) - 1)), ge=1, le=50)
+    # Starts (the action that loads the engine) running at once; more wait their turn. Stops and
+    # restarts are not counted: waiting out a grace period costs nothing, and one container's grace
+    # period must never hold up an action on another.
+    concurrency: int = Field(5, ge=1, le=50)
 
 
 class LoggingConfig(_Section):

@@ -137,20 +137,26 @@ async def test_unexpected_error_is_generic_500(gateway: ClientFactory, docker_ho
     assert body == {"error": "INTERNAL_ERROR", "message": "An unexpected error occurred"}
 
 
-async def test_bulk_runs_at_most_five_at_once(gateway: ClientFactory, docker_host: str) -> None:
+async def test_bulk_starts_are_bounded_and_stops_are_not(gateway: ClientFactory, docker_host: str) -> None:
     fake = FakeRuntime([summary(n, state=ContainerState.EXITED) for n in range(1, 13)])
     fake.hold_actions = True
-    config = make_config(docker_host, operations={"concurrency": 50})
-    client = await gateway(config, runtimes=fake_registry(fake))
+    client = await gateway(make_config(docker_host), runtimes=fake_registry(fake))
     request = asyncio.ensure_future(client.post("/api/v1/containers/start-all"))
     async with asyncio.timeout(10), fake.changed:
         await fake.changed.wait_for(lambda: fake.active >= 5)
-    assert fake.active == 5
+    assert fake.active == 5  # operations.concurrency, by default 5
     fake.release.set()
-    resp = await request
-    body = await resp.json()
+    body = await (await request).json()
     assert (body["total"], body["success"]) == (12, 12)
     assert fake.max_active == 5
+
+    fake.release.clear()
+    request = asyncio.ensure_future(client.post("/api/v1/containers/stop-all"))
+    async with asyncio.timeout(10), fake.changed:
+        await fake.changed.wait_for(lambda: fake.active == 12)  # every stop at once
+    fake.release.set()
+    body = await (await request).json()
+    assert (body["total"], body["success"]) == (12, 12)
 
 
 async def test_merged_list_skips_a_runtime_that_is_down(gateway: ClientFactory, docker_host: str) -> None:

@@ -152,20 +152,26 @@ def test_running_states(state: ContainerState) -> None:
     assert state.is_running is expected
 
 
-async def test_tracker_caps_actions_running_at_once() -> None:
-    fake = FakeRuntime([summary(n) for n in range(6)])
+async def test_tracker_bounds_starts_but_never_stops_or_restarts() -> None:
+    stopped = [summary(n, state=ContainerState.EXITED) for n in range(4)]
+    running = [summary(n) for n in range(4, 10)]
+    fake = FakeRuntime(stopped + running)
     fake.hold_actions = True
     tracker = OperationTracker(EventBus(), retention_seconds=600, max_records=100, concurrency=2)
     ops = [
-        tracker.submit(fake, ContainerRef(summary(n).full_id), "restart", container_id=str(n), timeout=1)
-        for n in range(6)
+        tracker.submit(fake, ContainerRef(c.full_id), "start", container_id=c.id, timeout=1) for c in stopped
     ]
+    ops += [
+        tracker.submit(fake, ContainerRef(c.full_id), action, container_id=c.id, timeout=1)
+        for c, action in zip(running, ["stop", "restart"] * 3, strict=True)
+    ]
+    # Two starts plus every stop and restart: those wait out grace periods, not each other.
     async with asyncio.timeout(5), fake.changed:
-        await fake.changed.wait_for(lambda: fake.active == 2)
+        await fake.changed.wait_for(lambda: fake.active == 2 + len(running))
     assert all(op.state == "pending" for op in ops)
     fake.release.set()
     async with asyncio.timeout(5):
         await asyncio.gather(*(op.done.wait() for op in ops))
-    assert fake.max_active == 2
+    assert fake.max_active == 2 + len(running)
     assert all(op.state == "completed" for op in ops)
     await tracker.close()

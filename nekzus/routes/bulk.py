@@ -1,8 +1,8 @@
 """Bulk actions (start-all, stop-all, restart-all) and batch actions on a list of ids.
 
-They act only on linked containers, never on the gateway's own, with at most five operations
-running at once. Each action goes through the operation tracker, so every client also gets the
-usual completion or failure event; the response waits for all of them and reports each result.
+They act only on linked containers, never on the gateway's own. Each action goes through the
+operation tracker, which runs them all at once except for its bound on starts, so every client also
+gets the usual completion or failure event; the response waits for all of them and reports each result.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from ..params import container_ids, json_object, namespace_value, timeout_value
 from ..ratelimit import rate_pool
 from .common import list_from, managed, runtime_for, runtimes_for
 
-MAX_CONCURRENT = 5
 _UNAVAILABLE = "container runtime not available"
 
 
@@ -51,14 +50,13 @@ def _precheck(action: Action, container: ContainerSummary) -> str | None:
 
 
 async def _perform(
-    tracker: OperationTracker, limit: asyncio.Semaphore, target: _Target, action: Action, timeout: int
+    tracker: OperationTracker, target: _Target, action: Action, timeout: int
 ) -> dict[str, Any]:
     c = target.container
-    async with limit:
-        op = tracker.submit(
-            target.runtime, ContainerRef(c.full_id, c.namespace), action, container_id=c.id, timeout=timeout
-        )
-        await op.done.wait()
+    op = tracker.submit(
+        target.runtime, ContainerRef(c.full_id, c.namespace), action, container_id=c.id, timeout=timeout
+    )
+    await op.done.wait()
     return _result(c.id, c.name, None if op.state == "completed" else op.message)
 
 
@@ -80,12 +78,11 @@ async def _run_all(
 ) -> list[dict[str, Any]]:
     """Results in the order of ``targets``; a dict in ``targets`` is an already-decided result."""
     tracker = request.app[OPERATIONS]
-    limit = asyncio.Semaphore(MAX_CONCURRENT)
 
     async def one(target: _Target | dict[str, Any]) -> dict[str, Any]:
         if isinstance(target, dict):
             return target
-        return await _perform(tracker, limit, target, action, timeout)
+        return await _perform(tracker, target, action, timeout)
 
     return list(await asyncio.gather(*(one(t) for t in targets)))
 
