@@ -1,0 +1,257 @@
+"""Operation records on disk: what a crashed gateway leaves behind, pruning, and a store that fails."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from nekzus.config import ConfigError
+from nekzus.events import EventBus
+from nekzus.operation_store import DB_FILE, OperationStore, StoredOperation
+from nekzus.operations import OperationTracker
+from runtimes import ContainerRef
+
+from .conftest import ROOT
+from .fakes import FakeRuntime, summary
+
+
+def tracker_on(
+    store: OperationStore, bus: EventBus | None = None, max_records: int = 100
+) -> OperationTracker:
+    return OperationTracker(bus or EventBus(), retention_seconds=600, max_records=max_records, store=store)
+
+
+@pytest.fixture
+async def stores(tmp_path: Path) -> AsyncIterator[list[OperationStore]]:
+    """Stores a test opens in tmp_path; those it did not close itself are closed afterwards."""
+    opened: list[OperationStore] = []
+    yield opened
+    for store in opened:
+        await store.close()
+
+
+async def open_store(stores: list[OperationStore], data_dir: Path) -> OperationStore:
+    store = await OperationStore.open(data_dir)
+    stores.append(store)
+    return store
+
+
+async def crashed_with_pending_stop(data_dir: Path) -> str:
+    """A gateway that accepted a stop, reached the runtime, then died: its record stays pending and
+    nothing holds its lock any more (the store closes without the tracker marking anything)."""
+    store = await OperationStore.open(data_dir)
+    fake = FakeRuntime([summary(1)])
+    fake.hold_actions = True
+    tracker = tracker_on(store)
+    await tracker.restore()
+    op = tracker.submit(fake, ContainerRef(summary(1).full_id), "stop", container_id="c1", timeout=60)
+    async with asyncio.timeout(5), fake.changed:
+        await fake.changed.wait_for(lambda: fake.active == 1)  # the record is stored before this
+    await store.close()
+    await tracker._tasks.close()  # the process is gone: its task never ends the operation
+    return op.id
+
+
+async def test_a_dead_gateways_unfinished_operation_fails_as_interrupted(
+    tmp_path: Path, stores: list[OperationStore]
+) -> None:
+    op_id = await crashed_with_pending_stop(tmp_path)
+    bus = EventBus()
+    sub = bus.subscribe()
+    tracker = tracker_on(await open_store(stores, tmp_path), bus)
+    await tracker.restore()
+    op = tracker.get(op_id)
+    assert op is not None
+    assert (op.state, op.error) == ("failed", "OPERATION_INTERRUPTED")
+    assert "gateway restarted" in op.message
+    assert op.finished_at is not None and op.done.is_set()
+    assert sub.queue.empty()  # announced only once the hub listens
+    tracker.announce_interrupted()
+    event = await sub.get()
+    assert event is not None and event.type == "container.stop.failed"
+    assert event.data == {
+        "containerId": "c1",
+        "error": "OPERATION_INTERRUPTED",
+        "message": op.message,
+        "timestamp": op.finished_at,
+        "operationId": op_id,
+    }
+    tracker.announce_interrupted()
+    assert sub.queue.empty()  # once
+    await tracker.close()
+
+    # The verdict is stored: the next start reads it as it is and announces nothing.
+    later = tracker_on(await open_store(stores, tmp_path), bus)
+    await later.restore()
+    again = later.get(op_id)
+    assert again is not None and again.to_json() == op.to_json()
+    later.announce_interrupted()
+    assert sub.queue.empty()
+    await later.close()
+
+
+async def test_a_running_gateways_pending_operations_are_left_alone(
+    tmp_path: Path, stores: list[OperationStore]
+) -> None:
+    fake = FakeRuntime([summary(1)])
+    fake.hold_actions = True
+    first = tracker_on(await open_store(stores, tmp_path))
+    await first.restore()
+    op = first.submit(fake, ContainerRef(summary(1).full_id), "stop", container_id="c1", timeout=60)
+    async with asyncio.timeout(5), fake.changed:
+        await fake.changed.wait_for(lambda: fake.active == 1)
+    # A second gateway on the same data_dir: the first still holds its lock.
+    bus = EventBus()
+    sub = bus.subscribe()
+    second = tracker_on(await open_store(stores, tmp_path), bus)
+    await second.restore()
+    assert second.get(op.id) is None
+    second.announce_interrupted()
+    assert sub.queue.empty()
+    assert op.state == "pending"
+    fake.release.set()
+    async with asyncio.timeout(5):
+        await op.done.wait()
+    assert op.state == "completed"
+    await first.close()
+    await second.close()
+
+
+async def test_the_outcome_is_stored_before_its_event_is_published(
+    tmp_path: Path, stores: list[OperationStore]
+) -> None:
+    bus = EventBus()
+    sub = bus.subscribe()
+    tracker = tracker_on(await open_store(stores, tmp_path), bus)
+    await tracker.restore()
+    fake, ref = FakeRuntime([summary(1)]), ContainerRef(summary(1).full_id)
+    op = tracker.submit(fake, ref, "restart", container_id="c1", timeout=1)
+    async with asyncio.timeout(5):
+        event = await sub.get()
+    assert event is not None and event.type == "container.restart.completed"
+    # Read by another connection the moment the event is out.
+    with sqlite3.connect(tmp_path / DB_FILE) as db:
+        row = db.execute("SELECT state, finished_at FROM operations WHERE id = ?", (op.id,)).fetchone()
+    assert row == ("completed", op.finished_at)
+    await tracker.close()
+
+
+async def test_retention_and_max_records_apply_to_stored_records(
+    tmp_path: Path, stores: list[OperationStore]
+) -> None:
+    store = await open_store(stores, tmp_path)
+    old = StoredOperation("old", "c", "docker", "", "stop", "completed", None, "done", 1_000, 1_000)
+    await store.save_now([old])
+    fake = FakeRuntime([summary(n) for n in range(150)])
+    tracker = tracker_on(store, max_records=100)
+    await tracker.restore()
+    assert tracker.get("old") is None  # finished long before the retention
+    ops = [
+        tracker.submit(fake, ContainerRef(summary(n).full_id), "restart", container_id=str(n), timeout=1)
+        for n in range(150)
+    ]
+    async with asyncio.timeout(10):
+        await asyncio.gather(*(op.done.wait() for op in ops))
+    # The next submission prunes the finished records over the cap.
+    ops.append(tracker.submit(fake, ContainerRef(summary(0).full_id), "start", container_id="0", timeout=1))
+    async with asyncio.timeout(10):
+        await ops[-1].done.wait()
+    await tracker.close()
+    await store.close()
+    stores.remove(store)
+
+    with sqlite3.connect(tmp_path / DB_FILE) as db:
+        stored = {row[0] for row in db.execute("SELECT id FROM operations")}
+    assert "old" not in stored
+    assert ops[0].id not in stored  # pruned at run time, from the disk too
+    assert len(stored) <= 100
+
+    reopened = tracker_on(await open_store(stores, tmp_path), max_records=100)
+    await reopened.restore()
+    assert reopened.get(ops[-1].id) is not None  # the newest are kept
+    assert len(reopened) <= 100
+    await reopened.close()
+
+
+async def test_clean_shutdown_keeps_its_own_message(tmp_path: Path, stores: list[OperationStore]) -> None:
+    fake = FakeRuntime([summary(1)])
+    fake.hold_actions = True
+    store = await open_store(stores, tmp_path)
+    tracker = tracker_on(store)
+    await tracker.restore()
+    op = tracker.submit(fake, ContainerRef(summary(1).full_id), "stop", container_id="c1", timeout=60)
+    async with asyncio.timeout(5), fake.changed:
+        await fake.changed.wait_for(lambda: fake.active == 1)
+    await tracker.close()
+    await store.close()
+    stores.remove(store)
+    assert (op.state, op.error) == ("failed", "CONTAINER_STOP_FAILED")
+
+    bus = EventBus()
+    sub = bus.subscribe()
+    after = tracker_on(await open_store(stores, tmp_path), bus)
+    await after.restore()
+    stored = after.get(op.id)
+    assert stored is not None and stored.to_json() == op.to_json()
+    assert "shut down" in stored.message
+    after.announce_interrupted()
+    assert sub.queue.empty()
+    await after.close()
+
+
+async def test_a_store_that_cannot_be_used_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / DB_FILE).write_bytes(b"this is not a database, " * 100)
+    with pytest.raises(ConfigError, match=r"server\.data_dir"):
+        await OperationStore.open(tmp_path)
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    with pytest.raises(ConfigError, match=r"server\.data_dir"):
+        await OperationStore.open(not_a_dir)
+
+
+async def test_a_write_failure_at_run_time_is_logged_not_fatal(
+    tmp_path: Path, stores: list[OperationStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = EventBus()
+    sub = bus.subscribe()
+    tracker = tracker_on(await open_store(stores, tmp_path), bus)
+    await tracker.restore()
+    with sqlite3.connect(tmp_path / DB_FILE) as db:
+        db.execute("DROP TABLE operations")
+    with caplog.at_level(logging.ERROR, logger="nekzus.operation_store"):
+        fake, ref = FakeRuntime([summary(1)]), ContainerRef(summary(1).full_id)
+        op = tracker.submit(fake, ref, "restart", container_id="c1", timeout=1)
+        async with asyncio.timeout(5):
+            event = await sub.get()
+    assert event is not None and event.type == "container.restart.completed"
+    assert op.state == "completed"
+    assert "cannot be stored" in caplog.text
+    await tracker.close()
+
+
+def test_serve_with_an_unusable_store_exits_2_naming_data_dir(tmp_path: Path) -> None:
+    (tmp_path / DB_FILE).write_bytes(b"garbage " * 512)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "NEKZUS_SERVER__DATA_DIR": str(tmp_path),
+        "NEKZUS_SERVER__TLS__MODE": "off",
+        "NEKZUS_SERVER__PORT": "1",  # never bound: the store fails first
+        "NEKZUS_RUNTIMES__DOCKER__HOST": f"unix://{tmp_path}/no-daemon.sock",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "nekzus", "serve"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "server.data_dir" in result.stderr and "Traceback" not in result.stderr
