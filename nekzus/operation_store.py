@@ -211,9 +211,13 @@ def _open_sync(data_dir: Path, owner: str) -> tuple[sqlite3.Connection, IO[bytes
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     owners = data_dir / OWNERS_DIR
     owners.mkdir(exist_ok=True, mode=0o700)
-    lock = (owners / f"{owner}.lock").open("wb")
+    # Ordering: the lock file gets its name only once it is locked, so another gateway can never
+    # find it unlocked and take this one for dead.
+    locking = owners / f".{owner}.new"
+    lock = locking.open("wb")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        locking.rename(owners / f"{owner}.lock")
         db = sqlite3.connect(data_dir / DB_FILE, timeout=5, isolation_level=None, check_same_thread=False)
         try:
             if db.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
@@ -251,6 +255,9 @@ def _load_sync(
             if row[0] != owner
         ]
         dead = [other for other in pending_owners if _claim_if_dead(owners / f"{other}.lock")]
+        for stale in owners.glob("*.lock"):  # the locks of gateways that are gone, with nothing pending
+            if stale.stem != owner:
+                _claim_if_dead(stale)
         db.executemany(
             "UPDATE operations SET owner = ? WHERE owner = ? AND finished_at IS NULL",
             [(owner, other) for other in dead],

@@ -14,7 +14,7 @@ import pytest
 
 from nekzus.config import ConfigError
 from nekzus.events import EventBus
-from nekzus.operation_store import DB_FILE, OperationStore, StoredOperation
+from nekzus.operation_store import DB_FILE, OWNERS_DIR, OperationStore, StoredOperation
 from nekzus.operations import OperationTracker
 from runtimes import ContainerRef
 
@@ -63,10 +63,13 @@ async def test_a_dead_gateways_unfinished_operation_fails_as_interrupted(
     tmp_path: Path, stores: list[OperationStore]
 ) -> None:
     op_id = await crashed_with_pending_stop(tmp_path)
+    owners = tmp_path / OWNERS_DIR
+    (owners / f"{'d' * 32}.lock").touch()  # another gateway that died with nothing pending
     bus = EventBus()
     sub = bus.subscribe()
     tracker = tracker_on(await open_store(stores, tmp_path), bus)
     await tracker.restore()
+    assert len(list(owners.glob("*.lock"))) == 1  # only the running gateway's lock is left
     op = tracker.get(op_id)
     assert op is not None
     assert (op.state, op.error) == ("failed", "OPERATION_INTERRUPTED")
