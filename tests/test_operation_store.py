@@ -9,16 +9,20 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
+from nekzus.app import create_app
 from nekzus.config import ConfigError
-from nekzus.events import EventBus
+from nekzus.events import EventBus, Subscription
+from nekzus.keys import EVENT_BUS
 from nekzus.operation_store import DB_FILE, OWNERS_DIR, OperationStore, StoredOperation
 from nekzus.operations import OperationTracker
 from runtimes import ContainerRef
 
-from .conftest import ROOT
+from .conftest import ROOT, make_config
 from .fakes import FakeRuntime, summary
 
 
@@ -258,3 +262,32 @@ def test_serve_with_an_unusable_store_exits_2_naming_data_dir(tmp_path: Path) ->
     )
     assert result.returncode == 2, result.stderr
     assert "server.data_dir" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_the_gateway_announces_interrupted_operations_once_the_hub_listens(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    op_id = await crashed_with_pending_stop(tmp_path)
+    config = make_config(
+        f"unix://{tmp_path}/no-daemon.sock", server={"data_dir": str(tmp_path), "tls": {"mode": "off"}}
+    )
+    app = create_app(config)
+    heard: list[Subscription] = []
+
+    async def last_to_start(app: web.Application) -> AsyncIterator[None]:
+        # Starts after every context of the gateway's own, the hub included.
+        heard.append(app[EVENT_BUS].subscribe())
+        yield
+
+    app.cleanup_ctx.append(last_to_start)
+    client = await aiohttp_client(app)
+    try:
+        async with asyncio.timeout(5):
+            event = await heard[0].get()
+        assert event is not None and event.type == "container.stop.failed"
+        assert (event.data["operationId"], event.data["error"]) == (op_id, "OPERATION_INTERRUPTED")
+        resp = await client.get(f"/api/v1/operations/{op_id}")
+        assert resp.status == 200
+        assert (await resp.json())["error"] == "OPERATION_INTERRUPTED"
+    finally:
+        await client.close()
