@@ -156,10 +156,11 @@ class OperationTracker:
         store: OperationStore | None = None,
     ) -> None:
         self._bus = bus
-        # Only starts are bounded: a start keeps the daemon busy for 150-200 ms, and hundreds at
-        # once only slow every other call to it (the pre-checks that answer 202 among them).
-        # Waiting out a stop's grace period costs nothing, so stops never queue behind anything.
-        self._starts = asyncio.Semaphore(concurrency)
+        # Only starts are bounded, per runtime: a start keeps the daemon busy for 150-200 ms, and
+        # hundreds at once only slow every other call to it (the pre-checks that answer 202 among
+        # them). Waiting out a stop's grace period costs nothing, so stops never queue at all.
+        self._concurrency = concurrency
+        self._starts: dict[str, asyncio.Semaphore] = {}
         self._retention = retention_seconds
         self._max_records = max_records
         self._store = store
@@ -271,7 +272,7 @@ class OperationTracker:
         self, action: Action, runtime: ContainerRuntime, ref: ContainerRef, timeout: int
     ) -> None:
         if action == "start":
-            async with self._starts:
+            async with self._starts.setdefault(runtime.name, asyncio.Semaphore(self._concurrency)):
                 await runtime.start(ref)
         elif action == "stop":
             await runtime.stop(ref, timeout=timeout)

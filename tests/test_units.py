@@ -130,6 +130,32 @@ async def test_shutdown_cancels_running_operations() -> None:
     assert "shut down" in op.message
 
 
+async def test_each_runtime_has_its_own_bound_on_starts() -> None:
+    docker = FakeRuntime([summary(1, state=ContainerState.EXITED)])
+    kube = FakeRuntime([summary(2, state=ContainerState.EXITED)], name="kubernetes")
+    for fake in (docker, kube):
+        fake.hold_actions = True
+    tracker = OperationTracker(EventBus(), retention_seconds=600, max_records=100, concurrency=1)
+    ops = [
+        tracker.submit(fake, ContainerRef(summary(n).full_id), "start", container_id=str(n), timeout=1)
+        for fake, n in ((docker, 1), (kube, 2))
+    ]
+
+    async def one_active(fake: FakeRuntime) -> None:
+        async with fake.changed:
+            await fake.changed.wait_for(lambda: fake.active == 1)
+
+    # A start waiting on one engine does not hold up a start on another.
+    async with asyncio.timeout(5):
+        await asyncio.gather(one_active(docker), one_active(kube))
+    for fake in (docker, kube):
+        fake.release.set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(*(op.done.wait() for op in ops))
+    assert all(op.state == "completed" for op in ops)
+    await tracker.close()
+
+
 async def test_event_bus_cuts_off_a_subscriber_that_falls_behind() -> None:
     bus = EventBus(queue_size=3)
     slow, fast = bus.subscribe(), bus.subscribe()
