@@ -65,7 +65,7 @@ async def test_stopping_many_takes_about_one_grace_period(
     gateway: ClientFactory, docker_host: str, containers: Containers
 ) -> None:
     # The batch form of stop-all (the same runner), so that no other container on the daemon is touched.
-    grace = 4
+    grace = 5
     client = await gateway(make_config(docker_host, operations={"concurrency": 1}))
     made = await asyncio.gather(*(containers.create(labels=LINKED, cmd=DEAF) for _ in range(6)))
     began = time.monotonic()
@@ -76,7 +76,8 @@ async def test_stopping_many_takes_about_one_grace_period(
     elapsed = time.monotonic() - began
     body = await resp.json()
     assert (body["total"], body["success"]) == (6, 6), body
-    assert grace <= elapsed < 2 * grace - 0.5, f"6 stops took {elapsed:.1f} s"
+    # Two grace periods or more would mean the stops queued.
+    assert grace <= elapsed < 2 * grace - 1, f"6 stops took {elapsed:.1f} s"
 
 
 async def accepted(client: TestClient[Any, Any], path: str) -> str:
