@@ -15,10 +15,13 @@ from .errors import ApiError, invalid_request
 DEFAULT_TIMEOUT = 10
 MIN_TIMEOUT, MAX_TIMEOUT = 1, 300
 
+# Every pattern here is applied with fullmatch: "^…$" with match() also accepts a trailing newline.
 # Docker ids and names, Kubernetes object names, and a stopped workload's "deployment/web".
 # Anything else (another slash, "..", a space) is refused before it can reach a runtime's URL.
-_CONTAINER_ID = re.compile(rf"^(?:(?:{WORKLOAD_KINDS})/)?[A-Za-z0-9][A-Za-z0-9_.-]{{0,252}}$")
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_CONTAINER_ID = re.compile(rf"(?:(?:{WORKLOAD_KINDS})/)?[A-Za-z0-9][A-Za-z0-9_.-]{{0,252}}")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# ASCII digits only: int() also reads "٣" and "５", which no client means as a number.
+_TIMEOUT = re.compile(r"[+-]?[0-9]{1,6}")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
 
@@ -30,7 +33,7 @@ def timeout_value(raw: Any) -> int:
     value: int | None = None
     if isinstance(raw, int) and not isinstance(raw, bool):
         value = raw
-    elif isinstance(raw, str) and re.fullmatch(r"[+-]?\d{1,6}", raw.strip()):
+    elif isinstance(raw, str) and _TIMEOUT.fullmatch(raw):
         value = int(raw)
     if value is None or not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
         raise ApiError(400, "INVALID_TIMEOUT", "Timeout must be between 1 and 300 seconds")
@@ -38,7 +41,7 @@ def timeout_value(raw: Any) -> int:
 
 
 def bool_query(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "").strip().lower()
+    raw = request.query.get(name, "").lower()
     if raw in _TRUE:
         return True
     if raw in _FALSE:
@@ -48,7 +51,7 @@ def bool_query(request: web.Request, name: str) -> bool:
 
 def container_id(request: web.Request) -> str:
     value = request.match_info.get("id", "")
-    if not _CONTAINER_ID.match(value):
+    if not _CONTAINER_ID.fullmatch(value):
         raise ApiError(
             400, "INVALID_CONTAINER_ID", "Container ID is required and must be a container id or name"
         )
@@ -58,7 +61,7 @@ def container_id(request: web.Request) -> str:
 def namespace_value(request: web.Request) -> str:
     """The Kubernetes namespace from the path form, else ``?namespace=``; "" for none."""
     value = request.match_info.get("namespace") or request.query.get("namespace", "")
-    if value and not _NAMESPACE.match(value):
+    if value and not _NAMESPACE.fullmatch(value):
         raise invalid_request("namespace must be a Kubernetes namespace name")
     return value
 
@@ -79,7 +82,7 @@ def container_ids(body: dict[str, Any], field: str) -> list[str]:
 
 
 def is_valid_container_id(value: Any) -> TypeGuard[str]:
-    return isinstance(value, str) and bool(_CONTAINER_ID.match(value))
+    return isinstance(value, str) and bool(_CONTAINER_ID.fullmatch(value))
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:

@@ -272,6 +272,7 @@ async def test_export_errors(client: TestClient[Any, Any], containers: Container
     )
     for bad in (
         {"container_ids": [cid], "stack_name": "Bad Name"},
+        {"container_ids": [cid], "stack_name": "stack\n"},
         {"container_ids": [cid], "sanitize_secrets": "yes"},
         {"container_ids": "abc"},
         {"container_ids": [cid], "surprise": True},

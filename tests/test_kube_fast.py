@@ -174,6 +174,11 @@ async def test_inspect_in_query_and_path_form(kclient: TestClient[Any, Any], kub
     await expect(await kclient.get(f"/api/v1/containers/nope?namespace={NS}"), 404, "CONTAINER_NOT_FOUND")
     await expect(await kclient.get(f"/api/v1/containers/{NS}/{pod}?runtime=docker"), 400, "INVALID_RUNTIME")
     await expect(await kclient.get("/api/v1/containers/Bad_NS/x"), 400, "INVALID_REQUEST")
+    # A trailing newline is not part of a name, neither in the path nor in the query.
+    await expect(await kclient.get(f"/api/v1/containers/{NS}%0A/{pod}"), 400, "INVALID_REQUEST")
+    await expect(await kclient.get(f"/api/v1/containers/{NS}/{pod}%0A"), 400, "INVALID_CONTAINER_ID")
+    await expect(await kclient.get(f"/api/v1/containers/{pod}?namespace={NS}%0A"), 400, "INVALID_REQUEST")
+    await expect(await kclient.get(f"/api/v1/containers?namespace={NS}%0A"), 400, "INVALID_REQUEST")
 
 
 async def test_path_form_does_not_shadow_stats_routes(kclient: TestClient[Any, Any], kube: FakeKube) -> None:

@@ -6,11 +6,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from nekzus.config import AppConfig
+from nekzus.errors import ApiError
 from nekzus.events import EventBus
 from nekzus.linking import AppLinker, detect_self_container_id, is_self
+from nekzus.middlewares import request_id_middleware
 from nekzus.operations import OperationTracker
+from nekzus.params import timeout_value
 from runtimes import ContainerRef, ContainerState, ContainerSummary
 from runtimes.redact import is_secret_name, mask_env_list
 
@@ -63,6 +68,25 @@ def test_is_self() -> None:
     assert is_self(c, c.full_id[:12])
     assert not is_self(c, "")
     assert not is_self(c, summary(8).full_id)
+
+
+def test_timeouts_are_ascii_digits_only() -> None:
+    assert [timeout_value(v) for v in (None, "1", "+7", "300", 42)] == [10, 1, 7, 300, 42]
+    for bad in ("٣", "５", "1٣", "5\n", " 5", "", "1e2", True, 2.0):
+        with pytest.raises(ApiError) as info:
+            timeout_value(bad)
+        assert info.value.code == "INVALID_TIMEOUT", bad
+
+
+async def test_request_id_with_a_trailing_newline_is_replaced() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response()
+
+    for incoming, kept in (("abc-123", True), ("abc-123\n", False), ("abc\r\nX-Evil: 1", False)):
+        request = make_mocked_request("GET", "/", headers={"X-Request-ID": incoming})
+        response = await request_id_middleware(request, handler)
+        assert (response.headers["X-Request-ID"] == incoming) is kept, incoming
+        assert "\n" not in response.headers["X-Request-ID"]
 
 
 def test_secret_names() -> None:

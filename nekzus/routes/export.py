@@ -26,7 +26,7 @@ from .common import runtime_error, runtime_for
 log = logging.getLogger(__name__)
 
 DEFAULT_STACK = "exported-stack"
-_STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # a compose project name
+_STACK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # a compose project name
 _FLAGS = ("sanitize_secrets", "include_volumes", "include_networks")
 
 
@@ -117,7 +117,7 @@ def _batch(preview: bool) -> Any:
             raise invalid_request("The request body must be a JSON object with container_ids")
         unique = container_ids(body, "container_ids")
         stack = body.get("stack_name", DEFAULT_STACK)
-        if not isinstance(stack, str) or not _STACK_NAME.match(stack):
+        if not isinstance(stack, str) or not _STACK_NAME.fullmatch(stack):
             raise invalid_request(
                 "stack_name must be lower-case letters, digits, '-' or '_', starting with a letter or digit"
             )
