@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 DEFAULT_TAIL = 100
 MAX_TAIL = 1000
 RESUME_FIRST, RESUME_MAX = 0.5, 5.0  # seconds before re-opening a follow stream that gave nothing
-_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$")
+# Matched whole (fullmatch) and with ASCII digits only: without re.ASCII "\d" also takes "٣".
+_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})", re.ASCII)
+_UNIX_SECONDS = re.compile(r"\d+(\.\d{1,9})?", re.ASCII)
 
 
 class InvalidSubscription(ValueError):
@@ -47,10 +49,10 @@ def parse_since(value: Any) -> tuple[int, int]:
         return int(value), round((value - int(value)) * 1e9)
     if isinstance(value, str):
         text = value.strip()
-        if re.fullmatch(r"\d+(\.\d{1,9})?", text):
+        if _UNIX_SECONDS.fullmatch(text):
             whole, _, frac = text.partition(".")
             return int(whole), int(frac.ljust(9, "0")) if frac else 0
-        match = _RFC3339.match(text)
+        match = _RFC3339.fullmatch(text)
         if match:
             base, frac, zone = match.groups()
             seconds = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))

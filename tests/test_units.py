@@ -13,6 +13,7 @@ from nekzus.config import AppConfig
 from nekzus.errors import ApiError
 from nekzus.events import EventBus
 from nekzus.linking import AppLinker, detect_self_container_id, is_self
+from nekzus.logstream import InvalidSubscription, parse_since
 from nekzus.middlewares import request_id_middleware
 from nekzus.operations import OperationTracker
 from nekzus.params import timeout_value
@@ -76,6 +77,14 @@ def test_timeouts_are_ascii_digits_only() -> None:
         with pytest.raises(ApiError) as info:
             timeout_value(bad)
         assert info.value.code == "INVALID_TIMEOUT", bad
+
+
+def test_since_takes_ascii_digits_only() -> None:
+    assert parse_since("1700000000.5") == (1_700_000_000, 500_000_000)
+    assert parse_since("2024-01-02T03:04:05.1+01:00") == (1_704_161_045, 100_000_000)
+    for bad in ("١٧٠٠٠٠٠٠٠٠", "１７００", "２０２４-01-02T03:04:05Z", "2024-01-02T03:04:05Z\nx"):
+        with pytest.raises(InvalidSubscription):
+            parse_since(bad)
 
 
 async def test_request_id_with_a_trailing_newline_is_replaced() -> None:
