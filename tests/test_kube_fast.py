@@ -194,6 +194,15 @@ async def test_path_form_does_not_shadow_stats_routes(kclient: TestClient[Any, A
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["containerId"] == "web"
 
+    # Nor do the actions: GET on "{namespace}/restart" is the action's path, answered 405, and a
+    # pod called "restart" is reached with the query form.
+    kube.add_pod(NS, "restart", containers=WEB)
+    resp = await kclient.get(f"/api/v1/containers/{NS}/restart")
+    await expect(resp, 405, "METHOD_NOT_ALLOWED")
+    assert resp.headers["Allow"] == "POST"
+    resp = await kclient.get(f"/api/v1/containers/restart?namespace={NS}")
+    assert resp.status == 200 and (await resp.json())["name"] == "restart"
+
 
 # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -451,6 +460,11 @@ async def test_both_runtimes_merge_and_runtime_selects_one(
     assert (await client.get(f"/api/v1/containers/{made['Id'][:12]}")).status == 200
     assert (await client.get(f"/api/v1/containers/web?namespace={NS}")).status == 200
     assert (await client.get(f"/api/v1/containers/{NS}/web")).status == 200
+    # A namespace with the query form names pods: only Kubernetes has them.
+    only_ns = await (await client.get(f"/api/v1/containers?namespace={NS}")).json()
+    assert [(c["runtime"], c["id"]) for c in only_ns] == [("kubernetes", "web")]
+    resp = await client.get(f"/api/v1/containers?runtime=docker&namespace={NS}")
+    await expect(resp, 400, "INVALID_RUNTIME")
 
 
 async def test_an_unreadable_kubeconfig_is_503_not_a_crash(gateway: ClientFactory, tmp_path: Path) -> None:
