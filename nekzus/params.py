@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any, TypeGuard
 
 from aiohttp import web
@@ -40,6 +41,18 @@ def timeout_value(raw: Any) -> int:
     return value
 
 
+def timeout_of(request: web.Request, body: dict[str, Any]) -> int:
+    """The grace period from ``?timeout=`` or the body's ``timeout``, whichever is given.
+
+    Both given must agree: silently preferring one would run an action with a grace period the
+    caller did not mean.
+    """
+    in_query, in_body = request.query.get("timeout"), body.get("timeout")
+    if in_query is not None and in_body is not None and timeout_value(in_query) != timeout_value(in_body):
+        raise invalid_request("timeout is given in the query and in the body with different values")
+    return timeout_value(in_query if in_query is not None else in_body)
+
+
 def bool_query(request: web.Request, name: str) -> bool:
     raw = request.query.get(name, "").lower()
     if raw in _TRUE:
@@ -69,9 +82,15 @@ def namespace_value(request: web.Request) -> str:
 MAX_BATCH = 500
 
 
+# The reference spells the id list containerIds for batch actions and container_ids for batch
+# exports; each route takes its own spelling and the other one as an alias.
+_ID_LIST_ALIAS = {"containerIds": "container_ids", "container_ids": "containerIds"}
+ID_LIST_FIELDS = tuple(_ID_LIST_ALIAS)
+
+
 def container_ids(body: dict[str, Any], field: str) -> list[str]:
-    """The list of container ids in ``body[field]``: 1 to 500 valid ids, duplicates dropped."""
-    ids = body.get(field)
+    """The list of container ids in ``body[field]`` (or its alias): 1 to 500 valid ids, duplicates dropped."""
+    ids = aliased(body, field, _ID_LIST_ALIAS[field])
     if ids is None or ids == []:
         raise ApiError(400, "EMPTY_CONTAINER_LIST", "At least one container ID is required")
     if not isinstance(ids, list) or not all(is_valid_container_id(i) for i in ids):
@@ -97,3 +116,31 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise invalid_request("The request body must be a JSON object")
     return body
+
+
+async def json_fields(request: web.Request, allowed: Sequence[str], *, required: bool) -> dict[str, Any]:
+    """The JSON body of a route that takes the fields ``allowed``; the one rule for every body.
+
+    A field the route does not take is refused, naming it, rather than ignored: a misspelt
+    ``timeout`` would otherwise run the action with the default. An empty body is ``{}`` (every
+    default) unless the route ``required`` one.
+    """
+    if not required and not (await request.read()).strip():
+        return {}
+    body = await json_object(request)
+    unknown = [name for name in body if name not in allowed]
+    if unknown:
+        raise invalid_request(
+            f"Unknown field(s): {', '.join(map(repr, unknown))}; this body takes {', '.join(allowed)}"
+        )
+    return body
+
+
+def aliased(body: dict[str, Any], name: str, alias: str) -> Any:
+    """The value of the field ``name``, also accepted as ``alias``; None when neither is given.
+
+    A body that gives both with different values is refused rather than guessed at.
+    """
+    if name in body and alias in body and body[name] != body[alias]:
+        raise invalid_request(f"{name} and {alias} are the same field and disagree: give one of them")
+    return body[name] if name in body else body.get(alias)
