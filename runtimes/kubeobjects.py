@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from .base import ContainerState, ContainerSummary, PortMapping
-from .redact import MASK, is_secret_name
+from .redact import MASK, mask_value
 
 RUNTIME = "kubernetes"
 # Set on a workload that the gateway scaled to 0: the label makes such workloads listable with a
@@ -197,7 +197,7 @@ def _env(container: Mapping[str, Any]) -> list[str]:
     for var in container.get("env") or ():
         name = str(var.get("name", ""))
         if "value" in var:
-            value = MASK if is_secret_name(name) else str(var["value"])
+            value = mask_value(name, str(var["value"]))
         else:
             source = var.get("valueFrom") or {}
             if "secretKeyRef" in source:

@@ -87,7 +87,16 @@ async def test_inspect_returns_raw_document_with_secrets_masked(
 ) -> None:
     made = await containers.create(
         labels=LINKED,
-        env=["DB_PASSWORD=hunter2", "GITHUB_TOKEN=abc", "my_api_key=k", "PLAIN=visible"],
+        env=[
+            "DB_PASSWORD=hunter2",
+            "GITHUB_TOKEN=abc",
+            "my_api_key=k",
+            "PLAIN=visible",
+            "DATABASE_URL=postgres://u:s3cret@db/x",
+            "CACHE=redis://:s3cret@cache:6379/0",
+            "SENTRY_DSN=https://s3cret@sentry.example/1",
+            "DB_CONN=Server=db;User Id=sa;Password=s3cret;",
+        ],
     )
     for address in (made["Id"][:12], made["Id"], made["Name"].lstrip("/")):
         resp = await client.get(f"/api/v1/containers/{address}")
@@ -101,7 +110,12 @@ async def test_inspect_returns_raw_document_with_secrets_masked(
         assert "GITHUB_TOKEN=***" in env
         assert "my_api_key=***" in env
         assert "PLAIN=visible" in env
-        assert "hunter2" not in await resp.text()
+        assert "DATABASE_URL=postgres://u:***@db/x" in env
+        assert "CACHE=redis://:***@cache:6379/0" in env
+        assert "SENTRY_DSN=https://***@sentry.example/1" in env
+        assert "DB_CONN=***" in env
+        text = await resp.text()
+        assert "hunter2" not in text and "s3cret" not in text
 
 
 async def test_inspect_unknown_container_is_404(client: TestClient[Any, Any]) -> None:

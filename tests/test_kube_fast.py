@@ -150,7 +150,14 @@ async def test_namespaces_setting_limits_what_is_seen(
 
 async def test_inspect_in_query_and_path_form(kclient: TestClient[Any, Any], kube: FakeKube) -> None:
     containers = [
-        {**WEB[0], "env": [{"name": "DB_PASSWORD", "value": "hunter2"}, {"name": "MODE", "value": "prod"}]},
+        {
+            **WEB[0],
+            "env": [
+                {"name": "DB_PASSWORD", "value": "hunter2"},
+                {"name": "MODE", "value": "prod"},
+                {"name": "DATABASE_URL", "value": "postgres://u:s3cret@db/x"},
+            ],
+        },
         {"name": "sidecar", "image": "busybox:1"},
     ]
     kube.add_deployment(NS, "web", 1, annotations=LINKED, containers=containers)
@@ -167,8 +174,8 @@ async def test_inspect_in_query_and_path_form(kclient: TestClient[Any, Any], kub
     assert by_path["node"] == "node-1" and by_path["state"] == "running"
     assert [c["name"] for c in by_path["containers"]] == ["app", "sidecar"]
     assert by_path["containers"][0]["ready"] is True and by_path["containers"][0]["state"] == "running"
-    assert by_path["env"]["app"] == ["DB_PASSWORD=***", "MODE=prod"]
-    assert "hunter2" not in str(by_path)
+    assert by_path["env"]["app"] == ["DB_PASSWORD=***", "MODE=prod", "DATABASE_URL=postgres://u:***@db/x"]
+    assert "hunter2" not in str(by_path) and "s3cret" not in str(by_path)
 
     await expect(await kclient.get(f"/api/v1/containers/{NS}/nope"), 404, "CONTAINER_NOT_FOUND")
     await expect(await kclient.get(f"/api/v1/containers/nope?namespace={NS}"), 404, "CONTAINER_NOT_FOUND")
@@ -596,7 +603,8 @@ async def test_log_errors(kclient: TestClient[Any, Any], kube: FakeKube) -> None
 
 
 async def test_pods_export_to_compose(kclient: TestClient[Any, Any], kube: FakeKube) -> None:
-    containers = [{**WEB[0], "env": [{"name": "API_TOKEN", "value": "t0k"}], "args": ["--port", "80"]}]
+    env = [{"name": "API_TOKEN", "value": "t0k"}, {"name": "CACHE_URL", "value": "redis://:s3cret@cache/0"}]
+    containers = [{**WEB[0], "env": env, "args": ["--port", "80"]}]
     kube.add_deployment(NS, "web", 1, annotations=LINKED, containers=containers)
     pod = pods_of(kube, "web")[0]["metadata"]["name"]
     resp = await kclient.post(f"/api/v1/containers/{pod}/export/preview?namespace={NS}")
@@ -604,7 +612,11 @@ async def test_pods_export_to_compose(kclient: TestClient[Any, Any], kube: FakeK
     result = await resp.json()
     service = yaml.safe_load(result["content"])["services"][pod]
     assert service["image"] == "nginx:1.25" and service["command"] == ["--port", "80"]
-    assert service["environment"] == ["API_TOKEN=${API_TOKEN}"] and service["ports"] == ["80"]
+    assert service["environment"] == [
+        "API_TOKEN=${API_TOKEN}",
+        "CACHE_URL=redis://:${CACHE_URL_PASSWORD}@cache/0",
+    ]
+    assert service["ports"] == ["80"] and "s3cret" not in result["content"]
     assert any(f"converted from pod '{pod}'" in w for w in result["warnings"])
     assert result["filename"] == f"{pod}-compose.yaml"
 

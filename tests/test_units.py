@@ -18,7 +18,7 @@ from nekzus.middlewares import request_id_middleware
 from nekzus.operations import OperationTracker
 from nekzus.params import timeout_value
 from runtimes import ContainerRef, ContainerState, ContainerSummary
-from runtimes.redact import is_secret_name, mask_env_list
+from runtimes.redact import is_secret_name, mask_env_list, mask_value
 
 from .fakes import FakeRuntime, summary
 
@@ -104,6 +104,52 @@ def test_secret_names() -> None:
     for name in ("PATH", "HOME", "PASS_THROUGH", "KEYBOARD"):
         assert not is_secret_name(name), name
     assert mask_env_list(["A=1", "MY_TOKEN=x=y", "NOVALUE"]) == ["A=1", "MY_TOKEN=***", "NOVALUE"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        # A URL's password, whatever the variable's name; scheme, user, host, path and query stay.
+        ("DATABASE_URL", "postgres://u:s3cret@db/x", "postgres://u:***@db/x"),
+        ("BACKEND", "redis://:pw@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("X", "postgres://u:p@ss@db/x?sslmode=require", "postgres://u:***@db/x?sslmode=require"),
+        (
+            "X",
+            "mongodb://u:pw@h1:27017,h2:27017/db?replicaSet=rs",
+            "mongodb://u:***@h1:27017,h2:27017/db?replicaSet=rs",
+        ),
+        ("BROKERS", "amqp://u:p1@h1;amqp://u:p2@h2", "amqp://u:***@h1;amqp://u:***@h2"),
+        ("X", "http://a:1@h x http://b:2@k", "http://a:***@h x http://b:***@k"),
+        # Query parameters whose names look secret.
+        ("HOOK", "https://h/p?token=abc&x=1#top", "https://h/p?token=***&x=1#top"),
+        (
+            "X",
+            "postgres://db/x?sslpassword=k&sslmode=verify-full",
+            "postgres://db/x?sslpassword=***&sslmode=verify-full",
+        ),
+        # Connection names: a user without a password is a token; key=value strings with a password.
+        ("SENTRY_DSN", "https://abc123@o1.ingest.example/1", "https://***@o1.ingest.example/1"),
+        ("GIT_REMOTE_URI", "https://ghp_x@github.com/o/r.git", "https://***@github.com/o/r.git"),
+        ("DB_CONNECTION_STRING", "Server=db;User Id=sa;Password=p@ss;", "***"),
+        ("PG_DSN", "host=db user=u password=secret", "***"),
+        ("ODBC_CONN", "DSN=x;UID=u;PWD=pw", "***"),
+        # What cannot be read safely is hidden rather than shown.
+        ("X", "postgres://u:pa/ss@db/x", "***"),
+        ("X", "jdbc:postgresql://u:pw@h/db", "***"),
+        ("JAVA_OPTS", "-Xmx1g -Ddb=postgres://u:pw@h/x", "-Xmx1g ***"),
+        ("DB_URL", "http://[::1@x", "***"),
+        # Nothing secret: shown as it is.
+        ("HOMEPAGE", "https://example.com/@someone", "https://example.com/@someone"),
+        ("UPSTREAM", "ssh://git@github.com/o/r", "ssh://git@github.com/o/r"),
+        ("API_URL", "http://api:8080/v1", "http://api:8080/v1"),
+        ("X", "postgres://u:@db/x", "postgres://u:@db/x"),
+        ("DB_CONN_TIMEOUT", "30", "30"),
+        ("PATH", "/usr/bin:/bin", "/usr/bin:/bin"),
+    ],
+)
+def test_credentials_in_urls_and_connection_strings_are_masked(name: str, value: str, shown: str) -> None:
+    assert mask_value(name, value) == shown
+    assert mask_env_list([f"{name}={value}"]) == [f"{name}={shown}"]
 
 
 async def test_operations_on_one_container_run_in_order() -> None:
