@@ -107,7 +107,8 @@ async def test_list_maps_pod_states_fields_and_links(kclient: TestClient[Any, An
     kube.add_pod(NS, "broken", phase="Failed")
     kube.add_pod("other", "elsewhere", labels={"nekzus.app.id": "shop"})
     kube.add_pod(NS, "leaving")
-    kube.delete_pod(NS, "leaving", grace=30)
+    # Terminating for its whole grace period: the list below must see it so, however late it runs.
+    kube.delete_pod(NS, "leaving", grace=30, full_grace=True)
 
     resp = await kclient.get("/api/v1/containers?runtime=kubernetes&all=true")
     assert resp.status == 200
