@@ -74,9 +74,13 @@ def container_id(request: web.Request) -> str:
 def namespace_value(request: web.Request) -> str:
     """The Kubernetes namespace from the path form, else ``?namespace=``; "" for none."""
     value = request.match_info.get("namespace") or request.query.get("namespace", "")
-    if value and not _NAMESPACE.fullmatch(value):
+    if value and not is_valid_namespace(value):
         raise invalid_request("namespace must be a Kubernetes namespace name")
     return value
+
+
+def is_valid_namespace(value: Any) -> TypeGuard[str]:
+    return isinstance(value, str) and bool(_NAMESPACE.fullmatch(value))
 
 
 MAX_BATCH = 500

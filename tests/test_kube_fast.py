@@ -598,6 +598,12 @@ async def test_log_errors(kclient: TestClient[Any, Any], kube: FakeKube) -> None
     await ws.send("container.logs.subscribe", containerId="web", namespace=NS, container="../x")
     invalid = await ws.until("error")
     assert invalid["data"]["error"] == "INVALID_MESSAGE"
+    # The namespace is checked like the REST one: not "../x", not a trailing newline.
+    for namespace in ("../x", f"{NS}\n", "Bad_NS"):
+        await ws.send("container.logs.subscribe", containerId="web", namespace=namespace)
+        invalid = await ws.until("error")
+        assert invalid["data"]["error"] == "INVALID_MESSAGE", namespace
+        assert "namespace" in invalid["data"]["message"]
 
 
 # -- export -------------------------------------------------------------------------------------
