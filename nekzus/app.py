@@ -45,6 +45,15 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
 
+# A GET route with a free segment must not take a path that names a POST-only route: GET on
+# /containers/batch or /containers/web/stop would be read as an inspect (of a container "batch",
+# of the pod "stop" in namespace "web"). Kept out of those segments, such a path matches only its
+# POST route, and the router answers 405 with "Allow: POST".
+_POST_ONLY = "start-all|stop-all|restart-all|batch"
+_ACTIONS = "start|stop|restart|export"
+_ID = rf"{{id:(?!(?:{_POST_ONLY})$)[^/]+}}"
+_POD = rf"{{id:(?!(?:{_ACTIONS})$)[^/]+}}"
+
 
 def build_registry(config: Config) -> RuntimeRegistry:
     """The runtimes the configuration enables; clients are created here, inside the event loop."""
@@ -180,14 +189,14 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     r.add_post("/api/v1/containers/batch", bulk.batch)
     r.add_post("/api/v1/containers/batch/export", export.batch_export)
     r.add_post("/api/v1/containers/batch/export/preview", export.batch_export_preview)
-    r.add_get("/api/v1/containers/{id}", containers.inspect_container)
+    r.add_get(f"/api/v1/containers/{_ID}", containers.inspect_container)
     r.add_get("/api/v1/containers/{id}/stats", containers.container_stats)
     r.add_post("/api/v1/containers/{id}/{action:start|stop|restart}", containers.container_action)
     r.add_post("/api/v1/containers/{id}/export", export.export_container)
     r.add_post("/api/v1/containers/{id}/export/preview", export.export_preview)
-    # The Kubernetes path form. "{id}/stats" above wins over a pod named "stats", which the query
-    # form (?runtime=kubernetes&namespace=…) still reaches.
-    r.add_get("/api/v1/containers/{namespace}/{id}", containers.inspect_container)
+    # The Kubernetes path form. "{id}/stats" above wins over a pod named "stats", and the actions
+    # over pods named start, stop, restart or export: the query form (?namespace=…) reaches those.
+    r.add_get(f"/api/v1/containers/{{namespace}}/{_POD}", containers.inspect_container)
     r.add_get("/api/v1/containers/{namespace}/{id}/stats", containers.container_stats)
     r.add_post("/api/v1/containers/{namespace}/{id}/{action:start|stop|restart}", containers.container_action)
     r.add_get("/api/v1/operations/{operation_id}", operations.get_operation)

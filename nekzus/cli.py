@@ -18,13 +18,13 @@ from .config import Config, ConfigError, load_config
 from .tls import server_ssl_context
 
 EXIT_CONFIG = 2
-_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_DURATION = re.compile(r"([0-9]+)([smhd]?)")  # ASCII digits, whole string
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def duration(text: str) -> int:
     """Seconds of ``90``, ``30m``, ``12h`` or ``7d``."""
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if not match or int(match.group(1)) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 3600, 30m, 12h or 7d")
     return int(match.group(1)) * _UNITS[match.group(2)]

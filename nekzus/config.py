@@ -169,7 +169,7 @@ class DockerRuntimeConfig(_Section):
         return value
 
 
-_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 
 
 class KubernetesRuntimeConfig(_Section):

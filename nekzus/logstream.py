@@ -23,14 +23,16 @@ from runtimes import ContainerRef, ContainerRuntime, NotFound, RuntimeFailure, U
 
 from .events import now
 from .hub import Connection, OutboxClosed, dumps
-from .params import is_valid_container_id
+from .params import is_valid_container_id, is_valid_namespace
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TAIL = 100
 MAX_TAIL = 1000
 RESUME_FIRST, RESUME_MAX = 0.5, 5.0  # seconds before re-opening a follow stream that gave nothing
-_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$")
+# Matched whole (fullmatch) and with ASCII digits only: without re.ASCII "\d" also takes "٣".
+_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})", re.ASCII)
+_UNIX_SECONDS = re.compile(r"\d+(\.\d{1,9})?", re.ASCII)
 
 
 class InvalidSubscription(ValueError):
@@ -47,10 +49,10 @@ def parse_since(value: Any) -> tuple[int, int]:
         return int(value), round((value - int(value)) * 1e9)
     if isinstance(value, str):
         text = value.strip()
-        if re.fullmatch(r"\d+(\.\d{1,9})?", text):
+        if _UNIX_SECONDS.fullmatch(text):
             whole, _, frac = text.partition(".")
             return int(whole), int(frac.ljust(9, "0")) if frac else 0
-        match = _RFC3339.match(text)
+        match = _RFC3339.fullmatch(text)
         if match:
             base, frac, zone = match.groups()
             seconds = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
@@ -92,6 +94,8 @@ class Subscription:
         runtime = data.get("runtime")
         if not isinstance(namespace, str) or (runtime is not None and not isinstance(runtime, str)):
             raise InvalidSubscription("namespace and runtime must be strings")
+        if namespace and not is_valid_namespace(namespace):
+            raise InvalidSubscription("namespace must be a Kubernetes namespace name")
         container = data.get("container", "")
         if container != "" and not is_valid_container_id(container):
             raise InvalidSubscription("container must be the name of a container in the pod")

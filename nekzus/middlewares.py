@@ -16,7 +16,7 @@ from .keys import REQUEST_ID
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 _HTTP_CODES = {
     400: ("INVALID_REQUEST", "The request is malformed"),
@@ -29,9 +29,10 @@ _HTTP_CODES = {
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    # A caller's id is kept only when it is short and plain, so it cannot inject into logs.
+    # A caller's id is kept only when it is short and plain (fullmatch: not even a trailing newline),
+    # so it cannot inject into logs.
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request_id = incoming if _SAFE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
     request[REQUEST_ID] = request_id
     response = await handler(request)
     response.headers[REQUEST_ID_HEADER] = request_id

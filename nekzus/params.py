@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any, TypeGuard
 
 from aiohttp import web
@@ -15,10 +16,13 @@ from .errors import ApiError, invalid_request
 DEFAULT_TIMEOUT = 10
 MIN_TIMEOUT, MAX_TIMEOUT = 1, 300
 
+# Every pattern here is applied with fullmatch: "^…$" with match() also accepts a trailing newline.
 # Docker ids and names, Kubernetes object names, and a stopped workload's "deployment/web".
 # Anything else (another slash, "..", a space) is refused before it can reach a runtime's URL.
-_CONTAINER_ID = re.compile(rf"^(?:(?:{WORKLOAD_KINDS})/)?[A-Za-z0-9][A-Za-z0-9_.-]{{0,252}}$")
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_CONTAINER_ID = re.compile(rf"(?:(?:{WORKLOAD_KINDS})/)?[A-Za-z0-9][A-Za-z0-9_.-]{{0,252}}")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# ASCII digits only: int() also reads "٣" and "５", which no client means as a number.
+_TIMEOUT = re.compile(r"[+-]?[0-9]{1,6}")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
 
@@ -30,15 +34,27 @@ def timeout_value(raw: Any) -> int:
     value: int | None = None
     if isinstance(raw, int) and not isinstance(raw, bool):
         value = raw
-    elif isinstance(raw, str) and re.fullmatch(r"[+-]?\d{1,6}", raw.strip()):
+    elif isinstance(raw, str) and _TIMEOUT.fullmatch(raw):
         value = int(raw)
     if value is None or not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
         raise ApiError(400, "INVALID_TIMEOUT", "Timeout must be between 1 and 300 seconds")
     return value
 
 
+def timeout_of(request: web.Request, body: dict[str, Any]) -> int:
+    """The grace period from ``?timeout=`` or the body's ``timeout``, whichever is given.
+
+    Both given must agree: silently preferring one would run an action with a grace period the
+    caller did not mean.
+    """
+    in_query, in_body = request.query.get("timeout"), body.get("timeout")
+    if in_query is not None and in_body is not None and timeout_value(in_query) != timeout_value(in_body):
+        raise invalid_request("timeout is given in the query and in the body with different values")
+    return timeout_value(in_query if in_query is not None else in_body)
+
+
 def bool_query(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "").strip().lower()
+    raw = request.query.get(name, "").lower()
     if raw in _TRUE:
         return True
     if raw in _FALSE:
@@ -48,7 +64,7 @@ def bool_query(request: web.Request, name: str) -> bool:
 
 def container_id(request: web.Request) -> str:
     value = request.match_info.get("id", "")
-    if not _CONTAINER_ID.match(value):
+    if not _CONTAINER_ID.fullmatch(value):
         raise ApiError(
             400, "INVALID_CONTAINER_ID", "Container ID is required and must be a container id or name"
         )
@@ -58,17 +74,27 @@ def container_id(request: web.Request) -> str:
 def namespace_value(request: web.Request) -> str:
     """The Kubernetes namespace from the path form, else ``?namespace=``; "" for none."""
     value = request.match_info.get("namespace") or request.query.get("namespace", "")
-    if value and not _NAMESPACE.match(value):
+    if value and not is_valid_namespace(value):
         raise invalid_request("namespace must be a Kubernetes namespace name")
     return value
+
+
+def is_valid_namespace(value: Any) -> TypeGuard[str]:
+    return isinstance(value, str) and bool(_NAMESPACE.fullmatch(value))
 
 
 MAX_BATCH = 500
 
 
+# The reference spells the id list containerIds for batch actions and container_ids for batch
+# exports; each route takes its own spelling and the other one as an alias.
+_ID_LIST_ALIAS = {"containerIds": "container_ids", "container_ids": "containerIds"}
+ID_LIST_FIELDS = tuple(_ID_LIST_ALIAS)
+
+
 def container_ids(body: dict[str, Any], field: str) -> list[str]:
-    """The list of container ids in ``body[field]``: 1 to 500 valid ids, duplicates dropped."""
-    ids = body.get(field)
+    """The list of container ids in ``body[field]`` (or its alias): 1 to 500 valid ids, duplicates dropped."""
+    ids = aliased(body, field, _ID_LIST_ALIAS[field])
     if ids is None or ids == []:
         raise ApiError(400, "EMPTY_CONTAINER_LIST", "At least one container ID is required")
     if not isinstance(ids, list) or not all(is_valid_container_id(i) for i in ids):
@@ -79,7 +105,7 @@ def container_ids(body: dict[str, Any], field: str) -> list[str]:
 
 
 def is_valid_container_id(value: Any) -> TypeGuard[str]:
-    return isinstance(value, str) and bool(_CONTAINER_ID.match(value))
+    return isinstance(value, str) and bool(_CONTAINER_ID.fullmatch(value))
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -94,3 +120,31 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise invalid_request("The request body must be a JSON object")
     return body
+
+
+async def json_fields(request: web.Request, allowed: Sequence[str], *, required: bool) -> dict[str, Any]:
+    """The JSON body of a route that takes the fields ``allowed``; the one rule for every body.
+
+    A field the route does not take is refused, naming it, rather than ignored: a misspelt
+    ``timeout`` would otherwise run the action with the default. An empty body is ``{}`` (every
+    default) unless the route ``required`` one.
+    """
+    if not required and not (await request.read()).strip():
+        return {}
+    body = await json_object(request)
+    unknown = [name for name in body if name not in allowed]
+    if unknown:
+        raise invalid_request(
+            f"Unknown field(s): {', '.join(map(repr, unknown))}; this body takes {', '.join(allowed)}"
+        )
+    return body
+
+
+def aliased(body: dict[str, Any], name: str, alias: str) -> Any:
+    """The value of the field ``name``, also accepted as ``alias``; None when neither is given.
+
+    A body that gives both with different values is refused rather than guessed at.
+    """
+    if name in body and alias in body and body[name] != body[alias]:
+        raise invalid_request(f"{name} and {alias} are the same field and disagree: give one of them")
+    return body[name] if name in body else body.get(alias)

@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from .base import ContainerState, ContainerSummary, PortMapping
-from .redact import MASK, is_secret_name
+from .redact import MASK, mask_value
 
 RUNTIME = "kubernetes"
 # Set on a workload that the gateway scaled to 0: the label makes such workloads listable with a
@@ -23,7 +23,7 @@ STOPPED_REPLICAS = "nekzus/stopped-replicas"
 # Workloads a stop can scale to 0 through their scale subresource, by lower-case kind.
 SCALABLE = {"deployment": "deployments", "statefulset": "statefulsets", "replicaset": "replicasets"}
 WORKLOAD_KINDS = "|".join(SCALABLE)
-WORKLOAD_ID = re.compile(rf"^({WORKLOAD_KINDS})/([a-z0-9][a-z0-9.-]*)$")
+WORKLOAD_ID = re.compile(rf"({WORKLOAD_KINDS})/([a-z0-9][a-z0-9.-]*)")  # used with fullmatch
 
 _PHASES: Mapping[str, ContainerState] = {
     "Pending": ContainerState.PENDING,
@@ -35,14 +35,14 @@ _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei"
 _DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
             "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
             "P": Decimal("1e15"), "E": Decimal("1e18")}  # fmt: skip
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]?)$")
+_QUANTITY = re.compile(r"([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]?)")
 
 
 def parse_quantity(value: Any) -> float:
     """A resource quantity ("250m", "1.5", "128Mi", "12345n") as a plain number; 0 when unreadable."""
     if isinstance(value, int | float):
         return float(value)
-    match = _QUANTITY.match(str(value).strip())
+    match = _QUANTITY.fullmatch(str(value).strip())
     if not match:
         return 0.0
     number, suffix = match.groups()
@@ -197,7 +197,7 @@ def _env(container: Mapping[str, Any]) -> list[str]:
     for var in container.get("env") or ():
         name = str(var.get("name", ""))
         if "value" in var:
-            value = MASK if is_secret_name(name) else str(var["value"])
+            value = mask_value(name, str(var["value"]))
         else:
             source = var.get("valueFrom") or {}
             if "secretKeyRef" in source:

@@ -321,7 +321,7 @@ class KubernetesRuntime:
     async def _resolve(self, ref: ContainerRef) -> tuple[ContainerSummary, dict[str, Any]]:
         """The summary and raw object of a pod name or a ``kind/name`` workload id."""
         namespace = self._namespace(ref)
-        match = ko.WORKLOAD_ID.match(ref.id)
+        match = ko.WORKLOAD_ID.fullmatch(ref.id)
         if match:
             kind, name = match.groups()
             obj = await self._workload(kind, namespace, name)
@@ -340,7 +340,7 @@ class KubernetesRuntime:
 
     async def start(self, ref: ContainerRef) -> None:
         summary = await self.get(ref)
-        if summary.state is ContainerState.RUNNING and not ko.WORKLOAD_ID.match(ref.id):
+        if summary.state is ContainerState.RUNNING and not ko.WORKLOAD_ID.fullmatch(ref.id):
             raise AlreadyInState(f"pod {ref.id} is already running")
         workload = summary.controller or ""
         kind, _, name = workload.partition("/")
@@ -425,7 +425,7 @@ class KubernetesRuntime:
         summary, obj = await self._resolve(ref)
         namespace = summary.namespace
         kind, _, name = (summary.controller or "").partition("/")
-        if ko.WORKLOAD_ID.match(ref.id):
+        if ko.WORKLOAD_ID.fullmatch(ref.id):
             if summary.state is ContainerState.STOPPED:
                 await self._scale_up(kind, namespace, name)
             else:
@@ -550,7 +550,7 @@ class KubernetesRuntime:
 
     async def export_source(self, ref: ContainerRef) -> ExportSource:
         summary, obj = await self._resolve(ref)
-        if not ko.WORKLOAD_ID.match(ref.id):
+        if not ko.WORKLOAD_ID.fullmatch(ref.id):
             return ExportSource(self.name, "pod", obj)
         # A workload entry (stopped, so without pods): its pod template stands for the pod.
         template = (obj.get("spec") or {}).get("template") or {}
@@ -563,7 +563,7 @@ class KubernetesRuntime:
 
     async def stats(self, ref: ContainerRef) -> StatsSample:
         namespace = self._namespace(ref)
-        if ko.WORKLOAD_ID.match(ref.id):
+        if ko.WORKLOAD_ID.fullmatch(ref.id):
             await self._resolve(ref)
             raise Conflict(f"{ref.id} is a workload entry", detail=f"{ref.id} has no running pod to measure")
         pod = await self._pod(ref)

@@ -497,13 +497,15 @@ class FakeKube:
 
         self._later(0 if self._instant else self.ready_delay, run)
 
-    def delete_pod(self, ns: str, name: str, grace: int | None = None) -> Obj:
-        """Delete as the API does: grace 0 removes at once, else terminating for ``delete_delay``."""
-        pod = self._terminate(self._pod(ns, name), grace)
+    def delete_pod(self, ns: str, name: str, grace: int | None = None, *, full_grace: bool = False) -> Obj:
+        """Delete as the API does: grace 0 removes at once, else terminating for ``delete_delay``, or
+        with ``full_grace`` for the whole grace period (a container that ignores SIGTERM), so a test
+        sees it terminating however slowly the machine runs."""
+        pod = self._terminate(self._pod(ns, name), grace, full_grace=full_grace)
         self._sync()
         return pod
 
-    def _terminate(self, pod: Obj, grace: int | None) -> Obj:
+    def _terminate(self, pod: Obj, grace: int | None, *, full_grace: bool = False) -> Obj:
         meta = pod["metadata"]
         grace = pod["spec"].get("terminationGracePeriodSeconds", 30) if grace is None else grace
         if grace <= 0 or pod["status"].get("phase") in TERMINAL:
@@ -516,7 +518,7 @@ class FakeKube:
                 if self.get("pods", meta["namespace"], meta["name"]) is pod:
                     self._remove(pod)
 
-            self._later(self.delete_delay, finish)
+            self._later(grace if full_grace else self.delete_delay, finish)
         return pod
 
     def _remove(self, pod: Obj) -> None:

@@ -52,6 +52,7 @@ class FakeRuntime:
         self.active = 0
         self.max_active = 0
         self.export_kind = "docker"
+        self.timeouts: list[tuple[str, int]] = []  # (container name, grace period) of each stop/restart
 
     @property
     def name(self) -> str:
@@ -103,9 +104,11 @@ class FakeRuntime:
         await self._act(ref, ContainerState.RUNNING)
 
     async def stop(self, ref: ContainerRef, *, timeout: int) -> None:
+        self.timeouts.append((self._find(ref).name, timeout))
         await self._act(ref, ContainerState.EXITED)
 
     async def restart(self, ref: ContainerRef, *, timeout: int) -> None:
+        self.timeouts.append((self._find(ref).name, timeout))
         await self._act(ref, ContainerState.RUNNING)
 
     async def stats(self, ref: ContainerRef) -> StatsSample:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from nekzus.cli import duration
 from nekzus.config import Config, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,12 +79,21 @@ def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
         ("apps: [{name: nameless}]\n", "apps.0.id"),
         ("apps: [{id: a}, {id: a}]\n", "apps"),
         ("operations: {retention_seconds: 5}\n", "operations.retention_seconds"),
+        ('runtimes: {kubernetes: {namespaces: ["web\\n"]}}\n', "runtimes.kubernetes.namespaces"),
+        ('server: {cors_origins: ["https://app.example\\n"]}\n', "server.cors_origins"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
     assert f"{key}:" in str(info.value)
+
+
+def test_durations_are_ascii_digits_and_a_unit() -> None:
+    assert [duration(t) for t in ("90", "30m", "12h", "7d", " 2h ")] == [90, 1800, 43200, 604800, 7200]
+    for bad in ("٣h", "５", "1２m", "3h\n3h", "0", "-1h", "1w", "h"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            duration(bad)
 
 
 def test_invalid_environment_value_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -87,7 +87,16 @@ async def test_inspect_returns_raw_document_with_secrets_masked(
 ) -> None:
     made = await containers.create(
         labels=LINKED,
-        env=["DB_PASSWORD=hunter2", "GITHUB_TOKEN=abc", "my_api_key=k", "PLAIN=visible"],
+        env=[
+            "DB_PASSWORD=hunter2",
+            "GITHUB_TOKEN=abc",
+            "my_api_key=k",
+            "PLAIN=visible",
+            "DATABASE_URL=postgres://u:s3cret@db/x",
+            "CACHE=redis://:s3cret@cache:6379/0",
+            "SENTRY_DSN=https://s3cret@sentry.example/1",
+            "DB_CONN=Server=db;User Id=sa;Password=s3cret;",
+        ],
     )
     for address in (made["Id"][:12], made["Id"], made["Name"].lstrip("/")):
         resp = await client.get(f"/api/v1/containers/{address}")
@@ -101,7 +110,12 @@ async def test_inspect_returns_raw_document_with_secrets_masked(
         assert "GITHUB_TOKEN=***" in env
         assert "my_api_key=***" in env
         assert "PLAIN=visible" in env
-        assert "hunter2" not in await resp.text()
+        assert "DATABASE_URL=postgres://u:***@db/x" in env
+        assert "CACHE=redis://:***@cache:6379/0" in env
+        assert "SENTRY_DSN=https://***@sentry.example/1" in env
+        assert "DB_CONN=***" in env
+        text = await resp.text()
+        assert "hunter2" not in text and "s3cret" not in text
 
 
 async def test_inspect_unknown_container_is_404(client: TestClient[Any, Any]) -> None:
@@ -122,6 +136,27 @@ async def test_malformed_container_id_is_rejected(client: TestClient[Any, Any]) 
         resp = await client.session.post(URL(f"{base}{bad}/stop", encoded=True))
         assert resp.status == 400, bad
         assert (await resp.json())["error"] == "INVALID_CONTAINER_ID"
+
+
+async def test_trailing_newline_after_an_id_is_refused(
+    client: TestClient[Any, Any], containers: Containers
+) -> None:
+    made = await containers.create(labels=LINKED, name=f"nekzus-test-nl-{containers.run_id}")
+    base = str(client.make_url("/api/v1/containers/"))
+    name, short = made["Name"].lstrip("/"), made["Id"][:12]
+    for bad in (f"{name}%0a", f"{short}%0A", f"{name}%0d%0a", f"{short}%0a%0a"):
+        resp = await client.session.get(URL(base + bad, encoded=True))
+        assert resp.status == 400, bad
+        assert (await resp.json())["error"] == "INVALID_CONTAINER_ID"
+        resp = await client.session.post(URL(f"{base}{bad}/restart", encoded=True))
+        assert resp.status == 400, bad
+        assert (await resp.json())["error"] == "INVALID_CONTAINER_ID"
+    batch = {"action": "stop", "containerIds": [f"{name}\n"]}
+    resp = await client.post("/api/v1/containers/batch", json=batch)
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "INVALID_REQUEST"
+    assert await containers.state(made["Id"]) == "running"
+    assert (await client.get(f"/api/v1/containers/{name}")).status == 200
 
 
 async def test_start_accepts_then_completes_with_event(
@@ -216,7 +251,8 @@ async def test_lifecycle_of_unknown_container_is_404(client: TestClient[Any, Any
 
 async def test_invalid_timeouts_are_rejected(client: TestClient[Any, Any], containers: Containers) -> None:
     made = await containers.create(labels=LINKED)
-    for value in ("0", "301", "-5", "abc", "1.5", "", "10s"):
+    # Unicode digits (Arabic-Indic three, fullwidth five) and whitespace are not a number of seconds.
+    for value in ("0", "301", "-5", "abc", "1.5", "", "10s", "٣", "５", "1٣", "5%0A", "%205"):
         for action in ("stop", "restart"):
             resp = await client.post(f"/api/v1/containers/{made['Id'][:12]}/{action}?timeout={value}")
             assert resp.status == 400, (action, value)

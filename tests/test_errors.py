@@ -91,8 +91,64 @@ async def test_unknown_route_and_wrong_method(client: Any) -> None:
     await expect(resp, 404, "NOT_FOUND")
     await expect(await client.put("/api/v1/containers/abc/start"), 405, "METHOD_NOT_ALLOWED")
     await expect(await client.put("/api/v1/containers/shop/web-0/stop"), 405, "METHOD_NOT_ALLOWED")
-    # Two segments are the Kubernetes path form, which needs that runtime enabled.
-    await expect(await client.get("/api/v1/containers/start-all/stop"), 400, "INVALID_RUNTIME")
+
+
+# Every route with one concrete path, and the methods it takes (GET routes take HEAD as well).
+_GET, _POST = {"GET", "HEAD"}, {"POST"}
+ROUTES = [
+    ("/healthz", _GET),
+    ("/readyz", _GET),
+    ("/api/v1/health", _GET),
+    ("/api/v1/containers", _GET),
+    ("/api/v1/containers/stats", _GET),
+    ("/api/v1/containers/web", _GET),
+    ("/api/v1/containers/web/stats", _GET),
+    ("/api/v1/containers/shop/web", _GET),
+    ("/api/v1/containers/shop/web/stats", _GET),
+    ("/api/v1/operations/abc", _GET),
+    ("/api/v1/auth/status", _GET),
+    ("/api/v1/auth/validate", _GET),
+    ("/api/v1/ws", _GET),
+    ("/api/v1/auth/login", _POST),
+    *((f"/api/v1/containers/{fixed}", _POST) for fixed in ("start-all", "stop-all", "restart-all", "batch")),
+    ("/api/v1/containers/batch/export", _POST),
+    ("/api/v1/containers/batch/export/preview", _POST),
+    *((f"/api/v1/containers/grafana-1/{action}", _POST) for action in ("start", "stop", "restart", "export")),
+    ("/api/v1/containers/grafana-1/export/preview", _POST),
+    *((f"/api/v1/containers/shop/web/{action}", _POST) for action in ("start", "stop", "restart")),
+]
+
+
+@pytest.mark.parametrize(("path", "methods"), ROUTES)
+async def test_a_wrong_method_is_405_with_allow_on_every_route(
+    gateway: ClientFactory, docker_host: str, path: str, methods: set[str]
+) -> None:
+    # No route may take another route's path for a different method (GET on an action path was
+    # read as the Kubernetes path form and answered 400 INVALID_RUNTIME).
+    client = await gateway(make_config(docker_host), runtimes=fake_registry(FakeRuntime([summary(1)])))
+    for method in {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} - methods:
+        resp = await client.request(method, path)
+        assert resp.status == 405, (method, path, resp.status)
+        assert set(resp.headers["Allow"].split(",")) == methods, (method, path)
+        if method != "HEAD":
+            await expect(resp, 405, "METHOD_NOT_ALLOWED")
+
+
+async def test_a_namespace_without_kubernetes_is_invalid_runtime(
+    gateway: ClientFactory, docker_host: str
+) -> None:
+    client = await gateway(make_config(docker_host), runtimes=fake_registry(FakeRuntime([summary(1)])))
+    for method, path in [
+        ("GET", "/api/v1/containers?namespace=default"),
+        ("GET", "/api/v1/containers/stats?namespace=default"),
+        ("POST", "/api/v1/containers/stop-all?namespace=default"),
+        ("GET", "/api/v1/containers/web?namespace=default"),
+        ("GET", "/api/v1/containers/default/web"),
+        ("GET", "/api/v1/containers?runtime=docker&namespace=default"),
+        ("POST", "/api/v1/containers/web/stop?runtime=docker&namespace=default"),
+    ]:
+        await expect(await client.request(method, path), 400, "INVALID_RUNTIME")
+    assert (await client.get("/api/v1/containers")).status == 200
 
 
 async def test_request_id_is_echoed_or_made(client: Any) -> None:

@@ -95,7 +95,12 @@ async def test_round_trip_through_docker_compose(
     config = {
         "Image": TEST_IMAGE,
         "Cmd": QUICK_STOP,
-        "Env": ["DB_PASSWORD=p$ss w0rd", "MODE=prod", "GREETING=cost: $5"],
+        "Env": [
+            "DB_PASSWORD=p$ss w0rd",
+            "MODE=prod",
+            "GREETING=cost: $5",
+            "DATABASE_URL=postgres://app:s3cr%40t@db:5432/shop?sslmode=require&sslpassword=k$y",
+        ],
         "Labels": {RUN_LABEL: containers.run_id, "app": "shop", "tier": "web"},
         "User": "1000:1000",
         "WorkingDir": "/tmp",
@@ -119,16 +124,33 @@ async def test_round_trip_through_docker_compose(
     before = await original.show()
 
     result = await preview(client, original.id[:12])
-    assert result["warnings"] == ["Secret 'DB_PASSWORD' was sanitized"]
-    assert result["env_content"] == "DB_PASSWORD=your_db_password_here\n"
+    assert result["warnings"] == [
+        "Secret 'DB_PASSWORD' was sanitized",
+        "Secret 'DATABASE_URL_PASSWORD' was sanitized",
+        "Secret 'DATABASE_URL_SSLPASSWORD' was sanitized",
+    ]
+    assert result["env_content"] == (
+        "DB_PASSWORD=your_db_password_here\n"
+        "DATABASE_URL_PASSWORD=your_database_url_password_here\n"
+        "DATABASE_URL_SSLPASSWORD=your_database_url_sslpassword_here\n"
+    )
+    assert "s3cr" not in result["content"] and "k$y" not in result["content"]
     service = yaml.safe_load(result["content"])["services"][name]
     assert "DB_PASSWORD=${DB_PASSWORD}" in service["environment"]
     assert "GREETING=cost: $$5" in service["environment"]
+    # The URL keeps its shape; only its secrets are variables.
+    assert (
+        "DATABASE_URL=postgres://app:${DATABASE_URL_PASSWORD}@db:5432/shop"
+        "?sslmode=require&sslpassword=${DATABASE_URL_SSLPASSWORD}"
+    ) in service["environment"]
 
     project = tmp_path / "project"
     project.mkdir()
     (project / "compose.yaml").write_text(result["content"])
-    (project / "test.env").write_text("DB_PASSWORD='p$ss w0rd'\n")  # the user fills in the secret
+    # The user fills in the secrets (those of a URL as the URL had them, percent-encoded).
+    (project / "test.env").write_text(
+        "DB_PASSWORD='p$ss w0rd'\nDATABASE_URL_PASSWORD=s3cr%40t\nDATABASE_URL_SSLPASSWORD='k$y'\n"
+    )
     compose_name = f"nekzus-rt-{uuid.uuid4().hex[:8]}"
     await run_compose(docker_host, project, compose_name, "config", "--quiet")
 
@@ -272,6 +294,7 @@ async def test_export_errors(client: TestClient[Any, Any], containers: Container
     )
     for bad in (
         {"container_ids": [cid], "stack_name": "Bad Name"},
+        {"container_ids": [cid], "stack_name": "stack\n"},
         {"container_ids": [cid], "sanitize_secrets": "yes"},
         {"container_ids": "abc"},
         {"container_ids": [cid], "surprise": True},

@@ -244,6 +244,37 @@ def test_dollar_signs_are_escaped_and_secrets_become_variables() -> None:
     assert inline["environment"] == ["DB_PASSWORD=pa$$$$", "PRICE=$$5"]
 
 
+def test_credentials_in_urls_become_variables_and_the_url_keeps_its_shape() -> None:
+    env = [
+        "DATABASE_URL=postgres://u:pa$$@db/x",
+        "SENTRY_DSN=https://k3y@sentry.example/1",
+        "HOME_URL=http://h/$x",
+    ]
+    drafts = [
+        docker_service(container(Config__Env=env), IMAGE, "json-file"),
+        docker_service(container(Config__Env=["DATABASE_URL=postgres://u:other@db/x"]), IMAGE, "json-file"),
+    ]
+    export = build(drafts, base="stack", sanitize=True)
+    services = yaml.safe_load(export.content)["services"]
+    assert services["web"]["environment"] == [
+        "DATABASE_URL=postgres://u:${DATABASE_URL_PASSWORD}@db/x",
+        "SENTRY_DSN=https://${SENTRY_DSN_USER}@sentry.example/1",
+        "HOME_URL=http://h/$$x",
+    ]
+    # Another service's different password gets its own variable.
+    assert services["web-2"]["environment"] == [
+        "DATABASE_URL=postgres://u:${WEB_2_DATABASE_URL_PASSWORD}@db/x"
+    ]
+    assert export.env_content.splitlines() == [
+        "DATABASE_URL_PASSWORD=your_database_url_password_here",
+        "SENTRY_DSN_USER=your_sentry_dsn_user_here",
+        "WEB_2_DATABASE_URL_PASSWORD=your_web_2_database_url_password_here",
+    ]
+    assert "pa$$" not in export.content and "k3y" not in export.content and "other" not in export.content
+    inline = yaml.safe_load(build(drafts, base="stack", sanitize=False).content)["services"]["web"]
+    assert inline["environment"][0] == "DATABASE_URL=postgres://u:pa$$$$@db/x"
+
+
 def test_service_names_are_made_unique() -> None:
     assert unique_names(["web", "db", "web", "web", "web-2"]) == ["web", "db", "web-3", "web-4", "web-2"]
     drafts = [docker_service(container(), IMAGE, "json-file") for _ in range(3)]
@@ -265,6 +296,7 @@ def test_a_pod_becomes_services_with_a_warning() -> None:
                     "args": ["--port", "8080"],
                     "env": [
                         {"name": "MODE", "value": "prod"},
+                        {"name": "CACHE_URL", "value": "redis://:s3cret@cache:6379/0"},
                         {"name": "DB_URL", "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}}},
                         {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
                     ],
@@ -283,8 +315,12 @@ def test_a_pod_becomes_services_with_a_warning() -> None:
     assert list(services) == ["api-0-app", "api-0-proxy"]
     app = services["api-0-app"]
     assert (app["image"], app["entrypoint"], app["command"]) == ("shop/api:2", ["/app"], ["--port", "8080"])
-    assert app["environment"] == ["MODE=prod", "DB_URL=${DB_URL}"]
+    assert app["environment"] == [
+        "MODE=prod",
+        "CACHE_URL=redis://:${CACHE_URL_PASSWORD}@cache:6379/0",
+        "DB_URL=${DB_URL}",
+    ]
     assert app["ports"] == ["80:8080", "9090/udp"] and app["restart"] == "always"
-    assert export.env_content == "DB_URL=your_db_url_here\n"
+    assert export.env_content == "CACHE_URL_PASSWORD=your_cache_url_password_here\nDB_URL=your_db_url_here\n"
     assert any("converted from pod 'api-0'" in w for w in export.warnings)
     assert "Variable 'NODE' of 'api-0-app' comes from the cluster and was left out" in export.warnings

@@ -107,7 +107,8 @@ async def test_list_maps_pod_states_fields_and_links(kclient: TestClient[Any, An
     kube.add_pod(NS, "broken", phase="Failed")
     kube.add_pod("other", "elsewhere", labels={"nekzus.app.id": "shop"})
     kube.add_pod(NS, "leaving")
-    kube.delete_pod(NS, "leaving", grace=30)
+    # Terminating for its whole grace period: the list below must see it so, however late it runs.
+    kube.delete_pod(NS, "leaving", grace=30, full_grace=True)
 
     resp = await kclient.get("/api/v1/containers?runtime=kubernetes&all=true")
     assert resp.status == 200
@@ -150,7 +151,14 @@ async def test_namespaces_setting_limits_what_is_seen(
 
 async def test_inspect_in_query_and_path_form(kclient: TestClient[Any, Any], kube: FakeKube) -> None:
     containers = [
-        {**WEB[0], "env": [{"name": "DB_PASSWORD", "value": "hunter2"}, {"name": "MODE", "value": "prod"}]},
+        {
+            **WEB[0],
+            "env": [
+                {"name": "DB_PASSWORD", "value": "hunter2"},
+                {"name": "MODE", "value": "prod"},
+                {"name": "DATABASE_URL", "value": "postgres://u:s3cret@db/x"},
+            ],
+        },
         {"name": "sidecar", "image": "busybox:1"},
     ]
     kube.add_deployment(NS, "web", 1, annotations=LINKED, containers=containers)
@@ -167,13 +175,18 @@ async def test_inspect_in_query_and_path_form(kclient: TestClient[Any, Any], kub
     assert by_path["node"] == "node-1" and by_path["state"] == "running"
     assert [c["name"] for c in by_path["containers"]] == ["app", "sidecar"]
     assert by_path["containers"][0]["ready"] is True and by_path["containers"][0]["state"] == "running"
-    assert by_path["env"]["app"] == ["DB_PASSWORD=***", "MODE=prod"]
-    assert "hunter2" not in str(by_path)
+    assert by_path["env"]["app"] == ["DB_PASSWORD=***", "MODE=prod", "DATABASE_URL=postgres://u:***@db/x"]
+    assert "hunter2" not in str(by_path) and "s3cret" not in str(by_path)
 
     await expect(await kclient.get(f"/api/v1/containers/{NS}/nope"), 404, "CONTAINER_NOT_FOUND")
     await expect(await kclient.get(f"/api/v1/containers/nope?namespace={NS}"), 404, "CONTAINER_NOT_FOUND")
     await expect(await kclient.get(f"/api/v1/containers/{NS}/{pod}?runtime=docker"), 400, "INVALID_RUNTIME")
     await expect(await kclient.get("/api/v1/containers/Bad_NS/x"), 400, "INVALID_REQUEST")
+    # A trailing newline is not part of a name, neither in the path nor in the query.
+    await expect(await kclient.get(f"/api/v1/containers/{NS}%0A/{pod}"), 400, "INVALID_REQUEST")
+    await expect(await kclient.get(f"/api/v1/containers/{NS}/{pod}%0A"), 400, "INVALID_CONTAINER_ID")
+    await expect(await kclient.get(f"/api/v1/containers/{pod}?namespace={NS}%0A"), 400, "INVALID_REQUEST")
+    await expect(await kclient.get(f"/api/v1/containers?namespace={NS}%0A"), 400, "INVALID_REQUEST")
 
 
 async def test_path_form_does_not_shadow_stats_routes(kclient: TestClient[Any, Any], kube: FakeKube) -> None:
@@ -188,6 +201,15 @@ async def test_path_form_does_not_shadow_stats_routes(kclient: TestClient[Any, A
     resp = await kclient.get(f"/api/v1/containers/{NS}/web/stats")
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["containerId"] == "web"
+
+    # Nor do the actions: GET on "{namespace}/restart" is the action's path, answered 405, and a
+    # pod called "restart" is reached with the query form.
+    kube.add_pod(NS, "restart", containers=WEB)
+    resp = await kclient.get(f"/api/v1/containers/{NS}/restart")
+    await expect(resp, 405, "METHOD_NOT_ALLOWED")
+    assert resp.headers["Allow"] == "POST"
+    resp = await kclient.get(f"/api/v1/containers/restart?namespace={NS}")
+    assert resp.status == 200 and (await resp.json())["name"] == "restart"
 
 
 # -- lifecycle ----------------------------------------------------------------------------------
@@ -446,6 +468,11 @@ async def test_both_runtimes_merge_and_runtime_selects_one(
     assert (await client.get(f"/api/v1/containers/{made['Id'][:12]}")).status == 200
     assert (await client.get(f"/api/v1/containers/web?namespace={NS}")).status == 200
     assert (await client.get(f"/api/v1/containers/{NS}/web")).status == 200
+    # A namespace with the query form names pods: only Kubernetes has them.
+    only_ns = await (await client.get(f"/api/v1/containers?namespace={NS}")).json()
+    assert [(c["runtime"], c["id"]) for c in only_ns] == [("kubernetes", "web")]
+    resp = await client.get(f"/api/v1/containers?runtime=docker&namespace={NS}")
+    await expect(resp, 400, "INVALID_RUNTIME")
 
 
 async def test_an_unreadable_kubeconfig_is_503_not_a_crash(gateway: ClientFactory, tmp_path: Path) -> None:
@@ -571,13 +598,20 @@ async def test_log_errors(kclient: TestClient[Any, Any], kube: FakeKube) -> None
     await ws.send("container.logs.subscribe", containerId="web", namespace=NS, container="../x")
     invalid = await ws.until("error")
     assert invalid["data"]["error"] == "INVALID_MESSAGE"
+    # The namespace is checked like the REST one: not "../x", not a trailing newline.
+    for namespace in ("../x", f"{NS}\n", "Bad_NS"):
+        await ws.send("container.logs.subscribe", containerId="web", namespace=namespace)
+        invalid = await ws.until("error")
+        assert invalid["data"]["error"] == "INVALID_MESSAGE", namespace
+        assert "namespace" in invalid["data"]["message"]
 
 
 # -- export -------------------------------------------------------------------------------------
 
 
 async def test_pods_export_to_compose(kclient: TestClient[Any, Any], kube: FakeKube) -> None:
-    containers = [{**WEB[0], "env": [{"name": "API_TOKEN", "value": "t0k"}], "args": ["--port", "80"]}]
+    env = [{"name": "API_TOKEN", "value": "t0k"}, {"name": "CACHE_URL", "value": "redis://:s3cret@cache/0"}]
+    containers = [{**WEB[0], "env": env, "args": ["--port", "80"]}]
     kube.add_deployment(NS, "web", 1, annotations=LINKED, containers=containers)
     pod = pods_of(kube, "web")[0]["metadata"]["name"]
     resp = await kclient.post(f"/api/v1/containers/{pod}/export/preview?namespace={NS}")
@@ -585,7 +619,11 @@ async def test_pods_export_to_compose(kclient: TestClient[Any, Any], kube: FakeK
     result = await resp.json()
     service = yaml.safe_load(result["content"])["services"][pod]
     assert service["image"] == "nginx:1.25" and service["command"] == ["--port", "80"]
-    assert service["environment"] == ["API_TOKEN=${API_TOKEN}"] and service["ports"] == ["80"]
+    assert service["environment"] == [
+        "API_TOKEN=${API_TOKEN}",
+        "CACHE_URL=redis://:${CACHE_URL_PASSWORD}@cache/0",
+    ]
+    assert service["ports"] == ["80"] and "s3cret" not in result["content"]
     assert any(f"converted from pod '{pod}'" in w for w in result["warnings"])
     assert result["filename"] == f"{pod}-compose.yaml"
 

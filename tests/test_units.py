@@ -6,13 +6,19 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from nekzus.config import AppConfig
+from nekzus.errors import ApiError
 from nekzus.events import EventBus
 from nekzus.linking import AppLinker, detect_self_container_id, is_self
+from nekzus.logstream import InvalidSubscription, parse_since
+from nekzus.middlewares import request_id_middleware
 from nekzus.operations import OperationTracker
+from nekzus.params import timeout_value
 from runtimes import ContainerRef, ContainerState, ContainerSummary
-from runtimes.redact import is_secret_name, mask_env_list
+from runtimes.redact import is_secret_name, mask_env_list, mask_value
 
 from .fakes import FakeRuntime, summary
 
@@ -65,12 +71,85 @@ def test_is_self() -> None:
     assert not is_self(c, summary(8).full_id)
 
 
+def test_timeouts_are_ascii_digits_only() -> None:
+    assert [timeout_value(v) for v in (None, "1", "+7", "300", 42)] == [10, 1, 7, 300, 42]
+    for bad in ("٣", "５", "1٣", "5\n", " 5", "", "1e2", True, 2.0):
+        with pytest.raises(ApiError) as info:
+            timeout_value(bad)
+        assert info.value.code == "INVALID_TIMEOUT", bad
+
+
+def test_since_takes_ascii_digits_only() -> None:
+    assert parse_since("1700000000.5") == (1_700_000_000, 500_000_000)
+    assert parse_since("2024-01-02T03:04:05.1+01:00") == (1_704_161_045, 100_000_000)
+    for bad in ("١٧٠٠٠٠٠٠٠٠", "１７００", "２０２４-01-02T03:04:05Z", "2024-01-02T03:04:05Z\nx"):
+        with pytest.raises(InvalidSubscription):
+            parse_since(bad)
+
+
+async def test_request_id_with_a_trailing_newline_is_replaced() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response()
+
+    for incoming, kept in (("abc-123", True), ("abc-123\n", False), ("abc\r\nX-Evil: 1", False)):
+        request = make_mocked_request("GET", "/", headers={"X-Request-ID": incoming})
+        response = await request_id_middleware(request, handler)
+        assert (response.headers["X-Request-ID"] == incoming) is kept, incoming
+        assert "\n" not in response.headers["X-Request-ID"]
+
+
 def test_secret_names() -> None:
     for name in ("DB_PASSWORD", "passwd", "AWS_SECRET_ACCESS_KEY", "GH_TOKEN", "api-key", "PRIVATE_KEY_PEM"):
         assert is_secret_name(name), name
     for name in ("PATH", "HOME", "PASS_THROUGH", "KEYBOARD"):
         assert not is_secret_name(name), name
     assert mask_env_list(["A=1", "MY_TOKEN=x=y", "NOVALUE"]) == ["A=1", "MY_TOKEN=***", "NOVALUE"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        # A URL's password, whatever the variable's name; scheme, user, host, path and query stay.
+        ("DATABASE_URL", "postgres://u:s3cret@db/x", "postgres://u:***@db/x"),
+        ("BACKEND", "redis://:pw@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("X", "postgres://u:p@ss@db/x?sslmode=require", "postgres://u:***@db/x?sslmode=require"),
+        (
+            "X",
+            "mongodb://u:pw@h1:27017,h2:27017/db?replicaSet=rs",
+            "mongodb://u:***@h1:27017,h2:27017/db?replicaSet=rs",
+        ),
+        ("BROKERS", "amqp://u:p1@h1;amqp://u:p2@h2", "amqp://u:***@h1;amqp://u:***@h2"),
+        ("X", "http://a:1@h x http://b:2@k", "http://a:***@h x http://b:***@k"),
+        # Query parameters whose names look secret.
+        ("HOOK", "https://h/p?token=abc&x=1#top", "https://h/p?token=***&x=1#top"),
+        (
+            "X",
+            "postgres://db/x?sslpassword=k&sslmode=verify-full",
+            "postgres://db/x?sslpassword=***&sslmode=verify-full",
+        ),
+        # Connection names: a user without a password is a token; key=value strings with a password.
+        ("SENTRY_DSN", "https://abc123@o1.ingest.example/1", "https://***@o1.ingest.example/1"),
+        ("GIT_REMOTE_URI", "https://ghp_x@github.com/o/r.git", "https://***@github.com/o/r.git"),
+        ("DB_CONNECTION_STRING", "Server=db;User Id=sa;Password=p@ss;", "***"),
+        ("PG_DSN", "host=db user=u password=secret", "***"),
+        ("ODBC_CONN", "DSN=x;UID=u;PWD=pw", "***"),
+        # What cannot be read safely is hidden rather than shown.
+        ("X", "postgres://u:pa/ss@db/x", "***"),
+        ("X", "jdbc:postgresql://u:pw@h/db", "***"),
+        ("JAVA_OPTS", "-Xmx1g -Ddb=postgres://u:pw@h/x", "-Xmx1g ***"),
+        ("DB_URL", "http://[::1@x", "***"),
+        # Nothing secret: shown as it is.
+        ("HOMEPAGE", "https://example.com/@someone", "https://example.com/@someone"),
+        ("UPSTREAM", "ssh://git@github.com/o/r", "ssh://git@github.com/o/r"),
+        ("API_URL", "http://api:8080/v1", "http://api:8080/v1"),
+        ("X", "postgres://u:@db/x", "postgres://u:@db/x"),
+        ("DB_CONN_TIMEOUT", "30", "30"),
+        ("PATH", "/usr/bin:/bin", "/usr/bin:/bin"),
+    ],
+)
+def test_credentials_in_urls_and_connection_strings_are_masked(name: str, value: str, shown: str) -> None:
+    assert mask_value(name, value) == shown
+    assert mask_env_list([f"{name}={value}"]) == [f"{name}={shown}"]
 
 
 async def test_operations_on_one_container_run_in_order() -> None:

@@ -25,7 +25,7 @@ DEFAULT_CAPS = frozenset(
 DEFAULT_SHM_SIZE = 64 << 20
 _ALL_INTERFACES = {"", "0.0.0.0", "::"}
 _DEFAULT_NETWORKS = {"", "default", "bridge"}
-_HEX_ID = re.compile(r"^[0-9a-f]{64}$")
+_HEX_ID = re.compile(r"[0-9a-f]{64}")
 
 
 def _cap(name: str) -> str:
@@ -169,7 +169,7 @@ def docker_service(
     draft = ServiceDraft(name=name)
     body = draft.body
     body["image"] = config.get("Image", "")
-    if _HEX_ID.match(str(body["image"]).removeprefix("sha256:")):
+    if _HEX_ID.fullmatch(str(body["image"]).removeprefix("sha256:")):
         draft.warnings.append(f"Container '{name}' was made from an image id, not a name: tag the image")
     body["container_name"] = name
 

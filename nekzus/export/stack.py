@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from runtimes import ExportSource
-from runtimes.redact import is_secret_name
+from runtimes.redact import WHOLE, Part, has_secret, secret_parts
 
 from .docker import docker_service
 from .model import ServiceDraft
@@ -111,12 +111,9 @@ def build(
         body = _escape(draft.body)
         environment = []
         for key, value in draft.environment:
-            if sanitize and is_secret_name(key):
-                var = _variable(key, value, name, variables)
-                if var not in variables:
-                    variables[var] = value
-                    notes.append(f"Secret '{key}' was sanitized")
-                environment.append(f"{key}=${{{var}}}")
+            parts = secret_parts(key, value) if sanitize else [Part(value)]
+            if has_secret(parts):
+                environment.append(f"{key}={_sanitized(key, parts, name, variables, notes)}")
             else:
                 environment.append(f"{key}={_escape(value)}")
         for key in draft.from_secret:
@@ -142,6 +139,25 @@ def build(
     )
     env = "".join(f"{var}=your_{var.lower()}_here\n" for var in variables)
     return ComposeExport(content, f"{base}-compose.yaml", notes, env, f"{base}.env")
+
+
+def _sanitized(
+    key: str, parts: Sequence[Part], service: str, variables: dict[str, str | None], notes: list[str]
+) -> str:
+    """The value with each secret part as a ${VAR}: the whole value ${KEY}, a part ${KEY_<LABEL>}
+    (``DATABASE_URL=postgres://u:${DATABASE_URL_PASSWORD}@db/x``), so the URL keeps its shape."""
+    text = []
+    for part in parts:
+        if part.secret is None:
+            text.append(_escape(part.text))
+            continue
+        wanted = key if part.secret == WHOLE else f"{key}_{_NOT_VARIABLE.sub('_', part.secret).upper()}"
+        var = _variable(wanted, part.text, service, variables)
+        if var not in variables:
+            variables[var] = part.text
+            notes.append(f"Secret '{var}' was sanitized")
+        text.append(f"${{{var}}}")
+    return "".join(text)
 
 
 def _variable(key: str, value: str | None, service: str, variables: dict[str, str | None]) -> str:

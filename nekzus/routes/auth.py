@@ -9,14 +9,14 @@ from aiohttp import web
 from ..auth import InvalidToken, bearer_token, identify, match_api_key, public, unauthorized
 from ..errors import invalid_request
 from ..keys import AUTHORITY, CLIENT_IP, CONFIG
-from ..params import json_object
+from ..params import json_fields
 from ..ratelimit import rate_pool
 
 
 @public
 @rate_pool("login")
 async def login(request: web.Request) -> web.Response:
-    body = await json_object(request)
+    body = await json_fields(request, ("api_key",), required=True)
     presented = body.get("api_key")
     if not isinstance(presented, str) or not presented:
         raise invalid_request("api_key must be a non-empty string")

@@ -21,7 +21,7 @@ from ..errors import ApiError
 from ..keys import LINKER, OPERATIONS, SELF_CONTAINER_ID
 from ..linking import is_self
 from ..operations import ACTIONS, Action, OperationTracker, refusal
-from ..params import container_ids, json_object, namespace_value, timeout_value
+from ..params import ID_LIST_FIELDS, container_ids, json_fields, namespace_value, timeout_of
 from ..ratelimit import rate_pool
 from .common import list_from, managed, runtime_for, runtimes_for
 
@@ -91,7 +91,7 @@ def _bulk_handler(action: Action) -> Any:
     title = f"{action.capitalize()} all operation completed"
 
     async def handler(request: web.Request) -> web.Response:
-        timeout = timeout_value(request.query.get("timeout"))
+        timeout = timeout_of(request, await json_fields(request, ("timeout",), required=False))
         runtimes = {rt.name: rt for rt in runtimes_for(request)}
         containers = managed(request, await list_from(list(runtimes.values()), namespace_value(request)))
         if action == "start":
@@ -118,12 +118,12 @@ restart_all = _bulk_handler("restart")
 @requires(WRITE_CONTAINERS)
 @rate_pool("containers")
 async def batch(request: web.Request) -> web.Response:
-    body = await json_object(request)
+    body = await json_fields(request, ("action", *ID_LIST_FIELDS, "timeout"), required=True)
     action = body.get("action")
     if action not in ACTIONS:
         raise ApiError(400, "INVALID_ACTION", "Action must be start, stop, or restart")
     unique = container_ids(body, "containerIds")
-    timeout = timeout_value(body.get("timeout"))
+    timeout = timeout_of(request, body)
     runtime = runtime_for(request)
     namespace = namespace_value(request)
     link = request.app[LINKER]

@@ -33,30 +33,40 @@ def implied_runtime(named: str | None, namespace: str) -> str | None:
     return named or (KUBERNETES if namespace else None)
 
 
-def runtime_for(request: web.Request) -> ContainerRuntime:
-    """The runtime a request names with ``?runtime=``, else the primary one.
+def _named_runtime(request: web.Request) -> str | None:
+    """The runtime a request names with ``?runtime=``, or implies with a namespace; None for the primary.
 
-    A namespace means a pod: the path form ``/containers/{namespace}/{pod}`` and a bare
-    ``?namespace=`` both imply Kubernetes; the path form refuses any other runtime.
+    A namespace means a pod: the path form ``/containers/{namespace}/{pod}`` and ``?namespace=`` both
+    imply Kubernetes, and naming another runtime with one is a contradiction, refused.
     """
     named = request.query.get("runtime") or None
-    if "namespace" in request.match_info:
-        if named not in (None, KUBERNETES):
+    in_path = "namespace" in request.match_info
+    namespace = request.match_info.get("namespace") or request.query.get("namespace", "")
+    if namespace and named not in (None, KUBERNETES):
+        if in_path:
             raise ApiError(
                 400, "INVALID_RUNTIME", "The path form /containers/{namespace}/{pod} is for Kubernetes"
             )
-        named = KUBERNETES
-    named = implied_runtime(named, request.query.get("namespace", ""))
+        raise ApiError(400, "INVALID_RUNTIME", f"A namespace names Kubernetes pods; {named!r} has none")
+    return implied_runtime(named, namespace)
+
+
+def runtime_for(request: web.Request) -> ContainerRuntime:
+    """The one runtime a request addresses (see ``_named_runtime``), else the primary one."""
     try:
-        return request.app[REGISTRY].get(named)
+        return request.app[REGISTRY].get(_named_runtime(request))
     except (UnknownRuntime, NoRuntime) as exc:
         raise from_runtime(exc) from exc
 
 
 def runtimes_for(request: web.Request) -> list[ContainerRuntime]:
-    """The runtime named by ``?runtime=``, or every enabled runtime for a merged view."""
+    """The runtime a request names or implies, or every enabled runtime for a merged view.
+
+    ``?namespace=`` alone selects Kubernetes, so with Kubernetes disabled it is ``INVALID_RUNTIME``
+    rather than an empty list that looks like an empty namespace.
+    """
     try:
-        return request.app[REGISTRY].select(request.query.get("runtime") or None)
+        return request.app[REGISTRY].select(_named_runtime(request))
     except (UnknownRuntime, NoRuntime) as exc:
         raise from_runtime(exc) from exc
 

@@ -15,7 +15,7 @@ from ..errors import ApiError
 from ..events import now
 from ..keys import OPERATIONS
 from ..operations import Action, accepted_message, failure_code, refusal
-from ..params import bool_query, container_id, namespace_value, timeout_value
+from ..params import bool_query, container_id, json_fields, namespace_value, timeout_of
 from ..ratelimit import rate_pool
 from .common import list_from, managed, runtime_error, runtime_for, runtimes_for, stats_json, summary_json
 
@@ -51,7 +51,7 @@ async def container_action(request: web.Request) -> web.Response:
     action = cast(Action, request.match_info["action"])
     cid = container_id(request)
     runtime = runtime_for(request)
-    timeout = timeout_value(request.query.get("timeout"))
+    timeout = timeout_of(request, await json_fields(request, ("timeout",), required=False))
     force = bool_query(request, "force")
     namespace = namespace_value(request)
     # The synchronous pre-check: one inspect, so a client learns of 404/409 at once.

@@ -19,14 +19,14 @@ from ..auth import READ_CONTAINERS, WRITE_CONTAINERS, requires
 from ..errors import ApiError, invalid_request
 from ..export import ComposeExport, ExportError, build, drafts_for
 from ..keys import PRINCIPAL
-from ..params import container_id, container_ids, json_object, namespace_value
+from ..params import ID_LIST_FIELDS, container_id, container_ids, json_fields, namespace_value
 from ..ratelimit import rate_pool
 from .common import runtime_error, runtime_for
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STACK = "exported-stack"
-_STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # a compose project name
+_STACK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # a compose project name
 _FLAGS = ("sanitize_secrets", "include_volumes", "include_networks")
 
 
@@ -38,17 +38,6 @@ def _flags(body: dict[str, Any]) -> dict[str, bool]:
             raise invalid_request(f"{name} must be true or false")
         flags[name] = value
     return flags
-
-
-async def _body(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:
-    """The JSON body (an empty body means every default); unknown fields are refused."""
-    if not (await request.read()).strip():
-        return {}
-    body = await json_object(request)
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise invalid_request(f"Unknown field(s): {', '.join(unknown)}")
-    return body
 
 
 def _check_secrets_scope(request: web.Request, sanitize: bool) -> None:
@@ -82,7 +71,7 @@ def _single(preview: bool) -> Any:
     async def handler(request: web.Request) -> web.Response:
         cid = container_id(request)
         fmt = _format(request, preview)
-        flags = _flags(await _body(request, _FLAGS))
+        flags = _flags(await json_fields(request, _FLAGS, required=False))
         _check_secrets_scope(request, flags["sanitize_secrets"])
         runtime = runtime_for(request)
         try:
@@ -112,12 +101,10 @@ def _batch(preview: bool) -> Any:
     @rate_pool("containers")
     async def handler(request: web.Request) -> web.Response:
         fmt = _format(request, preview)
-        body = await _body(request, ("container_ids", "stack_name", *_FLAGS))
-        if not body:
-            raise invalid_request("The request body must be a JSON object with container_ids")
+        body = await json_fields(request, (*ID_LIST_FIELDS, "stack_name", *_FLAGS), required=True)
         unique = container_ids(body, "container_ids")
         stack = body.get("stack_name", DEFAULT_STACK)
-        if not isinstance(stack, str) or not _STACK_NAME.match(stack):
+        if not isinstance(stack, str) or not _STACK_NAME.fullmatch(stack):
             raise invalid_request(
                 "stack_name must be lower-case letters, digits, '-' or '_', starting with a letter or digit"
             )
