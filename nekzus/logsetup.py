@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -32,7 +33,8 @@ _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))} 
     0x2028: "\\u2028",
     0x2029: "\\u2029",
 }
-_PLAIN = frozenset(chr(c) for c in range(0x21, 0x7F)) - {'"', "\\"}
+# Printable ASCII but the space, the quote and the backslash: written bare in a key=value pair.
+_PLAIN = re.compile(r"[!#-\[\]-~]+")
 
 
 @contextmanager
@@ -53,7 +55,7 @@ def one_line(text: str) -> str:
 def logfmt_value(value: object) -> str:
     """A ``key=value`` value: bare when it is plain printable ASCII, else quoted with JSON escapes."""
     text = str(value)
-    if text and all(ch in _PLAIN for ch in text):
+    if _PLAIN.fullmatch(text):
         return text
     return json.dumps(text)
 
