@@ -12,8 +12,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, make_mocked_request
 
+from nekzus.accesslog import access_log_middleware
 from nekzus.config import LoggingConfig
 from nekzus.logsetup import ACCESS_LOGGER, JsonFormatter, TextFormatter, configure_logging, one_line
 from runtimes import RuntimeRegistry
@@ -181,6 +183,22 @@ async def test_websocket_upgrade_and_close_are_logged(
     await ws.receive(timeout=10)
     await access_watch.until(5)
     assert [(a["event"], a["principal"]) for a in access(caplog)[3:]] == [("upgrade", "-"), ("close", "-")]
+
+
+async def test_requests_that_end_without_a_response_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+
+    async def cancelled(request: web.Request) -> web.StreamResponse:
+        raise asyncio.CancelledError
+
+    async def redirected(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/elsewhere")
+
+    with pytest.raises(asyncio.CancelledError):
+        await access_log_middleware(make_mocked_request("GET", "/api/v1/containers"), cancelled)
+    with pytest.raises(web.HTTPFound):
+        await access_log_middleware(make_mocked_request("GET", "/old"), redirected)
+    assert [(a["path"], a["status"]) for a in access(caplog)] == [("/api/v1/containers", 499), ("/old", 302)]
 
 
 # -- format and injection ------------------------------------------------------------------------
