@@ -26,7 +26,7 @@ log = logging.getLogger(ACCESS_LOGGER)
 STARTED: web.RequestKey[float] = web.RequestKey("access_started", float)
 UPGRADED: web.RequestKey[bool] = web.RequestKey("access_upgraded", bool)
 
-# nginx's code for a request that ended before a response was sent (client gone, or shutdown).
+# nginx's code for a request that ended before a response was sent (its handler was cancelled).
 CLIENT_CLOSED = 499
 
 
