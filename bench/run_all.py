@@ -15,6 +15,7 @@ import sys
 import traceback
 from collections.abc import Awaitable
 
+import access_log_overhead
 import auth_overhead
 import batch_stats
 import event_fanout
@@ -43,6 +44,7 @@ BENCHMARKS: tuple[tuple[str, Measure, dict[str, str]], ...] = (
     ("idle_memory", idle_memory.measure, {}),
     ("list_containers", list_containers.measure, {}),
     ("auth_overhead", auth_overhead.measure, {}),
+    ("access_log_overhead", access_log_overhead.measure, {}),
     ("batch_stats", batch_stats.measure, {}),
     ("event_latency", event_latency.measure, event_latency.GATEWAY_ENV),
     ("ws_memory", ws_memory.measure, ws_memory.GATEWAY_ENV),

@@ -12,6 +12,7 @@ from aiohttp import web
 from runtimes import RuntimeRegistry
 from runtimes.docker import DockerRuntime
 
+from .accesslog import access_log_middleware, log_websocket_upgrade
 from .auth import auth_middleware, authority_from_config, identity_middleware
 from .config import Config
 from .events import EventBus
@@ -159,7 +160,12 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     middlewares = [request_id_middleware, error_middleware, identity_middleware, auth_middleware]
     if config.ratelimit.enabled:
         middlewares.append(ratelimit_middleware)
+    if config.logging.access_log:
+        # Outermost, so that it sees the status of requests every other middleware refused.
+        middlewares.insert(0, access_log_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
+    if config.logging.access_log:
+        app.on_response_prepare.append(log_websocket_upgrade)
     app[CONFIG] = config
     app[AUTHORITY] = authority_from_config(config)
     app[LIMITER] = RateLimiter(config.ratelimit) if config.ratelimit.enabled else None

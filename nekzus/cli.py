@@ -15,6 +15,7 @@ from . import __version__
 from .app import create_app
 from .auth import authority_from_config, hash_api_key
 from .config import Config, ConfigError, load_config
+from .logsetup import configure_logging
 from .tls import server_ssl_context
 
 EXIT_CONFIG = 2
@@ -56,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(config: Config) -> int:
-    logging.basicConfig(level=config.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config.logging)
     try:
         app = create_app(config)
         ssl_context = server_ssl_context(config)

@@ -233,6 +233,10 @@ class OperationsConfig(_Section):
 
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # text: one human-readable line per record; json: one JSON object per line, for collectors.
+    format: Literal["text", "json"] = "text"
+    # One line per request (method, route, status, duration, request id, client, principal).
+    access_log: bool = True
 
 
 class Config(BaseSettings):

@@ -12,6 +12,7 @@ from aiohttp.typedefs import Handler
 
 from .errors import ApiError, error_response
 from .keys import REQUEST_ID
+from .logsetup import request_context
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = incoming if _SAFE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
     request[REQUEST_ID] = request_id
-    response = await handler(request)
+    with request_context(request_id):
+        response = await handler(request)
     response.headers[REQUEST_ID_HEADER] = request_id
     return response
 
@@ -59,6 +61,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _from_http_exception(exc)
     except Exception:
         log.exception(
-            "unhandled error in %s %s (request %s)", request.method, request.path, request.get(REQUEST_ID)
+            "unhandled error in %s %s",
+            request.method,
+            request.path,
+            extra={"request_id": request[REQUEST_ID]},
         )
         return error_response(500, "INTERNAL_ERROR", "An unexpected error occurred")

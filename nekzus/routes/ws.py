@@ -22,7 +22,7 @@ from ..auth import READ_CONTAINERS, InvalidToken, Principal, bearer_token, ident
 from ..errors import ApiError
 from ..events import now
 from ..hub import Connection, dumps
-from ..keys import AUTHORITY, CONFIG, HUB, REGISTRY
+from ..keys import AUTHORITY, CONFIG, HUB, PRINCIPAL, REGISTRY
 from ..logstream import InvalidSubscription, LogSession, Subscription
 from ..ratelimit import rate_pool
 from .common import implied_runtime
@@ -56,6 +56,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         raise unauthorized("The token is invalid or has expired", invalid=True)
     if principal is not None and not principal.allows(READ_CONTAINERS):
         raise ApiError(403, "FORBIDDEN", f"This action needs the scope {READ_CONTAINERS!r}")
+    if principal is not None:
+        request[PRINCIPAL] = principal  # for the access log's upgrade line
 
     # No permessage-deflate: a compressor per connection costs ~90 KB, and the hub writes
     # ready-made uncompressed frames to clients that keep up.
@@ -67,6 +69,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         principal = await _first_message_auth(request, ws)
         if principal is None:
             return ws
+        request[PRINCIPAL] = principal
     hub = request.app[HUB]
     conn = hub.open(ws, request, principal)
     conn.send("hello", {"version": __version__})
