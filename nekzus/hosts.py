@@ -6,6 +6,7 @@ name the same host, and ``[::ffff:127.0.0.1]`` the same address as ``127.0.0.1``
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ def _name(text: str) -> str | None:
     return name
 
 
+# Parsing an address with ipaddress costs tens of microseconds, and clients repeat the same few
+# Host and Origin values: the results are kept (bounded, so a spray of names only evicts).
+@functools.lru_cache(maxsize=1024)
 def parse_host(value: str) -> HostPort | None:
     """A ``Host`` header value (``name``, ``name:port``, ``[v6]:port``); None when malformed."""
     match = _HOST.fullmatch(value)
@@ -74,6 +78,7 @@ def parse_host(value: str) -> HostPort | None:
     return HostPort(host, port)
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_origin(value: str) -> Origin | None:
     """An ``Origin`` header (``https://app.example.com:8443``); None for ``null``, other schemes
     (``file:``, extensions) and anything malformed."""
