@@ -121,6 +121,16 @@ async def test_cross_site_state_changes_are_refused(lan: tuple[TestClient[Any, A
     assert runtime.containers[summary(1).full_id].state is ContainerState.EXITED
 
 
+async def test_a_token_does_not_make_a_foreign_page_welcome(gateway: ClientFactory, docker_host: str) -> None:
+    runtime, registry = fake()
+    remote = await gateway(security_config(docker_host), runtimes=registry)
+    resp = await remote.post(f"/api/v1/containers/{CID}/start", headers={**bearer(token()), "Origin": EVIL})
+    await expect_error(resp, 403, "ORIGIN_NOT_ALLOWED")
+    assert runtime.containers[summary(1).full_id].state is ContainerState.EXITED
+    resp = await remote.post(f"/api/v1/containers/{CID}/start", headers=bearer(token()))
+    assert resp.status == 202
+
+
 async def test_own_and_listed_origins_may_change_things(
     lan: tuple[TestClient[Any, Any], FakeRuntime],
 ) -> None:
