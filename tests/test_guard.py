@@ -357,7 +357,11 @@ def test_host_and_origin_parsing() -> None:
 # -- the default list ----------------------------------------------------------------------------
 
 
-def test_default_hosts_are_localhost_the_machine_and_the_bind_address(docker_host: str) -> None:
+def test_default_hosts_are_localhost_the_machine_and_the_bind_address(
+    docker_host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert {"127.0.0.1", "::1"} <= interface_addresses()  # read from the real interfaces
+    monkeypatch.setattr(guard, "interface_addresses", lambda: frozenset({"127.0.0.1", "::1", "192.0.2.10"}))
     hosts = allowed_hosts(make_config(docker_host, server={"host": "127.0.0.1", "tls": {"mode": "off"}}))
     for name in ("localhost", "127.0.0.1", "::1", socket.gethostname().lower(), socket.getfqdn().lower()):
         assert hosts.allows(name), name
@@ -365,15 +369,18 @@ def test_default_hosts_are_localhost_the_machine_and_the_bind_address(docker_hos
     if "." not in socket.gethostname():
         assert hosts.allows(f"{socket.gethostname().lower()}.local")
     assert not hosts.allows("sub.localhost") and not hosts.allows("evil.example")
-    others = interface_addresses() - {"127.0.0.1", "::1"}
-    assert others, "the machine has an address besides loopback"
     # Bound to loopback, the other interfaces cannot be reached: their addresses are not listed.
-    assert not any(hosts.allows(address) for address in others)
+    assert not hosts.allows("192.0.2.10")
     bound = allowed_hosts(make_config(docker_host, server={"host": "0.0.0.0", "tls": {"mode": "off"}}))
-    assert all(bound.allows(address) for address in others)
-    one = sorted(others)[0]
-    bound_to_one = allowed_hosts(make_config(docker_host, server={"host": one, "tls": {"mode": "off"}}))
-    assert bound_to_one.allows(one) and bound_to_one.allows("localhost")
+    assert bound.allows("192.0.2.10") and not bound.allows("192.0.2.11")
+    assert allowed_hosts(make_config(docker_host, server={"host": "::", "tls": {"mode": "off"}})).allows(
+        "192.0.2.10"
+    )
+    bound_to_one = allowed_hosts(
+        make_config(docker_host, server={"host": "198.51.100.4", "tls": {"mode": "off"}})
+    )
+    assert bound_to_one.allows("198.51.100.4") and bound_to_one.allows("localhost")
+    assert not bound_to_one.allows("192.0.2.10")
     named = allowed_hosts(make_config(docker_host, server={"host": "Gateway.lan", "tls": {"mode": "off"}}))
     assert named.allows("gateway.lan")
 
