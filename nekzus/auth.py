@@ -268,7 +268,8 @@ def _networks(auth: AuthConfig) -> Sequence[IPNetwork]:
 
 @web.middleware
 async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request[CLIENT_IP] = request_address(request, request.app[CONFIG].server.trusted_proxies)
+    server = request.app[CONFIG].server
+    request[CLIENT_IP] = request_address(request, server.trusted_proxies, server.forwarded_header)
     return await handler(request)
 
 

@@ -26,6 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .hosts import allowed_host_entry
+
 CONFIG_ENV = "NEKZUS_CONFIG"
 RUNTIME_NAMES = ("docker", "kubernetes")
 
@@ -64,9 +66,13 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8443, ge=1, le=65535)
     data_dir: Path = Field(default_factory=_default_data_dir)
-    # Peers whose Forwarded / X-Forwarded-For headers are believed. Empty: nobody's.
+    # Peers whose forwarded_header is believed. Empty: nobody's.
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+    # The one header trusted proxies write the client chain into; the other one is ignored.
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     cors_origins: list[str] = Field(default_factory=list)
+    # Host names requests may be sent to, besides the ones the gateway finds itself; "*": any.
+    allowed_hosts: list[str] = Field(default_factory=list)
     tls: TLSConfig = Field(default_factory=TLSConfig)
 
     @field_validator("cors_origins")
@@ -76,6 +82,17 @@ class ServerConfig(_Section):
             if not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
         return origins
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, entries: list[str]) -> list[str]:
+        names = []
+        for entry in entries:
+            name = allowed_host_entry(entry)
+            if name is None:
+                raise ValueError(f"{entry!r} is not a host name, an address, *.domain or * (without a port)")
+            names.append(name)
+        return names
 
 
 DEFAULT_LOCAL_NETWORKS = [

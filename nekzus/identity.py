@@ -1,16 +1,16 @@
 """Who is asking: the client's address, from the socket peer and only trusted proxies' headers.
 
-Forwarded / X-Forwarded-For are believed only when the peer is a configured trusted proxy, and
-then the chain is walked from the right, skipping trusted hops: the first untrusted address is the
-client. Anything a client writes into those headers itself is ignored.
+The one configured header (X-Forwarded-For or Forwarded) is believed only when the peer is a
+configured trusted proxy, and then the chain is walked from the right, skipping trusted hops: the
+first untrusted address is the client. Anything a client writes into those headers itself is ignored.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -43,29 +43,41 @@ def in_networks(ip: IPAddress, networks: Iterable[IPNetwork]) -> bool:
     return any(ip.version == net.version and ip in net for net in networks)
 
 
-def forwarded_chain(forwarded: Sequence[Mapping[str, str]], x_forwarded_for: str | None) -> list[str]:
-    """The client chain, leftmost first: RFC 7239 ``for=`` elements, else X-Forwarded-For."""
-    chain = [elem["for"] for elem in forwarded if elem.get("for")]
-    if chain:
-        return chain
-    if x_forwarded_for:
-        return [part.strip() for part in x_forwarded_for.split(",") if part.strip()]
-    return []
+def forwarded_for(field_values: Iterable[str]) -> list[str]:
+    """The ``for=`` of every RFC 7239 element, leftmost first; "" for an element without one,
+    which stops the walk like any hop that is not an address.
+
+    Split on every comma, never reading quotes across one: a client's unbalanced quote must not
+    swallow the element its proxy appended (proxies write addresses, which hold no comma).
+    """
+    chain = []
+    for element in ",".join(field_values).split(","):
+        if not element.strip():
+            continue  # an empty list element, which HTTP says to ignore
+        found = ""
+        for pair in element.split(";"):
+            name, _, value = pair.partition("=")
+            if name.strip().lower() == "for":
+                found = value.strip()
+        chain.append(found)
+    return chain
 
 
-def client_address(
-    peer: str | None,
-    forwarded: Sequence[Mapping[str, str]],
-    x_forwarded_for: str | None,
-    trusted: Sequence[IPNetwork],
-) -> IPAddress | None:
+def x_forwarded_for(field_values: Iterable[str]) -> list[str]:
+    """The addresses of every X-Forwarded-For line, joined in order, leftmost first."""
+    return [part.strip() for part in ",".join(field_values).split(",") if part.strip()]
+
+
+def client_address(peer: str | None, chain: Sequence[str], trusted: Sequence[IPNetwork]) -> IPAddress | None:
+    """The client: the peer, unless it is a trusted proxy; then the first untrusted hop from the right."""
     address = parse_ip(peer)
     if address is None or not trusted or not in_networks(address, trusted):
         return address
-    for hop in reversed(forwarded_chain(forwarded, x_forwarded_for)):
+    for hop in reversed(chain):
         ip = parse_ip(hop)
         if ip is None:
-            # An unparseable hop ("unknown", garbage): stop at the last address we could trust.
+            # An unparseable hop ("unknown", garbage, an empty element): stop at the last address
+            # we could trust.
             return address
         address = ip
         if not in_networks(ip, trusted):
@@ -73,8 +85,17 @@ def client_address(
     return address
 
 
-def request_address(request: web.Request, trusted: Sequence[IPNetwork]) -> IPAddress | None:
-    return client_address(request.remote, request.forwarded, request.headers.get("X-Forwarded-For"), trusted)
+def request_address(request: web.Request, trusted: Sequence[IPNetwork], header: str) -> IPAddress | None:
+    """The client of ``request``, reading only ``header`` (``x-forwarded-for`` or ``forwarded``).
+
+    Security: one header only, every line of it. Reading the other too would let a client write
+    a LAN address into the header its proxy does not touch.
+    """
+    if header == "forwarded":
+        chain = forwarded_for(request.headers.getall(hdrs.FORWARDED, []))
+    else:
+        chain = x_forwarded_for(request.headers.getall(hdrs.X_FORWARDED_FOR, []))
+    return client_address(request.remote, chain, trusted)
 
 
 def rate_key(ip: IPAddress | None) -> str:

@@ -78,6 +78,29 @@ def generate_self_signed(host: str) -> tuple[bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
+def certificate_names(config: Config) -> list[str]:
+    """The DNS names and addresses in the listener's certificate (none without TLS).
+
+    In ``auto`` mode before the first start, these are the names the certificate will be made for.
+    """
+    tls = config.server.tls
+    if tls.mode == "off":
+        return []
+    path = tls.cert if tls.mode == "files" else config.server.data_dir / CERT_FILE
+    assert path is not None  # enforced by TLSConfig
+    if tls.mode == "auto" and not path.exists():
+        general_names = _alt_names(config.server.host)
+    else:
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+            general_names = list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+        except x509.ExtensionNotFound:
+            return []
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"server.tls: cannot read the certificate {path}: {exc}") from exc
+    return [str(name.value) for name in general_names if isinstance(name, x509.DNSName | x509.IPAddress)]
+
+
 def _auto_files(config: Config) -> tuple[Path, Path]:
     cert_path = config.server.data_dir / CERT_FILE
     key_path = config.server.data_dir / KEY_FILE

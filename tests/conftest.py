@@ -64,6 +64,8 @@ def docker_host() -> Iterator[str]:
 DATA_DIR = ROOT / ".sandbox" / "data"
 # Tests that are not about rate limits must not run into the container pool's 20-request burst.
 GENEROUS_LIMITS = {"containers": {"per_minute": 60_000, "burst": 10_000}}
+# Bodies must be declared JSON; tests that send raw bytes say so with these headers.
+JSON = {"Content-Type": "application/json"}
 
 
 def make_config(docker_host: str, **overrides: Any) -> Config:

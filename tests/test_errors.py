@@ -11,7 +11,7 @@ import pytest
 from nekzus.keys import EVENT_BUS
 from runtimes import ContainerState, OperationFailed, RuntimeRegistry, Unavailable, Unsupported
 
-from .conftest import ClientFactory, make_config, next_event
+from .conftest import JSON, ClientFactory, make_config, next_event
 from .fakes import FakeRuntime, summary
 
 
@@ -159,7 +159,7 @@ async def test_request_id_is_echoed_or_made(client: Any) -> None:
 
 
 async def test_oversized_body_is_json_413(client: Any) -> None:
-    resp = await client.post("/api/v1/containers/batch", data=b"x" * (2 << 20))
+    resp = await client.post("/api/v1/containers/batch", data=b"x" * (2 << 20), headers=JSON)
     await expect(resp, 413, "PAYLOAD_TOO_LARGE")
 
 

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from runtimes import OperationFailed, RuntimeRegistry, Unavailable
 
-from .conftest import QUICK_STOP, RUN_LABEL, TEST_IMAGE, ClientFactory, Containers, make_config
+from .conftest import JSON, QUICK_STOP, RUN_LABEL, TEST_IMAGE, ClientFactory, Containers, make_config
 from .fakes import FakeRuntime, summary
 from .test_errors import expect
 from .test_security import bearer, security_config, token
@@ -300,7 +300,11 @@ async def test_export_errors(client: TestClient[Any, Any], containers: Container
         {"container_ids": [cid], "surprise": True},
     ):
         await expect(await client.post("/api/v1/containers/batch/export", json=bad), 400, "INVALID_REQUEST")
-    await expect(await client.post("/api/v1/containers/batch/export", data=b"{nope"), 400, "INVALID_REQUEST")
+    await expect(
+        await client.post("/api/v1/containers/batch/export", data=b"{nope", headers=JSON),
+        400,
+        "INVALID_REQUEST",
+    )
     await expect(await client.post("/api/v1/containers/batch/export"), 400, "INVALID_REQUEST")
     await expect(
         await client.post(f"/api/v1/containers/{cid}/export", json={"include_volumes": 1}),

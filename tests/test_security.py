@@ -20,13 +20,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from multidict import CIMultiDict
 
 from nekzus import auth
 from nekzus.app import create_app
 from nekzus.auth import hash_api_key, match_api_key, scope_grants
 from nekzus.config import ApiKeyConfig, ConfigError
 
-from .conftest import ClientFactory, make_config
+from .conftest import JSON, ClientFactory, make_config
 from .fakes import FakeRuntime, summary
 
 SECRET = "s" * 40
@@ -124,9 +125,9 @@ async def test_forwarded_headers_from_a_trusted_proxy_are_honoured(
     )
     client = await gateway(config, runtimes=registry())
     assert (await client.get("/api/v1/containers", headers={"X-Forwarded-For": "10.1.2.3"})).status == 200
-    assert (
-        await client.get("/api/v1/containers", headers={"Forwarded": 'for="10.1.2.3:5555"'})
-    ).status == 200
+    # Only X-Forwarded-For counts unless server.forwarded_header says otherwise.
+    forwarded = {"Forwarded": 'for="10.1.2.3:5555"'}
+    await expect_error(await client.get("/api/v1/containers", headers=forwarded), 401, "UNAUTHORIZED")
     status = await (await client.get("/api/v1/auth/status", headers={"X-Forwarded-For": "10.1.2.3"})).json()
     assert status["clientAddress"] == "10.1.2.3" and status["local"] is True
     # A LAN address written in front by the client itself does not help: the rightmost untrusted
@@ -135,6 +136,54 @@ async def test_forwarded_headers_from_a_trusted_proxy_are_honoured(
     await expect_error(await client.get("/api/v1/containers", headers=spoofed), 401, "UNAUTHORIZED")
     # Without any header the proxy itself (127.0.0.1, not LAN here) is the client.
     await expect_error(await client.get("/api/v1/containers"), 401, "UNAUTHORIZED")
+
+
+def proxied_config(docker_host: str, **server: Any) -> Any:
+    """127.0.0.1 is a trusted proxy; 10.0.0.0/8 and 192.0.2.0/24 are the LAN."""
+    return security_config(
+        docker_host,
+        auth_cfg={"local_networks": ["10.0.0.0/8", "192.0.2.0/24"]},
+        server={"trusted_proxies": ["127.0.0.1/32"], "tls": {"mode": "off"}, **server},
+    )
+
+
+async def client_address_of(client: TestClient[Any, Any], headers: Any) -> str:
+    body = await (await client.get("/api/v1/auth/status", headers=headers)).json()
+    return str(body["clientAddress"])
+
+
+async def test_only_the_configured_forwarded_header_counts(gateway: ClientFactory, docker_host: str) -> None:
+    client = await gateway(proxied_config(docker_host), runtimes=registry())
+    # The client wrote Forwarded itself; the proxy appended X-Forwarded-For. Forwarded is ignored.
+    both = {"Forwarded": "for=192.0.2.5", "X-Forwarded-For": "203.0.113.9"}
+    assert await client_address_of(client, both) == "203.0.113.9"
+    await expect_error(await client.get("/api/v1/containers", headers=both), 401, "UNAUTHORIZED")
+
+    client = await gateway(proxied_config(docker_host, forwarded_header="forwarded"), runtimes=registry())
+    assert await client_address_of(client, both) == "192.0.2.5"
+    assert (await client.get("/api/v1/containers", headers={"Forwarded": "for=10.1.2.3"})).status == 200
+    # Now X-Forwarded-For is the header a client may write freely.
+    spoofed = {"X-Forwarded-For": "10.1.2.3", "Forwarded": 'for="[2001:db8::9]:4711"'}
+    assert await client_address_of(client, spoofed) == "2001:db8::9"
+    await expect_error(await client.get("/api/v1/containers", headers=spoofed), 401, "UNAUTHORIZED")
+
+
+async def test_every_line_of_the_forwarded_header_counts(gateway: ClientFactory, docker_host: str) -> None:
+    client = await gateway(proxied_config(docker_host), runtimes=registry())
+    # The client sent one X-Forwarded-For line, the proxy added its own below it.
+    two_lines = CIMultiDict([("X-Forwarded-For", "10.1.2.3"), ("X-Forwarded-For", "203.0.113.9")])
+    assert await client_address_of(client, two_lines) == "203.0.113.9"
+    await expect_error(await client.get("/api/v1/containers", headers=two_lines), 401, "UNAUTHORIZED")
+
+    client = await gateway(proxied_config(docker_host, forwarded_header="forwarded"), runtimes=registry())
+    two_lines = CIMultiDict([("Forwarded", "for=10.1.2.3"), ("Forwarded", "for=203.0.113.9;proto=https")])
+    assert await client_address_of(client, two_lines) == "203.0.113.9"
+    # An unbalanced quote from the client must not swallow the element its proxy appended.
+    for swallowing in ('for=10.1.2.3;x=", for="[2001:db8::9]"', 'for="10.1.2.3, for=203.0.113.9'):
+        assert await client_address_of(client, {"Forwarded": swallowing}) not in ("10.1.2.3", "127.0.0.1")
+        await expect_error(
+            await client.get("/api/v1/containers", headers={"Forwarded": swallowing}), 401, "UNAUTHORIZED"
+        )
 
 
 async def test_ipv4_mapped_ipv6_peer_counts_as_ipv4(gateway: ClientFactory, docker_host: str) -> None:
@@ -324,7 +373,9 @@ async def test_login_with_api_key(remote: TestClient[Any, Any]) -> None:
         await remote.post("/api/v1/auth/login", json={"api_key": "nkz_wrong"}), 401, "UNAUTHORIZED"
     )
     await expect_error(await remote.post("/api/v1/auth/login", json={"api_key": 5}), 400, "INVALID_REQUEST")
-    await expect_error(await remote.post("/api/v1/auth/login", data=b"{"), 400, "INVALID_REQUEST")
+    await expect_error(
+        await remote.post("/api/v1/auth/login", data=b"{", headers=JSON), 400, "INVALID_REQUEST"
+    )
     resp = await remote.post("/api/v1/auth/login", json={"api_key": API_KEY})
     assert resp.status == 200
     body = await resp.json()
@@ -445,7 +496,8 @@ def test_generated_secret_is_private_and_reused(tmp_path: Path, docker_host: str
 def test_identity_parsing_and_rate_keys() -> None:
     import ipaddress
 
-    from nekzus.identity import client_address, parse_ip, rate_key
+    from nekzus.identity import client_address, forwarded_for, parse_ip, rate_key
+    from nekzus.identity import x_forwarded_for as xff
 
     assert str(parse_ip("::ffff:192.168.1.5")) == "192.168.1.5"
     assert str(parse_ip('"[2001:db8::1]:4711"')) == "2001:db8::1"
@@ -461,13 +513,26 @@ def test_identity_parsing_and_rate_keys() -> None:
     assert rate_key(parse_ip("198.51.100.7:1")) == rate_key(parse_ip("198.51.100.7:2")) == "198.51.100.7"
     trusted = [ipaddress.ip_network("10.0.0.0/8")]
     # Trusted hops are skipped from the right; the first untrusted one is the client.
-    assert str(client_address("10.0.0.2", (), "198.51.100.7, 10.0.0.9", trusted)) == "198.51.100.7"
-    assert str(client_address("10.0.0.2", (), "1.1.1.1, 198.51.100.7", trusted)) == "198.51.100.7"
+    assert str(client_address("10.0.0.2", xff(["198.51.100.7, 10.0.0.9"]), trusted)) == "198.51.100.7"
+    assert str(client_address("10.0.0.2", xff(["1.1.1.1, 198.51.100.7"]), trusted)) == "198.51.100.7"
+    assert (
+        str(client_address("10.0.0.2", xff(["1.1.1.1", "198.51.100.7, 10.0.0.9"]), trusted)) == "198.51.100.7"
+    )
     # An unparseable hop stops the walk at the last trusted address.
-    assert str(client_address("10.0.0.2", (), "198.51.100.7, unknown", trusted)) == "10.0.0.2"
+    assert str(client_address("10.0.0.2", xff(["198.51.100.7, unknown"]), trusted)) == "10.0.0.2"
     # Headers from an untrusted peer count for nothing.
-    assert str(client_address("198.51.100.7", (), "10.0.0.9", trusted)) == "198.51.100.7"
-    assert str(client_address("::ffff:10.0.0.2", ({"for": "192.0.2.1"},), None, trusted)) == "192.0.2.1"
+    assert str(client_address("198.51.100.7", xff(["10.0.0.9"]), trusted)) == "198.51.100.7"
+    assert str(client_address("::ffff:10.0.0.2", forwarded_for(["for=192.0.2.1"]), trusted)) == "192.0.2.1"
+    # RFC 7239 elements: every line, quotes and ports stripped later, "" for an element without for=.
+    assert forwarded_for(['For="[2001:db8::1]:4711";proto=https, by=x', "for=192.0.2.1"]) == [
+        '"[2001:db8::1]:4711"',
+        "",
+        "192.0.2.1",
+    ]
+    assert (
+        str(client_address("10.0.0.2", forwarded_for(["for=192.0.2.9, proto=http"]), trusted)) == "10.0.0.2"
+    )
+    assert forwarded_for([]) == [] and xff([]) == [] and xff([" , 192.0.2.1,"]) == ["192.0.2.1"]
 
 
 async def test_limiter_sweeps_on_a_timer_not_after_every_hit() -> None:

@@ -231,3 +231,20 @@ async def test_cors_only_for_configured_origins(gateway: ClientFactory, docker_h
     assert resp.status == 403
     assert (await resp.json())["error"] == "FORBIDDEN"
     assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+async def test_served_gateway_answers_only_to_its_names(serve: Any) -> None:
+    # A real start with TLS auto: localhost and the configured name are served, others refused.
+    served = await serve(NEKZUS_SERVER__ALLOWED_HOSTS='["nas.example.com"]')
+    await served.wait_for_line(re.compile(r"Running on https://"))
+    url = f"https://127.0.0.1:{served.port}/api/v1/containers"
+    async with aiohttp.ClientSession() as session:
+        for host, status in (
+            ("evil.example", 421),
+            (f"localhost:{served.port}", 503),
+            ("NAS.example.com", 503),
+        ):
+            async with session.get(url, ssl=False, headers={"Host": host}) as resp:
+                # 503: allowed, and then the Docker daemon is missing.
+                assert resp.status == status, (host, await resp.text())
+    await served.wait_for_line(re.compile(r"for the host 'evil\.example', not in server\.allowed_hosts"))

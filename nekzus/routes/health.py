@@ -10,9 +10,9 @@ from aiohttp import web
 
 from nekzus import __version__
 
-from ..auth import public
+from ..auth import identify, public
 from ..errors import error_response
-from ..keys import MONITOR, REGISTRY, STARTED_AT
+from ..keys import AUTHORITY, CONFIG, MONITOR, REGISTRY, STARTED_AT
 
 
 @public
@@ -21,6 +21,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def _check_all(request: web.Request) -> dict[str, dict[str, Any]]:
+    """Each runtime's status, version and API version."""
     registry = request.app[REGISTRY]
     monitor = request.app[MONITOR]
     runtimes = list(registry)
@@ -38,9 +39,15 @@ async def _check_all(request: web.Request) -> dict[str, dict[str, Any]]:
     return report
 
 
+def _statuses(report: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Only each runtime's status: versions tell an attacker which exploits to try."""
+    return {name: {"status": runtime["status"]} for name, runtime in report.items()}
+
+
 @public
 async def readyz(request: web.Request) -> web.Response:
-    report = await _check_all(request)
+    # Public for orchestrators' probes, so it shows statuses only, never versions.
+    report = _statuses(await _check_all(request))
     if any(r["status"] == "healthy" for r in report.values()):
         return web.json_response({"status": "ready", "runtimes": report})
     return error_response(503, "RUNTIME_UNAVAILABLE", "No container runtime answers", runtimes=report)
@@ -48,9 +55,13 @@ async def readyz(request: web.Request) -> web.Response:
 
 @public
 async def health(request: web.Request) -> web.Response:
+    """Public, but the details (versions, uptime, runtimes) only for a LAN or authenticated caller;
+    anyone else learns the status alone."""
     report = await _check_all(request)
     healthy = sum(1 for r in report.values() if r["status"] == "healthy")
     status = "healthy" if report and healthy == len(report) else "degraded" if healthy else "unhealthy"
+    if identify(request, request.app[AUTHORITY], request.app[CONFIG].auth) is None:
+        return web.json_response({"status": status})
     return web.json_response(
         {
             "status": status,

@@ -13,7 +13,6 @@ import logging
 from typing import Any
 
 from aiohttp import WSMsgType, web
-from yarl import URL
 
 from nekzus import __version__
 from runtimes import NoRuntime, UnknownRuntime
@@ -21,6 +20,7 @@ from runtimes import NoRuntime, UnknownRuntime
 from ..auth import READ_CONTAINERS, InvalidToken, Principal, bearer_token, identify, public, unauthorized
 from ..errors import ApiError
 from ..events import now
+from ..guard import origin_allowed
 from ..hub import Connection, dumps
 from ..keys import AUTHORITY, CONFIG, HUB, PRINCIPAL, REGISTRY
 from ..logstream import InvalidSubscription, LogSession, Subscription
@@ -34,13 +34,7 @@ CLOSE_POLICY = 1008
 
 
 def _same_site(request: web.Request, origin: str) -> bool:
-    config = request.app[CONFIG]
-    if origin in config.server.cors_origins:
-        return True
-    try:
-        return URL(origin).authority == request.host
-    except ValueError:
-        return False
+    return origin_allowed(request, origin)
 
 
 @public
