@@ -6,9 +6,9 @@ alternate between the two, the order swapping every round, so machine noise hits
 Measured on ``/healthz`` (the cheapest route, where the log line is the largest share of the work)
 and on ``GET /api/v1/containers`` with 20 linked containers. The gateways' CPU time per request
 (from /proc, over many calls so the clock tick does not matter) is steadier than latency on a busy
-machine, so the target is on it: the access log adds ≤ 0.15 ms of CPU to a ``/healthz`` request
-(a log record costs about 25 µs on an idle core; a loaded 2-CPU machine takes three to four times
-that).
+machine, and what the log line adds scales with the machine's load like the rest of the request,
+so the target is a share: the access log adds ≤ 40 % to the CPU of a ``/healthz`` request, the
+cheapest there is (a record costs about 25 µs on an idle core).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from _harness import Bench, Gateway, Row, another_gateway, cpu_seconds, ms, perc
 
 CONTAINERS = 20
 WARMUP = 30
-TARGET_CPU_MS = 0.15
+TARGET_CPU_SHARE = 40.0  # percent
 ROUTES = {"/healthz": 3000, "/api/v1/containers": 300}  # calls per gateway
 
 
@@ -50,7 +50,7 @@ async def measure(bench: Bench) -> list[Row]:
         for path, calls in ROUTES.items():
             samples, cpu = await _compare(on, off, path, calls)
             on50, off50 = percentile(samples["on"], 50), percentile(samples["off"], 50)
-            target = TARGET_CPU_MS if path == "/healthz" else None
+            target = TARGET_CPU_SHARE if path == "/healthz" else None
             rows += [
                 Row(f"{path}: median without the access log ({calls} calls)", ms(off50), "ms"),
                 Row(f"{path}: median with the access log", ms(on50), "ms"),
@@ -59,7 +59,8 @@ async def measure(bench: Bench) -> list[Row]:
                 Row(f"{path}: gateway CPU per request without", ms(cpu["off"]), "ms"),
                 Row(f"{path}: gateway CPU per request with", ms(cpu["on"]), "ms"),
                 Row(f"{path}: median with / without", on50 / off50, "×"),
-                Row(f"{path}: CPU the access log adds per request", ms(cpu["on"] - cpu["off"]), "ms", target),
+                Row(f"{path}: CPU the access log adds per request", ms(cpu["on"] - cpu["off"]), "ms"),
+                Row(f"{path}: CPU added, share", (cpu["on"] / cpu["off"] - 1) * 100, "%", target),
             ]
         lines = sum(1 for line in on.log_path.read_text().splitlines() if "nekzus.access" in line)
         off_lines = sum(1 for line in off.log_path.read_text().splitlines() if "nekzus.access" in line)
