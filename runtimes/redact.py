@@ -4,24 +4,27 @@ them by default.
 The rules, applied to every ``NAME=value``:
 
 1. a name that looks secret (``PASSWORD``, ``TOKEN``, …): the whole value;
-2. a value that holds URLs (``scheme://…``, several may be separated by spaces, ``,`` or ``;``):
-   the password of each URL's user info (``postgres://u:***@db/x``), and the value of each query
-   parameter whose name looks secret (``?sslpassword=***``, ``?access_token=***``);
+2. a value that holds URLs (``scheme://…``, anywhere in it, several at once): the password of each
+   URL's user info (``postgres://u:***@db/x``), and the value of each query parameter whose name
+   looks secret (``?sslpassword=***``, ``?access_token=***``);
 3. a connection name (``*_URL``, ``*_URI``, ``*_DSN``, ``*_CONN*``): also a URL's user when it has no
    password (a token given as the user, ``https://***@host``), and the whole value when it is not a
    URL but a ``key=value`` string with a password (``host=db user=u password=…``,
    ``Server=db;Password=…``).
 
-URLs are read with the standard library's ``urllib.parse``; a value it cannot read is hidden
-whole when it could hold credentials, rather than shown.
+A password that breaks the URL's syntax (an unencoded ``/``, ``?``, ``#``, ``@`` or space) is still
+found: the user info then runs to the URL's last ``@``, so more is hidden rather than some shown.
+Only where what precedes that ``@`` reads as a host and port (``http://h:8080/@x``) is it taken for
+a path, except under a connection name.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import SplitResult, unquote_plus, urlsplit
+from itertools import pairwise
+from urllib.parse import unquote_plus, urlsplit
 
 SECRET_MARKERS = (
     "PASSWORD",
@@ -41,10 +44,9 @@ _PASSWORD_KEYS = ("PWD",)
 MASK = "***"
 WHOLE = ""  # the label of a secret that is the whole value
 
-# Where a new URL starts inside a list: after a "," or ";" and before "scheme://". Only splits the
-# list; each URL is then read by urlsplit.
-_NEXT_URL = re.compile(r"(?<=[,;])(?=[A-Za-z][A-Za-z0-9+.-]*://)")
-_SPACES = re.compile(r"(\s+)")
+# Where a URL starts: "scheme://" not inside a longer word. Only finds the starts; each URL's
+# authority is then checked with urlsplit.
+_URL_START = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://")
 _KEYWORD_SEPARATORS = re.compile(r"[;\s]+")
 
 
@@ -72,10 +74,13 @@ def secret_parts(name: str, value: str) -> list[Part]:
     if is_secret_name(name):
         return [Part(value, WHOLE)]
     connection = is_connection_name(name)
-    parts = [part for token in _SPACES.split(value) for part in _token_parts(token, connection)]
-    if connection and not any(p.secret is not None for p in parts) and _has_keyword_password(value):
+    starts = [m.start() for m in _URL_START.finditer(value)]
+    parts = [Part(value[: starts[0]] if starts else value)]
+    for begin, end in pairwise([*starts, len(value)]):
+        parts += _url_parts(value[begin:end], connection)
+    if connection and not has_secret(parts) and _has_keyword_password(value):
         return [Part(value, WHOLE)]
-    return parts
+    return [p for p in parts if p.text or p.secret is not None]
 
 
 def has_secret(parts: Iterable[Part]) -> bool:
@@ -96,41 +101,50 @@ def mask_env_list(env: Iterable[str]) -> list[str]:
     return masked
 
 
-def _token_parts(token: str, connection: bool) -> Iterator[Part]:
-    """The parts of a token without spaces, which may be several URLs joined by "," or ";"."""
-    if "://" not in token:
-        yield Part(token)
-        return
-    for piece in _NEXT_URL.split(token):
-        yield from _url_parts(piece, connection)
-
-
 def _url_parts(text: str, connection: bool) -> list[Part]:
-    try:
-        url = urlsplit(text)
-    except ValueError:
-        # urlsplit refuses some malformed authorities (an unbalanced "[", say): fail closed.
-        return [Part(text, WHOLE)] if "@" in text or connection else [Part(text)]
-    start = text.find("://") + 3
-    netloc = url.netloc
-    if not url.scheme or not netloc or text[start : start + len(netloc)] != netloc:
-        return [Part(text, WHOLE)] if "@" in text else [Part(text)]
-    rest = text[start + len(netloc) :]
-    if "@" not in netloc and "@" in rest and not _port_is_valid(url):
-        # "postgres://u:pa/ss@db": a "/", "?" or "#" in the password ended the authority early.
-        return [Part(text, WHOLE)]
-    parts = [Part(text[:start])]
-    userinfo, at, host = netloc.rpartition("@")
-    user, colon, password = userinfo.partition(":")
-    if at and colon and password:
-        parts += [Part(f"{user}:"), Part(password, "PASSWORD"), Part(f"@{host}")]
-    elif at and not colon and user and connection:
-        parts += [Part(user, "USER"), Part(f"@{host}")]
+    """One URL, from its scheme to where the next URL starts (or the value ends)."""
+    start = text.index("://") + 3
+    body = text[start:]
+    authority = _authority(body)
+    # The last "@": a password may hold an "@" (or break the syntax), a host never does.
+    at = body.rfind("@")
+    user, colon, password = body[:at].partition(":") if at >= 0 else ("", "", "")
+    # Ambiguous "h:8080/@x" (a port, then an "@" in the path) counts as a password under a
+    # connection name only.
+    if colon and password and ("@" in authority or connection or not _is_host_port(authority)):
+        parts = [Part(text[:start] + user + ":"), Part(password, "PASSWORD")]
+    elif at >= 0 and not colon and user and "@" in authority and connection:
+        parts = [Part(text[:start]), Part(user, "USER")]
     else:
-        parts.append(Part(netloc))
+        return [Part(text[:start]), *_query_parts(body)]
+    return [*parts, *_query_parts(body[at:])]
+
+
+def _authority(body: str) -> str:
+    """What RFC 3986 reads as the authority: up to the first "/", "?" or "#" (or a space)."""
+    end = len(body)
+    for stop in ("/", "?", "#", " ", "\t", "\n"):
+        found = body.find(stop)
+        if 0 <= found < end:
+            end = found
+    return body[:end]
+
+
+def _is_host_port(authority: str) -> bool:
+    """Whether ``authority`` (without "@") reads as host[:port]; "u:pa", "h:" or ":1" do not."""
+    try:
+        url = urlsplit(f"//{authority}")
+        url.port  # noqa: B018 - reading it is the check: it raises for "h:pa"
+    except ValueError:
+        return False
+    return bool(url.hostname) and not authority.endswith(":")
+
+
+def _query_parts(rest: str) -> list[Part]:
+    """Host, path and fragment as they are; the values of secret-looking query parameters hidden."""
     path, question, after = rest.partition("?")
-    parts.append(Part(path + question))
     query, hash_, fragment = after.partition("#")
+    parts = [Part(path + question)]
     for i, item in enumerate(query.split("&") if query else ()):
         key, eq, val = item.partition("=")
         separator = "&" if i else ""
@@ -138,16 +152,7 @@ def _url_parts(text: str, connection: bool) -> list[Part]:
             parts += [Part(f"{separator}{key}="), Part(val, unquote_plus(key).upper())]
         else:
             parts.append(Part(separator + item))
-    parts.append(Part(hash_ + fragment))
-    return [p for p in parts if p.text or p.secret is not None]
-
-
-def _port_is_valid(url: SplitResult) -> bool:
-    try:
-        url.port  # noqa: B018 - reading it is the check: it raises for "host:notaport"
-    except ValueError:
-        return False
-    return True
+    return [*parts, Part(hash_ + fragment)]
 
 
 def _has_keyword_password(value: str) -> bool:

@@ -133,11 +133,15 @@ def test_secret_names() -> None:
         ("DB_CONNECTION_STRING", "Server=db;User Id=sa;Password=p@ss;", "***"),
         ("PG_DSN", "host=db user=u password=secret", "***"),
         ("ODBC_CONN", "DSN=x;UID=u;PWD=pw", "***"),
-        # What cannot be read safely is hidden rather than shown.
-        ("X", "postgres://u:pa/ss@db/x", "***"),
-        ("X", "jdbc:postgresql://u:pw@h/db", "***"),
-        ("JAVA_OPTS", "-Xmx1g -Ddb=postgres://u:pw@h/x", "-Xmx1g ***"),
-        ("DB_URL", "http://[::1@x", "***"),
+        # A password that breaks the syntax is hidden up to the last "@", never shown in part.
+        ("X", "postgres://u:pa/ss@db/x", "postgres://u:***@db/x"),
+        ("X", "postgres://u:p@ss/w@db/x", "postgres://u:***@db/x"),
+        ("X", "redis://u:pa ss@h/0", "redis://u:***@h/0"),
+        ("X", "redis://h: pw@h/0", "redis://h:***@h/0"),
+        ("X", "amqp://u:p?w#d@h", "amqp://u:***@h"),
+        # URLs inside other text.
+        ("X", "jdbc:postgresql://u:pw@h/db", "jdbc:postgresql://u:***@h/db"),
+        ("JAVA_OPTS", "-Xmx1g -Ddb=postgres://u:pw@h/x", "-Xmx1g -Ddb=postgres://u:***@h/x"),
         # Nothing secret: shown as it is.
         ("HOMEPAGE", "https://example.com/@someone", "https://example.com/@someone"),
         ("UPSTREAM", "ssh://git@github.com/o/r", "ssh://git@github.com/o/r"),
