@@ -218,6 +218,8 @@ class WebSocketConfig(_Section):
     event_queue: int = Field(256, ge=8, le=100_000)  # unsent events before a client is closed (1013)
     log_buffer: int = Field(512, ge=8, le=100_000)  # unsent log lines before its streams wait
     max_log_streams: int = Field(16, ge=1, le=256)  # log streams one connection may follow
+    # Seconds a connection whose token expired has to send a fresh one before it is closed (4401).
+    reauth_grace: float = Field(30.0, ge=0, le=3600)
 
 
 class OperationsConfig(_Section):
