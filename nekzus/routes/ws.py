@@ -153,8 +153,10 @@ async def _first_message_auth(request: web.Request, ws: web.WebSocketResponse) -
     if not principal.allows(READ_CONTAINERS):
         await _refuse(ws, CLOSE_POLICY, "FORBIDDEN", f"This connection needs the scope {READ_CONTAINERS!r}")
         return None
-    # The hub's writer does not exist yet: this is the only message sent directly.
-    await ws.send_str(dumps("auth_success", {"subject": claims.subject, "timestamp": now()}))
+    # The hub's writer does not exist yet: until here, messages go straight to the socket.
+    await ws.send_str(
+        dumps("auth_success", {"subject": claims.subject, "expiresAt": claims.expires_at, "timestamp": now()})
+    )
     return principal
 
 
