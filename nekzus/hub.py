@@ -92,21 +92,27 @@ class Outbox:
 
     async def put(self, text: str) -> None:
         """Queue a reply to the client's own message, waiting while the room is taken."""
-        await self._put(text, holdable=False)
+        if self._room_left <= 0 or self.closed:
+            await self._wait(holdable=False)
+        self._room_left -= 1
+        self._items.append((text, True))
+        self._ready.set()
 
     async def put_log(self, text: str) -> None:
         """Queue a log line or notice, waiting while the room is taken or the outbox is held."""
-        await self._put(text, holdable=True)
+        # The common case (room, not held) takes no second coroutine: this runs once per log line.
+        if self._room_left <= 0 or self.held or self.closed:
+            await self._wait(holdable=True)
+        self._room_left -= 1
+        self._items.append((text, True))
+        self._ready.set()
 
-    async def _put(self, text: str, *, holdable: bool) -> None:
+    async def _wait(self, *, holdable: bool) -> None:
         while not self.closed and (self._room_left <= 0 or (holdable and self.held)):
             self._room.clear()
             await self._room.wait()
         if self.closed:
             raise OutboxClosed
-        self._room_left -= 1
-        self._items.append((text, True))
-        self._ready.set()
 
     def hold(self) -> None:
         self.held = True
