@@ -19,6 +19,7 @@ _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 and (as a signed byte) -1
 _PAIR = b"\x01\xff"
 _PAIR_PASSES = 2
+_HEAD = 16  # brackets (times the limit) in which the running sum is first followed as it is
 
 
 class InvalidJson(ValueError):
@@ -37,18 +38,21 @@ def nests_deeper_than(text: bytes, limit: int) -> bool:
     in its input, and up to there this view of the text is its own: when this answers False,
     decoding never recurses more than ``limit`` levels, whatever follows the error.
 
-    Documents with many brackets are mostly innermost pairs (``[]``, ``{}`` once their contents are
-    gone): each pass that deletes the adjacent pairs leaves the running sum at every other bracket
-    as it was and hides at most one level, so the sum over what is left may reach ``limit`` minus
-    the passes made. The running sum then stops at the first level too deep, so a deeply nested
-    attack costs next to nothing either.
+    A deeply nested attack shows in the first brackets already, where the running sum stops at the
+    first level too deep. Documents with many brackets are mostly innermost pairs (``[]``, ``{}``
+    once their contents are gone): each pass that deletes the adjacent pairs leaves the running sum
+    at every other bracket as it was and hides at most one level, so the sum over what is left may
+    reach ``limit`` minus the passes made.
     """
     if text.count(b"[") + text.count(b"{") <= limit:
         return False  # every ordinary request and message: nothing more to look at
     if b"\\" in text:
         text = text.replace(b"\\\\", b"").replace(b'\\"', b"")
-    outside_strings = b"".join(text.split(b'"')[::2])
-    steps = outside_strings.translate(_STEPS, _NOT_BRACKET)
+    if b'"' in text:
+        text = b"".join(text.split(b'"')[::2])
+    steps = text.translate(_STEPS, _NOT_BRACKET)
+    if any(map(limit.__lt__, accumulate(array("b", steps[: _HEAD * limit])))):
+        return True
     hidden = 0
     while hidden < _PAIR_PASSES and len(shorter := steps.replace(_PAIR, b"")) < len(steps):
         steps, hidden = shorter, hidden + 1
@@ -61,15 +65,13 @@ def loads(raw: bytes | str) -> Any:
     Bytes must be UTF-8 (RFC 8259; a byte order mark is allowed), so that the nesting is measured
     on the same characters the decoder reads.
     """
-    if isinstance(raw, str):
-        text, encoded = raw, raw.encode("utf-8", "surrogatepass")
-    else:
-        try:
-            text, encoded = raw.decode("utf-8-sig"), raw
-        except UnicodeDecodeError as exc:
-            raise InvalidJson("not valid UTF-8") from exc
+    encoded = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if nests_deeper_than(encoded, MAX_DEPTH):
         raise InvalidJson(f"nested more than {MAX_DEPTH} levels deep")
+    try:
+        text = raw if isinstance(raw, str) else raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidJson("not valid UTF-8") from exc
     try:
         return json.loads(text)
     except ValueError as exc:  # JSONDecodeError, and integers over Python's 4,300-digit limit
