@@ -22,6 +22,7 @@ import event_fanout
 import event_latency
 import export_batch
 import idle_memory
+import json_depth
 import limiter_memory
 import list_containers
 import log_throughput
@@ -39,7 +40,10 @@ from _harness import (
     run_one,
 )
 
-LOCAL_BENCHMARKS: tuple[tuple[str, LocalMeasure], ...] = (("limiter_memory", limiter_memory.measure),)
+LOCAL_BENCHMARKS: tuple[tuple[str, LocalMeasure], ...] = (
+    ("limiter_memory", limiter_memory.measure),
+    ("json_depth", json_depth.measure),
+)
 BENCHMARKS: tuple[tuple[str, Measure, dict[str, str]], ...] = (
     ("idle_memory", idle_memory.measure, {}),
     ("list_containers", list_containers.measure, {}),

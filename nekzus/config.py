@@ -233,8 +233,10 @@ class WebSocketConfig(_Section):
     auth_timeout: float = Field(10.0, gt=0, le=120)  # for the first-message {"type": "auth"}
     max_message: int = Field(65_536, ge=1024, le=1 << 20)  # largest client message, bytes
     event_queue: int = Field(256, ge=8, le=100_000)  # unsent events before a client is closed (1013)
-    log_buffer: int = Field(512, ge=8, le=100_000)  # unsent log lines before its streams wait
+    log_buffer: int = Field(512, ge=8, le=100_000)  # unsent log lines and replies before their producers wait
     max_log_streams: int = Field(16, ge=1, le=256)  # log streams one connection may follow
+    # Seconds a connection whose token expired has to send a fresh one before it is closed (4401).
+    reauth_grace: float = Field(30.0, ge=0, le=3600)
 
 
 class OperationsConfig(_Section):

@@ -3,8 +3,9 @@
 Each connection has one writer task and one outbox. Broadcast events are serialised once and
 offered to every outbox without awaiting; an outbox already holding ``event_limit`` unsent events
 marks its connection overflowed, and the connection is closed with 1013 rather than allowed to
-stall the others or grow without bound. Log lines go through the same outbox but their producers
-wait for room (backpressure): a slow reader slows only its own streams and loses nothing.
+stall the others or grow without bound. Log lines, and the replies to a client's own messages, go
+through the same outbox but their producers wait for room (backpressure): a slow reader slows only
+its own streams and its own requests, and loses nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import logging
 import struct
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_INTERNAL_ERROR = 1011
 WRITE_BATCH = 256  # messages framed into one socket write at most
 CLOSE_TIMEOUT = 2.0
 
@@ -55,18 +57,25 @@ class OutboxClosed(Exception):
 
 
 class Outbox:
-    """The ordered messages waiting for one connection's writer."""
+    """The ordered messages waiting for one connection's writer.
 
-    def __init__(self, *, event_limit: int, log_limit: int) -> None:
+    Two kinds share one queue, so that order holds across them: broadcast events, offered without
+    waiting and bounded by ``event_limit`` (overflow closes the connection), and awaited messages
+    (log lines, log stream notices, replies), whose producers wait while ``room`` of them are unsent.
+    A held outbox (a session whose token expired) keeps log producers waiting; replies still pass.
+    """
+
+    def __init__(self, *, event_limit: int, room: int) -> None:
         self._items: deque[tuple[str, bool]] = deque()
         self._event_limit = event_limit
         self._events = 0
-        self._log_room = log_limit
+        self._room_left = room
         self._room = asyncio.Event()
         self._room.set()
         self._ready = asyncio.Event()
         self.overflowed = False
         self.closed = False
+        self.held = False
 
     def offer(self, text: str) -> bool:
         """Queue a broadcast event without waiting; False (and overflowed) when there is no room."""
@@ -81,16 +90,39 @@ class Outbox:
         self._ready.set()
         return True
 
+    async def put(self, text: str) -> None:
+        """Queue a reply to the client's own message, waiting while the room is taken."""
+        if self._room_left <= 0 or self.closed:
+            await self._wait(holdable=False)
+        self._room_left -= 1
+        self._items.append((text, True))
+        self._ready.set()
+
     async def put_log(self, text: str) -> None:
-        """Queue a log line, waiting while the connection's log buffer is full."""
-        while self._log_room <= 0 and not self.closed:
+        """Queue a log line or notice, waiting while the room is taken or the outbox is held."""
+        # The common case (room, not held) takes no second coroutine: this runs once per log line.
+        if self._room_left <= 0 or self.held or self.closed:
+            await self._wait(holdable=True)
+        self._room_left -= 1
+        self._items.append((text, True))
+        self._ready.set()
+
+    async def _wait(self, *, holdable: bool) -> None:
+        while not self.closed and (self._room_left <= 0 or (holdable and self.held)):
             self._room.clear()
             await self._room.wait()
         if self.closed:
             raise OutboxClosed
-        self._log_room -= 1
-        self._items.append((text, True))
-        self._ready.set()
+
+    def hold(self) -> None:
+        self.held = True
+
+    def release(self) -> None:
+        self.held = False
+        self._room.set()
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     @property
     def idle(self) -> bool:
@@ -101,9 +133,9 @@ class Outbox:
         """The next message if one is waiting (and the outbox has not overflowed), else None."""
         if not self._items or self.overflowed:
             return None
-        text, is_log = self._items.popleft()
-        if is_log:
-            self._log_room += 1
+        text, awaited = self._items.popleft()
+        if awaited:
+            self._room_left += 1
             self._room.set()
         else:
             self._events -= 1
@@ -133,10 +165,35 @@ class Connection:
     filters: frozenset[str] | None = None
     writer: asyncio.Task[None] | None = None
     streams: dict[tuple[str, str, str, str], LogSession] = field(default_factory=dict)
+    # The one pending deadline of the session (its token's expiry, or the end of the grace).
+    deadline: asyncio.TimerHandle | None = None
 
     @property
     def peer(self) -> str:
         return str(self.request.remote)
+
+    @property
+    def suspended(self) -> bool:
+        """The token expired and the grace runs: no events, log streams wait, replies still go."""
+        return self.outbox.held
+
+    def suspend(self) -> None:
+        self.outbox.hold()
+
+    def resume(self) -> None:
+        self.outbox.release()
+
+    def set_deadline(self, delay: float | None, callback: Callable[[], None] | None = None) -> None:
+        """Replace the pending deadline (None: none); the hub cancels it when the connection goes."""
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        if delay is not None and callback is not None:
+            self.deadline = asyncio.get_running_loop().call_later(max(delay, 0.0), self._reached, callback)
+
+    def _reached(self, callback: Callable[[], None]) -> None:
+        self.deadline = None
+        callback()
 
     def write_now(self, frame: bytes) -> bool:
         """Write a ready-made frame straight to the socket when that cannot reorder or pile up.
@@ -161,14 +218,24 @@ class Connection:
             return True
         return any(segments_match(pattern, message_type, ".") for pattern in self.filters)
 
-    def send(self, message_type: str, data: dict[str, Any]) -> bool:
-        """A direct reply to this client (counted with its events: it is never awaited)."""
+    async def reply(self, message_type: str, data: dict[str, Any]) -> None:
+        """Answer the client's own message, waiting for room: a client that sends faster than it
+        reads stops being read (TCP then slows it down) instead of filling memory or its event queue.
+
+        Raises OutboxClosed when the connection is gone.
+        """
         data.setdefault("timestamp", now())
-        return self.outbox.offer(dumps(message_type, data))
+        await self.outbox.put(dumps(message_type, data))
+
+    def notify(self, message_type: str, data: dict[str, Any]) -> None:
+        """A notice of the server's own (no client message to slow down): counted like an event."""
+        data.setdefault("timestamp", now())
+        self.outbox.offer(dumps(message_type, data))
 
 
 class Hub:
     def __init__(self, *, event_limit: int, log_limit: int) -> None:
+        # ``log_limit`` is the room for awaited messages: log lines and replies alike.
         self.event_limit = event_limit
         self.log_limit = log_limit
         self.connections: set[Connection] = set()
@@ -181,9 +248,7 @@ class Hub:
         take that away), so a broadcast need not check each connection's scopes again.
         """
         assert principal.allows(READ_CONTAINERS)
-        conn = Connection(
-            ws, request, Outbox(event_limit=self.event_limit, log_limit=self.log_limit), principal
-        )
+        conn = Connection(ws, request, Outbox(event_limit=self.event_limit, room=self.log_limit), principal)
         conn.writer = self._tasks.spawn(self._write(conn), name=f"ws-writer-{request.remote}-{id(conn):x}")
         self.connections.add(conn)
         return conn
@@ -194,7 +259,15 @@ class Hub:
 
     def forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        conn.set_deadline(None)
         conn.outbox.close()
+
+    def end(self, conn: Connection, code: int, reason: bytes) -> None:
+        """Close a connection whose session is over, after its writer has sent what is queued."""
+        if conn not in self.connections:
+            return
+        self.forget(conn)
+        self._tasks.spawn(self._close(conn, code, reason, flush=True), name=f"ws-close-{id(conn):x}")
 
     def broadcast(self, event: Event) -> None:
         """Serialise and frame once, hand to every reader; never waits for anyone.
@@ -205,7 +278,8 @@ class Hub:
         text: str | None = None
         frame = b""
         for conn in list(self.connections):
-            if conn.filters is not None and not conn.wants(event.type):
+            # A session in its re-authentication grace receives no events (see routes/ws.py).
+            if conn.outbox.held or (conn.filters is not None and not conn.wants(event.type)):
                 continue
             if text is None:
                 text = dumps(event.type, dict(event.data))
@@ -257,17 +331,14 @@ class Hub:
         if conn.outbox.overflowed:
             self._overflowed(conn)
 
-    async def _close(self, conn: Connection, code: int, message: bytes) -> None:
-        if conn.writer is not None and conn.writer is not asyncio.current_task():
-            conn.writer.cancel()
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await conn.ws.close(code=code, message=message)
-        except (TimeoutError, ConnectionError, RuntimeError):
-            # A peer that reads nothing cannot take a close frame either: drop the connection.
-            transport = conn.request.transport
-            if transport is not None:
-                transport.abort()
+    async def _close(self, conn: Connection, code: int, message: bytes, *, flush: bool = False) -> None:
+        writer = conn.writer
+        if writer is not None and writer is not asyncio.current_task():
+            if flush:
+                # The outbox is closed: the writer sends what it holds, then ends.
+                await asyncio.wait({writer}, timeout=CLOSE_TIMEOUT)
+            writer.cancel()
+        await close_socket(conn.ws, conn.request, code, message)
 
     async def close(self) -> None:
         """Shutdown: close a snapshot of the connections with 1001, then end every task."""
@@ -279,3 +350,15 @@ class Hub:
             return_exceptions=True,
         )
         await self._tasks.close()
+
+
+async def close_socket(ws: web.WebSocketResponse, request: web.Request, code: int, message: bytes) -> None:
+    """Send a close frame and wait briefly for the answer; a peer that reads nothing is dropped."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await ws.close(code=code, message=message)
+    except (TimeoutError, ConnectionError, RuntimeError):
+        # A peer that reads nothing cannot take a close frame either: drop the connection.
+        transport = request.transport
+        if transport is not None:
+            transport.abort()

@@ -13,6 +13,7 @@ import calendar
 import contextlib
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -23,16 +24,19 @@ from runtimes import ContainerRef, ContainerRuntime, NotFound, RuntimeFailure, U
 
 from .events import now
 from .hub import Connection, OutboxClosed, dumps
-from .params import is_valid_container_id, is_valid_namespace
+from .params import is_valid_container_id
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TAIL = 100
 MAX_TAIL = 1000
 RESUME_FIRST, RESUME_MAX = 0.5, 5.0  # seconds before re-opening a follow stream that gave nothing
-# Matched whole (fullmatch) and with ASCII digits only: without re.ASCII "\d" also takes "٣".
-_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})", re.ASCII)
-_UNIX_SECONDS = re.compile(r"\d+(\.\d{1,9})?", re.ASCII)
+_RFC3339 = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+# The last second of 9999-12-31: the same end of time as RFC 3339's four-digit years.
+MAX_SINCE = 253_402_300_799
+_SINCE_FORMS = "since must be an RFC 3339 time or Unix seconds"
 
 
 class InvalidSubscription(ValueError):
@@ -40,27 +44,44 @@ class InvalidSubscription(ValueError):
 
 
 def parse_since(value: Any) -> tuple[int, int]:
-    """(seconds, nanoseconds) of an RFC 3339 time or a number of Unix seconds."""
+    """(seconds, nanoseconds) of an RFC 3339 time or a number of Unix seconds, 1970 to 9999.
+
+    Every refusal is InvalidSubscription naming ``since``: NaN, infinities, impossible dates and
+    times out of range never reach the runtime (nor escape as ValueError or OverflowError).
+    """
     if isinstance(value, bool):
-        raise InvalidSubscription("since must be an RFC 3339 time or Unix seconds")
+        raise InvalidSubscription(_SINCE_FORMS)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidSubscription("since must be a finite number of seconds")
     if isinstance(value, int | float):
         if value < 0:
             raise InvalidSubscription("since must not be negative")
+        if value > MAX_SINCE:
+            raise InvalidSubscription("since must not be after the year 9999")
         return int(value), round((value - int(value)) * 1e9)
-    if isinstance(value, str):
-        text = value.strip()
-        if _UNIX_SECONDS.fullmatch(text):
-            whole, _, frac = text.partition(".")
-            return int(whole), int(frac.ljust(9, "0")) if frac else 0
-        match = _RFC3339.fullmatch(text)
-        if match:
-            base, frac, zone = match.groups()
+    if not isinstance(value, str):
+        raise InvalidSubscription(_SINCE_FORMS)
+    text = value.strip()
+    if re.fullmatch(r"[0-9]{1,12}(\.[0-9]{1,9})?", text):
+        whole, _, frac = text.partition(".")
+        seconds, nanos = int(whole), int(frac.ljust(9, "0")) if frac else 0
+    elif match := _RFC3339.fullmatch(text):
+        base, frac, zone = match.groups()
+        try:
             seconds = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
-            if zone != "Z":
-                sign = 1 if zone[0] == "+" else -1
-                seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
-            return seconds, int((frac or "0").ljust(9, "0"))
-    raise InvalidSubscription("since must be an RFC 3339 time or Unix seconds")
+        except ValueError:
+            raise InvalidSubscription(f"since {text[:40]!r} is not a valid date and time") from None
+        if zone != "Z":
+            hours, minutes = int(zone[1:3]), int(zone[4:6])
+            if hours > 23 or minutes > 59:
+                raise InvalidSubscription(f"since {text[:40]!r} has an impossible time zone offset")
+            seconds -= (1 if zone[0] == "+" else -1) * (hours * 3600 + minutes * 60)
+        nanos = int((frac or "0").ljust(9, "0"))
+    else:
+        raise InvalidSubscription(_SINCE_FORMS)
+    if not 0 <= seconds <= MAX_SINCE:
+        raise InvalidSubscription("since must be between 1970 and the year 9999")
+    return seconds, nanos
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +115,6 @@ class Subscription:
         runtime = data.get("runtime")
         if not isinstance(namespace, str) or (runtime is not None and not isinstance(runtime, str)):
             raise InvalidSubscription("namespace and runtime must be strings")
-        if namespace and not is_valid_namespace(namespace):
-            raise InvalidSubscription("namespace must be a Kubernetes namespace name")
         container = data.get("container", "")
         if container != "" and not is_valid_container_id(container):
             raise InvalidSubscription("container must be the name of a container in the pod")
@@ -166,7 +185,6 @@ class LogSession:
         self.runtime = runtime
         self.sub = sub
         self.task: asyncio.Task[None] | None = None
-        self.unsubscribed = False
         cid = json.dumps(sub.container_id)
         ns = f',"namespace":{json.dumps(sub.namespace)}' if sub.namespace else ""
         # Every line message shares this prefix: build it once, not once per line.
@@ -177,11 +195,16 @@ class LogSession:
         self._cache = _LineCache()
         self.last_stamp: str | None = None
 
-    def stop(self) -> None:
-        """The client unsubscribed: end with ``container.logs.ended`` (reason ``stopped``)."""
-        self.unsubscribed = True
-        if self.task is not None:
-            self.task.cancel()
+    async def stop(self) -> bool:
+        """End the stream and wait until it has, so that a reply sent next follows its last line.
+
+        False when it had ended on its own first (and sent its own ``container.logs.ended``).
+        """
+        if self.task is None:
+            return False
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        return self.task.cancelled()
 
     def _data(self, **fields: Any) -> dict[str, Any]:
         data: dict[str, Any] = {"containerId": self.sub.container_id}
@@ -191,46 +214,62 @@ class LogSession:
         data.setdefault("timestamp", now())
         return data
 
-    def _notice(self, message_type: str, **fields: Any) -> None:
-        self.conn.outbox.offer(dumps(message_type, self._data(**fields)))
+    def ended(self) -> dict[str, Any]:
+        """The ``container.logs.ended`` data of a stream the client unsubscribed."""
+        return self._data(reason="stopped")
+
+    async def _notice(self, message_type: str, **fields: Any) -> None:
+        # In line with the stream's lines: waits for room, and while the session is suspended.
+        await self.conn.outbox.put_log(dumps(message_type, self._data(**fields)))
 
     async def run(self) -> None:
+        """Stream until the end; the connection going away ends it quietly."""
+        try:
+            await self._run()
+        except OutboxClosed:
+            return
+        except Exception:
+            # A defect must not leave the client waiting for lines that never come.
+            log.exception("log stream of %s failed", self.sub.container_id)
+            self.conn.notify(
+                "container.logs.error",
+                self._data(error="LOG_STREAM_FAILED", message="The log stream failed"),
+            )
+            self.conn.notify("container.logs.ended", self._data(reason="error"))
+
+    async def _run(self) -> None:
         sub = self.sub
         ref = ContainerRef(sub.container_id, sub.namespace, sub.container)
         try:
             await self.runtime.get(ref)
         except NotFound:
-            self._notice("container.logs.error", error="CONTAINER_NOT_FOUND", message="Container not found")
+            await self._notice(
+                "container.logs.error", error="CONTAINER_NOT_FOUND", message="Container not found"
+            )
             return
         except Unavailable:
-            self._notice(
+            await self._notice(
                 "container.logs.error", error="RUNTIME_UNAVAILABLE", message="Container runtime not available"
             )
             return
         except RuntimeFailure:
-            self._notice(
+            await self._notice(
                 "container.logs.error", error="LOG_STREAM_FAILED", message="Failed to open the log stream"
             )
             return
-        self._notice("container.logs.started")
+        await self._notice("container.logs.started")
         reason = "stopped"
         try:
             reason = await self._stream(ref)
-        except asyncio.CancelledError:
-            if self.unsubscribed and not self.conn.outbox.closed:
-                self._notice("container.logs.ended", reason="stopped")
-            raise
-        except OutboxClosed:
-            return
         except RuntimeFailure as exc:
             log.info("log stream of %s ended with an error: %s", sub.container_id, exc)
-            self._notice(
+            await self._notice(
                 "container.logs.error",
                 error="LOG_STREAM_FAILED",
                 message=exc.detail or "The log stream failed",
             )
             reason = "error"
-        self._notice("container.logs.ended", reason=reason)
+        await self._notice("container.logs.ended", reason=reason)
 
     async def _running(self, ref: ContainerRef) -> bool | None:
         """Whether the container still runs; None when that cannot be told (runtime error)."""
@@ -293,7 +332,7 @@ class LogSession:
             ref, follow=follow, tail=tail, timestamps=True, since=since[0] if since else None
         ):
             if chunk.skipped:
-                self._notice(
+                await self._notice(
                     "container.logs.error",
                     error="FRAME_TOO_LARGE",
                     message=f"A log frame of {chunk.skipped} bytes was skipped (limit 1 MiB)",

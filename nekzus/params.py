@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from typing import Any, TypeGuard
@@ -11,7 +10,9 @@ from aiohttp import web
 
 from runtimes.kubeobjects import WORKLOAD_KINDS
 
+from . import jsoninput
 from .errors import ApiError, invalid_request
+from .jsoninput import InvalidJson
 
 DEFAULT_TIMEOUT = 10
 MIN_TIMEOUT, MAX_TIMEOUT = 1, 300
@@ -109,14 +110,14 @@ def is_valid_container_id(value: Any) -> TypeGuard[str]:
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or INVALID_REQUEST."""
+    """The request body as a JSON object, or INVALID_REQUEST (saying why, nesting too deep included)."""
     raw = await request.read()
     if not raw.strip():
         raise invalid_request("The request body must be a JSON object")
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise invalid_request("The request body is not valid JSON") from exc
+        body = jsoninput.loads(raw)
+    except InvalidJson as exc:
+        raise invalid_request(f"The request body is {exc}") from exc
     if not isinstance(body, dict):
         raise invalid_request("The request body must be a JSON object")
     return body

@@ -200,8 +200,9 @@ async def test_only_json_bodies_are_accepted(lan: tuple[TestClient[Any, Any], Fa
     assert (
         await client.post(f"/api/v1/containers/{CID}/stop", skip_auto_headers=["Content-Type"])
     ).status == 202
+    # A restart: its pre-check does not depend on whether the stop above has finished yet.
     resp = await client.post(
-        f"/api/v1/containers/{CID}/start", headers={"Content-Type": "text/plain", "Content-Length": "0"}
+        f"/api/v1/containers/{CID}/restart", headers={"Content-Type": "text/plain", "Content-Length": "0"}
     )
     assert resp.status == 202
 

@@ -94,6 +94,15 @@ async def test_cross_origin_upgrade_is_refused(client: TestClient[Any, Any]) -> 
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await client.ws_connect("/api/v1/ws", headers={"Origin": "https://evil.example.com"})
     assert info.value.status == 403
+    upgrade = {
+        "Origin": "https://evil.example.com",
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    refused = await client.get("/api/v1/ws", headers=upgrade)
+    assert (await refused.json())["error"] == "ORIGIN_NOT_ALLOWED"
     same = f"http://{client.host}:{client.port}"
     ws = await connect(client, headers={"Origin": same})
     assert (await ws.next())["type"] == "hello"

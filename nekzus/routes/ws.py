@@ -3,25 +3,43 @@
 Authentication happens on the upgrade (a LAN address or ``Authorization: Bearer``) or with a
 first message ``{"type": "auth", "data": {"token": …}}`` within ``websocket.auth_timeout``. Until
 then the connection is not in the hub and receives nothing.
+
+A session authenticated with a token lasts as long as the token would be accepted over HTTP
+(``exp`` plus the verifier's leeway). Then the server sends ``auth.expired``: a LAN connection
+carries on as anonymous LAN (the HTTP rule for an expired token from the LAN), any other is
+suspended (no events, log streams wait, no new ones) and closed with 4401 unless an ``auth``
+message with a fresh token arrives within ``websocket.reauth_grace``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import time
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from nekzus import __version__
 from runtimes import NoRuntime, UnknownRuntime
 
-from ..auth import READ_CONTAINERS, InvalidToken, Principal, bearer_token, identify, public, unauthorized
+from .. import jsoninput
+from ..auth import (
+    ANONYMOUS_LAN_SCOPES,
+    LEEWAY_SECONDS,
+    READ_CONTAINERS,
+    InvalidToken,
+    Principal,
+    bearer_token,
+    identify,
+    public,
+    unauthorized,
+)
 from ..errors import ApiError
 from ..events import now
 from ..guard import origin_allowed
-from ..hub import Connection, dumps
+from ..hub import CLOSE_INTERNAL_ERROR, Connection, OutboxClosed, close_socket, dumps
+from ..jsoninput import InvalidJson
 from ..keys import AUTHORITY, CONFIG, HUB, PRINCIPAL, REGISTRY
 from ..logstream import InvalidSubscription, LogSession, Subscription
 from ..ratelimit import rate_pool
@@ -31,10 +49,13 @@ log = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_POLICY = 1008
+MAX_FILTERS = 64  # patterns in one subscribe: each broadcast matches every one of them
+MAX_FILTER_LENGTH = 128
+SHAPE = 'Messages are JSON objects: {"type": "...", "data": {...}}'
 
 
-def _same_site(request: web.Request, origin: str) -> bool:
-    return origin_allowed(request, origin)
+class InvalidMessage(ValueError):
+    """A client message that cannot be used; the text goes back in an INVALID_MESSAGE error."""
 
 
 @public
@@ -43,8 +64,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     origin = request.headers.get("Origin")
     # A browser page on another site must not ride on a LAN client's trust.
-    if origin is not None and not _same_site(request, origin):
-        raise ApiError(403, "FORBIDDEN", "Cross-origin WebSocket upgrade refused")
+    if origin is not None and not origin_allowed(request, origin):
+        raise ApiError(403, "ORIGIN_NOT_ALLOWED", "Cross-origin WebSocket upgrade refused")
     principal = identify(request, request.app[AUTHORITY], config.auth)
     if principal is None and bearer_token(request) is not None:
         raise unauthorized("The token is invalid or has expired", invalid=True)
@@ -59,33 +80,60 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         heartbeat=config.websocket.heartbeat, max_msg_size=config.websocket.max_message, compress=False
     )
     await ws.prepare(request)
-    if principal is None:
-        principal = await _first_message_auth(request, ws)
-        if principal is None:
-            return ws
-        request[PRINCIPAL] = principal
-    hub = request.app[HUB]
-    conn = hub.open(ws, request, principal)
-    conn.send("hello", {"version": __version__})
     try:
-        await _read(conn)
-    finally:
-        await _end_streams(conn)
-        hub.forget(conn)
+        await _session(request, ws, principal)
+    except Exception:
+        # Past the upgrade, an exception reaching aiohttp would be answered with an HTTP 500
+        # written into the WebSocket stream: log it and close the socket properly instead.
+        log.exception("the WebSocket session of %s failed", request.remote)
+        await close_socket(ws, request, CLOSE_INTERNAL_ERROR, b"internal error")
     return ws
 
 
-async def _first_message_auth(request: web.Request, ws: web.WebSocketResponse) -> Principal | None:
-    timeout = request.app[CONFIG].websocket.auth_timeout
+async def _session(request: web.Request, ws: web.WebSocketResponse, principal: Principal | None) -> None:
+    if principal is None:
+        principal = await _first_message_auth(request, ws)
+        if principal is None:
+            return
+        request[PRINCIPAL] = principal
+    hub = request.app[HUB]
+    conn = hub.open(ws, request, principal)
     try:
-        msg = await ws.receive(timeout=timeout)
-    except TimeoutError:
-        await _refuse(ws, CLOSE_UNAUTHORIZED, "UNAUTHORIZED", f"No auth message within {timeout:g} s")
-        return None
-    message = _parse(msg.data) if msg.type is WSMsgType.TEXT else None
-    token = (
-        (message or {}).get("data", {}).get("token") if message and message.get("type") == "auth" else None
-    )
+        _watch_expiry(conn)
+        await conn.reply("hello", {"version": __version__})
+        await _read(conn)
+    except OutboxClosed:
+        pass  # the hub closed the connection (1013, 4401 or shutdown) while a reply waited
+    finally:
+        await _end_streams(conn)
+        hub.forget(conn)
+
+
+async def _first_message_auth(request: web.Request, ws: web.WebSocketResponse) -> Principal | None:
+    """The principal of the first ``auth`` message, or None once the connection is refused.
+
+    A message that is not JSON of the right shape gets INVALID_MESSAGE and the wait goes on
+    (until the same deadline); a well-formed message of another type is refused with 4401.
+    """
+    timeout = request.app[CONFIG].websocket.auth_timeout
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            msg = await ws.receive(timeout=max(deadline - asyncio.get_running_loop().time(), 0.001))
+        except TimeoutError:
+            await _refuse(ws, CLOSE_UNAUTHORIZED, "UNAUTHORIZED", f"No auth message within {timeout:g} s")
+            return None
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            return None
+        try:
+            message_type, data = _parse(msg)
+        except InvalidMessage as exc:
+            await ws.send_str(
+                dumps("error", {"error": "INVALID_MESSAGE", "message": str(exc), "timestamp": now()})
+            )
+            continue
+        break
+    token = data.get("token") if message_type == "auth" else None
     if not isinstance(token, str):
         await _refuse(ws, CLOSE_UNAUTHORIZED, "UNAUTHORIZED", 'The first message must be {"type": "auth"}')
         return None
@@ -98,8 +146,10 @@ async def _first_message_auth(request: web.Request, ws: web.WebSocketResponse) -
     if not principal.allows(READ_CONTAINERS):
         await _refuse(ws, CLOSE_POLICY, "FORBIDDEN", f"This connection needs the scope {READ_CONTAINERS!r}")
         return None
-    # The hub's writer does not exist yet: this is the only message sent directly.
-    await ws.send_str(dumps("auth_success", {"subject": claims.subject, "timestamp": now()}))
+    # The hub's writer does not exist yet: until here, messages go straight to the socket.
+    await ws.send_str(
+        dumps("auth_success", {"subject": claims.subject, "expiresAt": claims.expires_at, "timestamp": now()})
+    )
     return principal
 
 
@@ -108,80 +158,180 @@ async def _refuse(ws: web.WebSocketResponse, code: int, error: str, message: str
     await ws.close(code=code, message=error.encode())
 
 
-def _parse(text: str) -> dict[str, Any] | None:
+def _parse(msg: WSMessage) -> tuple[str, dict[str, Any]]:
+    """(type, data) of a client message, or InvalidMessage saying what is wrong with it."""
+    if msg.type is WSMsgType.BINARY:
+        raise InvalidMessage("Binary messages are not understood")
+    if msg.type is not WSMsgType.TEXT:
+        raise InvalidMessage(SHAPE)
     try:
-        message = json.loads(text)
-    except ValueError:
-        return None
+        message = jsoninput.loads(msg.data)
+    except InvalidJson as exc:
+        raise InvalidMessage(f"The message is {exc}. {SHAPE}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        return None
+        raise InvalidMessage(SHAPE)
     data = message.get("data", {})
     if not isinstance(data, dict):
-        return None
-    message["data"] = data
-    return message
+        raise InvalidMessage(f"data must be an object. {SHAPE}")
+    return message["type"], data
 
 
-def _invalid(conn: Connection, message: str) -> None:
-    conn.send("error", {"error": "INVALID_MESSAGE", "message": message})
+# -- the session's lifetime ----------------------------------------------------------------------
 
 
-async def _read(conn: Connection) -> None:
-    async for msg in conn.ws:
-        if msg.type is WSMsgType.TEXT:
-            message = _parse(msg.data)
-            if message is None:
-                _invalid(conn, 'Messages are JSON objects: {"type": "...", "data": {...}}')
-                continue
-            _handle(conn, message["type"], message["data"])
-        elif msg.type is WSMsgType.BINARY:
-            _invalid(conn, "Binary messages are not understood")
+def _watch_expiry(conn: Connection) -> None:
+    """Schedule the end of the session's token, or nothing for a session without one.
+
+    The moment is ``exp`` plus the verifier's leeway: the token stops working on the WebSocket
+    exactly when the HTTP API starts refusing it.
+    """
+    expires_at = conn.principal.expires_at
+    if expires_at is None:
+        conn.set_deadline(None)
+        return
+    conn.set_deadline(expires_at + LEEWAY_SECONDS - time.time(), lambda: _expire(conn))
 
 
-def _handle(conn: Connection, message_type: str, data: dict[str, Any]) -> None:
-    if message_type == "subscribe":
-        types = data.get("types")
-        if not isinstance(types, list) or not types or not all(isinstance(t, str) and t for t in types):
-            _invalid(conn, "subscribe needs data.types, a list of message types or patterns like container.*")
-            return
-        conn.filters = frozenset(types)
-        conn.send("subscribed", {"types": sorted(conn.filters)})
-    elif message_type == "container.logs.subscribe":
-        _subscribe_logs(conn, data)
-    elif message_type == "container.logs.unsubscribe":
-        _unsubscribe_logs(conn, data)
-    elif message_type == "auth":
-        _reauthenticate(conn, data)
-    else:
-        _invalid(conn, f"Unknown message type {message_type[:64]!r}")
+def _expire(conn: Connection) -> None:
+    principal = conn.principal
+    notice: dict[str, Any] = {"subject": principal.subject, "expiresAt": principal.expires_at}
+    if principal.local:
+        # The HTTP rule: an expired token from the LAN is anonymous LAN, not an error.
+        conn.principal = Principal(None, ANONYMOUS_LAN_SCOPES, True, False)
+        conn.notify(
+            "auth.expired",
+            {
+                **notice,
+                "closesIn": None,
+                "anonymous": True,
+                "message": "The token has expired: the connection continues as an anonymous LAN client",
+            },
+        )
+        return
+    grace = conn.request.app[CONFIG].websocket.reauth_grace
+    # Security: from here on the session receives no events and its log streams wait.
+    conn.suspend()
+    conn.notify(
+        "auth.expired",
+        {
+            **notice,
+            "closesIn": grace,
+            "anonymous": False,
+            "message": (
+                f'The token has expired: send {{"type": "auth"}} with a fresh token within {grace:g} s, '
+                f"or the connection closes with {CLOSE_UNAUTHORIZED}"
+            ),
+        },
+    )
+    hub = conn.request.app[HUB]
+    conn.set_deadline(grace, lambda: hub.end(conn, CLOSE_UNAUTHORIZED, b"token expired"))
 
 
-def _reauthenticate(conn: Connection, data: dict[str, Any]) -> None:
+async def _reauthenticate(conn: Connection, data: dict[str, Any]) -> None:
+    """Replace the session's principal by a fresh token's; this also lifts an expiry's suspension."""
     token = data.get("token")
     try:
         claims = conn.request.app[AUTHORITY].verify(token if isinstance(token, str) else "")
     except InvalidToken:
-        conn.send("auth_failed", {"error": "UNAUTHORIZED", "message": "The token is invalid or has expired"})
+        await conn.reply(
+            "auth_failed", {"error": "UNAUTHORIZED", "message": "The token is invalid or has expired"}
+        )
         return
-    principal = Principal(claims.subject, claims.scopes, conn.principal.local, True)
+    principal = Principal(claims.subject, claims.scopes, conn.principal.local, True, claims.expires_at)
     if not principal.allows(READ_CONTAINERS):
-        conn.send("auth_failed", {"error": "FORBIDDEN", "message": f"The token lacks {READ_CONTAINERS!r}"})
+        await conn.reply(
+            "auth_failed", {"error": "FORBIDDEN", "message": f"The token lacks {READ_CONTAINERS!r}"}
+        )
         return
     conn.principal = principal
-    conn.send("auth_success", {"subject": claims.subject})
+    _watch_expiry(conn)
+    await conn.reply("auth_success", {"subject": claims.subject, "expiresAt": claims.expires_at})
+    # After the reply: whatever the suspension held back follows the auth_success.
+    conn.resume()
 
 
-def _subscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
+# -- messages ------------------------------------------------------------------------------------
+
+
+async def _read(conn: Connection) -> None:
+    """Answer each message in turn; a defect in one answer never ends the connection.
+
+    Each answer waits for room in the outbox, so a client that sends faster than it reads is
+    simply read more slowly.
+    """
+    failures = 0
+    async for msg in conn.ws:
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            continue  # an ERROR: aiohttp has closed the connection, and the loop ends next
+        try:
+            try:
+                message_type, data = _parse(msg)
+                await _handle(conn, message_type, data)
+            except InvalidMessage as exc:
+                await _invalid(conn, str(exc))
+        except OutboxClosed:
+            raise
+        except Exception:
+            failures += 1
+            if failures == 1:  # once per connection: a client repeating the message cannot flood the log
+                log.exception("a WebSocket message from %s could not be handled", conn.peer)
+            await conn.reply(
+                "error", {"error": "INTERNAL_ERROR", "message": "The message could not be handled"}
+            )
+
+
+async def _invalid(conn: Connection, message: str) -> None:
+    await conn.reply("error", {"error": "INVALID_MESSAGE", "message": message})
+
+
+async def _handle(conn: Connection, message_type: str, data: dict[str, Any]) -> None:
+    if message_type == "subscribe":
+        await _subscribe(conn, data)
+    elif message_type == "container.logs.subscribe":
+        await _subscribe_logs(conn, data)
+    elif message_type == "container.logs.unsubscribe":
+        await _unsubscribe_logs(conn, data)
+    elif message_type == "auth":
+        await _reauthenticate(conn, data)
+    else:
+        raise InvalidMessage(f"Unknown message type {message_type[:64]!r}")
+
+
+async def _subscribe(conn: Connection, data: dict[str, Any]) -> None:
+    types = data.get("types")
+    if (
+        not isinstance(types, list)
+        or not 0 < len(types) <= MAX_FILTERS
+        or not all(isinstance(t, str) and 0 < len(t) <= MAX_FILTER_LENGTH for t in types)
+    ):
+        raise InvalidMessage(
+            f"subscribe needs data.types, a list of 1 to {MAX_FILTERS} message types or patterns "
+            f"like container.* (each at most {MAX_FILTER_LENGTH} characters)"
+        )
+    conn.filters = frozenset(types)
+    await conn.reply("subscribed", {"types": sorted(conn.filters)})
+
+
+async def _subscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
     try:
         sub = Subscription.from_message(data)
     except InvalidSubscription as exc:
-        _invalid(conn, f"container.logs.subscribe: {exc}")
+        raise InvalidMessage(f"container.logs.subscribe: {exc}") from None
+    if conn.suspended:
+        await conn.reply(
+            "container.logs.error",
+            {
+                "containerId": sub.container_id,
+                "error": "UNAUTHORIZED",
+                "message": 'The token has expired: send {"type": "auth"} with a fresh token first',
+            },
+        )
         return
     app = conn.request.app
     try:
         runtime = app[REGISTRY].get(implied_runtime(sub.runtime, sub.namespace))
     except (UnknownRuntime, NoRuntime):
-        conn.send(
+        await conn.reply(
             "container.logs.error",
             {
                 "containerId": sub.container_id,
@@ -192,10 +342,9 @@ def _subscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
         return
     previous = conn.streams.pop(sub.key, None)
     if previous is not None:
-        previous.stop()
+        await _stop(conn, previous)
     elif len(conn.streams) >= app[CONFIG].websocket.max_log_streams:
-        _invalid(conn, f"At most {app[CONFIG].websocket.max_log_streams} log streams per connection")
-        return
+        raise InvalidMessage(f"At most {app[CONFIG].websocket.max_log_streams} log streams per connection")
     session = LogSession(conn, runtime, sub)
     task = app[HUB].spawn(session.run(), name=f"logs-{sub.container_id}-{id(conn):x}")
     session.task = task
@@ -208,18 +357,26 @@ def _subscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
     task.add_done_callback(forget)
 
 
-def _unsubscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
-    key = (
-        str(data.get("runtime") or ""),
-        str(data.get("namespace") or ""),
-        str(data.get("containerId") or ""),
-        str(data.get("container") or ""),
-    )
-    session = conn.streams.pop(key, None)
+async def _unsubscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
+    values = []
+    for name in ("runtime", "namespace", "containerId", "container"):
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidMessage(f"container.logs.unsubscribe: {name} must be a string")
+        values.append(value or "")
+    session = conn.streams.pop((values[0], values[1], values[2], values[3]), None)
     if session is None:
-        _invalid(conn, "container.logs.unsubscribe: no such log stream on this connection")
-        return
-    session.stop()
+        raise InvalidMessage("container.logs.unsubscribe: no such log stream on this connection")
+    await _stop(conn, session)
+
+
+async def _stop(conn: Connection, session: LogSession) -> None:
+    """End a stream for the client, answering ``container.logs.ended`` after its last line.
+
+    A stream that ended on its own meanwhile has already said so: no second ``ended``.
+    """
+    if await session.stop():
+        await conn.reply("container.logs.ended", session.ended())
 
 
 async def _end_streams(conn: Connection) -> None:
