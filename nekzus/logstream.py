@@ -21,6 +21,7 @@ from typing import Any
 
 from runtimes import ContainerRef, ContainerRuntime, NotFound, RuntimeFailure, Unavailable
 
+from .errors import from_runtime
 from .events import now
 from .hub import Connection, OutboxClosed, dumps
 from .params import is_valid_container_id
@@ -198,10 +199,9 @@ class LogSession:
         except NotFound:
             self._notice("container.logs.error", error="CONTAINER_NOT_FOUND", message="Container not found")
             return
-        except Unavailable:
-            self._notice(
-                "container.logs.error", error="RUNTIME_UNAVAILABLE", message="Container runtime not available"
-            )
+        except Unavailable as exc:
+            message = from_runtime(exc).message
+            self._notice("container.logs.error", error="RUNTIME_UNAVAILABLE", message=message)
             return
         except RuntimeFailure:
             self._notice(

@@ -10,6 +10,7 @@ import pytest
 
 from nekzus.keys import EVENT_BUS
 from runtimes import ContainerState, OperationFailed, RuntimeRegistry, Unavailable, Unsupported
+from runtimes.docker import _without_userinfo
 
 from .conftest import ClientFactory, make_config, next_event
 from .fakes import FakeRuntime, summary
@@ -184,3 +185,27 @@ async def test_failed_stop_and_restart_publish_failure_events(
         assert event.data["message"] == f"Failed to {action} container"
         assert event.data["operationId"] == operation_id
         assert "daemon detail" not in str(event.data)
+
+
+async def test_unreachable_docker_says_which_address_and_how_to_change_it(
+    gateway: ClientFactory, dead_socket: str
+) -> None:
+    client = await gateway(make_config(dead_socket, runtimes={"docker": {"host": dead_socket}}))
+    wanted = (
+        f"Container runtime not available: the Docker Engine at {dead_socket} does not answer "
+        "(set DOCKER_HOST or runtimes.docker.host to use another)"
+    )
+    for resp in (
+        await client.get("/api/v1/containers"),
+        await client.post("/api/v1/containers/abc/restart"),
+        await client.post("/api/v1/containers/batch", json={"action": "stop", "containerIds": ["abc"]}),
+        await client.post("/api/v1/containers/batch/export", json={"container_ids": ["abc"]}),
+    ):
+        body = await expect(resp, 503, "RUNTIME_UNAVAILABLE")
+        assert body["message"] == wanted
+
+
+def test_the_unreachable_message_leaves_out_a_login_name() -> None:
+    assert _without_userinfo("ssh://admin@docker.lan:22") == "ssh://docker.lan:22"
+    assert _without_userinfo("tcp://u:secret@10.0.0.5:2376") == "tcp://10.0.0.5:2376"
+    assert _without_userinfo("unix:///var/run/docker.sock") == "unix:///var/run/docker.sock"
