@@ -32,6 +32,9 @@ from .tasks import TaskGroup
 log = logging.getLogger(__name__)
 
 BACKLOG = 128
+# How long an idle keep-alive connection stays open, as web.run_app has it (aiohttp's request
+# handler alone keeps one for an hour, and with TLS each holds about 300 KB).
+KEEPALIVE_SECONDS = 75.0
 # After this many handshakes were pending at once, the heap is trimmed when they have all ended.
 TRIM_AFTER = 32
 TRIM_DELAY = 1.0
@@ -255,8 +258,10 @@ async def serve(
     """Serve ``app`` until SIGINT or SIGTERM (or, when given, ``stop`` is set), then shut down.
 
     The address is bound before the application starts, so a port in use stops the start before
-    any runtime client or background task exists. ``handler_args`` go to aiohttp's request handler.
+    any runtime client or background task exists. ``handler_args`` go to aiohttp's request handler
+    (``web.RequestHandler``'s keyword arguments, e.g. ``access_log``, ``keepalive_timeout``).
     """
+    handler_args = {"keepalive_timeout": KEEPALIVE_SECONDS, **handler_args}
     loop = asyncio.get_running_loop()
     listener = Listener(ssl_context, limits)
     listener.bind(host, port)

@@ -47,7 +47,9 @@ async def served(tmp_path: Path, certificate: tuple[Path, Path]) -> AsyncIterato
     stop = asyncio.Event()
     running: list[asyncio.Task[None]] = []
 
-    async def start(*, tls: bool = True, limits: HandshakeLimits | None = None) -> Listener:
+    async def start(
+        *, tls: bool = True, limits: HandshakeLimits | None = None, **handler_args: Any
+    ) -> Listener:
         config = make_config(
             "unix:///nonexistent.sock", server={"data_dir": str(tmp_path), "tls": {"mode": "off"}}
         )
@@ -68,6 +70,7 @@ async def served(tmp_path: Path, certificate: tuple[Path, Path]) -> AsyncIterato
                     stop=stop,
                     ready=ready.set_result,
                     access_log=None,
+                    **handler_args,
                 )
             )
         )
@@ -285,3 +288,18 @@ def test_serve_starts_and_stops_on_sigterm(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_handler_arguments_reach_every_connection(served: Start) -> None:
+    """An idle keep-alive connection is closed after ``keepalive_timeout`` (75 s unless given)."""
+    listener = await served(tls=False, keepalive_timeout=0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(listener))
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await writer.drain()
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    started = time.monotonic()
+    async with asyncio.timeout(10):
+        while await reader.read(65536):
+            pass
+    assert time.monotonic() - started < 5
+    writer.close()
