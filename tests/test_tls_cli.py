@@ -263,3 +263,11 @@ async def test_cors_only_for_configured_origins(gateway: ClientFactory, docker_h
     assert resp.status == 403
     assert (await resp.json())["error"] == "FORBIDDEN"
     assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+def test_an_unusable_rate_limit_storage_exits_2_naming_the_key(tmp_path: Path) -> None:
+    env = env_for(tmp_path, free_port(), NEKZUS_RATELIMIT__STORAGE="redis+sentinel://localhost:26379")
+    result = run_cli("serve", env=env)
+    assert result.returncode == 2, result.stderr
+    assert "ratelimit.storage: 'service_name' not provided" in result.stderr
+    assert "Traceback" not in result.stderr
