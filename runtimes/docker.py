@@ -138,7 +138,7 @@ def _status_from_inspect(state: Mapping[str, Any]) -> str:
     return status.capitalize()
 
 
-def _without_userinfo(address: str) -> str:
+def without_userinfo(address: str) -> str:
     """``ssh://user@host`` as ``ssh://host``: a login name is nobody's business but the operator's."""
     parts = urlsplit(address)
     if parts.netloc and "@" in parts.netloc:
@@ -162,7 +162,7 @@ class DockerRuntime:
         # What a client is told when the Engine does not answer: the address tried (without any
         # user name in it) and the settings that change it.
         self._unreachable = (
-            f"the Docker Engine at {_without_userinfo(host)} does not answer "
+            f"the Docker Engine at {without_userinfo(host)} does not answer "
             "(set DOCKER_HOST or runtimes.docker.host to use another)"
         )
 

@@ -10,7 +10,7 @@ import pytest
 
 from nekzus.keys import EVENT_BUS
 from runtimes import ContainerState, OperationFailed, RuntimeRegistry, Unavailable, Unsupported
-from runtimes.docker import _without_userinfo
+from runtimes.docker import without_userinfo
 
 from .conftest import ClientFactory, make_config, next_event
 from .fakes import FakeRuntime, summary
@@ -206,6 +206,6 @@ async def test_unreachable_docker_says_which_address_and_how_to_change_it(
 
 
 def test_the_unreachable_message_leaves_out_a_login_name() -> None:
-    assert _without_userinfo("ssh://admin@docker.lan:22") == "ssh://docker.lan:22"
-    assert _without_userinfo("tcp://u:secret@10.0.0.5:2376") == "tcp://10.0.0.5:2376"
-    assert _without_userinfo("unix:///var/run/docker.sock") == "unix:///var/run/docker.sock"
+    assert without_userinfo("ssh://admin@docker.lan:22") == "ssh://docker.lan:22"
+    assert without_userinfo("tcp://u:secret@10.0.0.5:2376") == "tcp://10.0.0.5:2376"
+    assert without_userinfo("unix:///var/run/docker.sock") == "unix:///var/run/docker.sock"
