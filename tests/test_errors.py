@@ -14,6 +14,7 @@ from runtimes.docker import without_userinfo
 
 from .conftest import ClientFactory, make_config, next_event
 from .fakes import FakeRuntime, summary
+from .wsclient import WS
 
 
 def fake_registry(runtime: FakeRuntime) -> RuntimeRegistry:
@@ -203,6 +204,12 @@ async def test_unreachable_docker_says_which_address_and_how_to_change_it(
     ):
         body = await expect(resp, 503, "RUNTIME_UNAVAILABLE")
         assert body["message"] == wanted
+    ws = WS(await client.ws_connect("/api/v1/ws"))
+    await ws.until("hello")
+    await ws.send("container.logs.subscribe", containerId="abc")
+    error = await ws.until("container.logs.error", containerId="abc")
+    assert error["data"]["error"] == "RUNTIME_UNAVAILABLE" and error["data"]["message"] == wanted
+    await ws.ws.close()
 
 
 def test_the_unreachable_message_leaves_out_a_login_name() -> None:
