@@ -1,5 +1,5 @@
-"""Every benchmark, then one summary table: the in-process ones first, then those against the
-Engine on one private daemon, each with a fresh gateway.
+"""Every benchmark, then one summary table: the in-process ones first, then the TLS flood (a gateway
+with no daemon), then those against the Engine on one private daemon, each with a fresh gateway.
 
 The heaviest (200 container starts) goes last so its aftermath cannot disturb the others. A
 benchmark that crashes is reported as ERROR and the rest still run. Each gateway benchmark may bring
@@ -27,6 +27,7 @@ import limiter_memory
 import list_containers
 import log_throughput
 import start_latency
+import tls_flood
 import ws_memory
 from _harness import (
     LocalMeasure,
@@ -80,6 +81,8 @@ async def main() -> bool:
     # In this process before anything else has run, so its memory figures start from a clean slate.
     for name, local in LOCAL_BENCHMARKS:
         await attempt(name, run_local(name, local))
+    # A gateway of its own with no daemon, before the daemon starts.
+    await attempt("tls_flood", tls_flood.run(args.gateway_env))
     async with docker_host(args) as host:
         for name, measure, env in BENCHMARKS:
             await attempt(name, run_one(name, measure, host, args.gateway_env, env))

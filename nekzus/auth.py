@@ -192,7 +192,39 @@ def authority_from_config(config: Config) -> TokenAuthority:
     assert auth.jwt_public_key is not None  # enforced by AuthConfig
     public = _read_key(auth.jwt_public_key, "auth.jwt_public_key")
     private = _read_key(auth.jwt_private_key, "auth.jwt_private_key") if auth.jwt_private_key else None
-    return TokenAuthority(auth.jwt_algorithm, public, private, auth.issuer, auth.audience)
+    authority = TokenAuthority(auth.jwt_algorithm, public, private, auth.issuer, auth.audience)
+    _check_keys(authority, auth)
+    return authority
+
+
+def _check_keys(authority: TokenAuthority, auth: AuthConfig) -> None:
+    """Refuse key files that cannot work now, at start-up, rather than with every token later.
+
+    A public key that does not load would turn every remote request away; a private key that
+    does not load, or does not match the public one, would fail every login.
+    """
+    algorithm = authority.algorithm
+    try:
+        jwt.get_algorithm_by_name(algorithm).prepare_key(authority.verify_key)
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"auth.jwt_public_key: {auth.jwt_public_key} is not a usable {algorithm} key ({exc})"
+        ) from exc
+    if authority.signing_key is None:
+        return
+    try:
+        probe = authority.issue("nekzus-key-check", [], 60)
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"auth.jwt_private_key: {auth.jwt_private_key} is not a usable {algorithm} private key ({exc})"
+        ) from exc
+    try:
+        authority.verify(probe)
+    except InvalidToken as exc:
+        raise ConfigError(
+            f"auth.jwt_private_key and auth.jwt_public_key are not one {algorithm} key pair: a token "
+            f"signed with {auth.jwt_private_key} does not verify with {auth.jwt_public_key}"
+        ) from exc
 
 
 # -- API keys ------------------------------------------------------------------------------------

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import asyncio
 import re
 import secrets
 import sys
 
 import yaml
-from aiohttp import web
 
 from . import __version__
 from .app import create_app
 from .auth import authority_from_config, hash_api_key
 from .config import Config, ConfigError, load_config
 from .logsetup import configure_logging
+from .server import HandshakeLimits, ListenError, serve
 from .tls import server_ssl_context
 
 EXIT_CONFIG = 2
@@ -64,18 +64,18 @@ def _serve(config: Config) -> int:
     except ConfigError as exc:
         print(f"nekzus: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    tls = config.server.tls
+    limits = HandshakeLimits(
+        tls.handshake_timeout, tls.max_pending_handshakes, tls.max_pending_handshakes_per_client
+    )
     try:
-        web.run_app(
-            app,
-            host=config.server.host,
-            port=config.server.port,
-            ssl_context=ssl_context,
-            access_log=None,
-            print=lambda msg: logging.getLogger("nekzus").info("%s", msg.strip()),
-        )
-    except ConfigError as exc:  # raised while starting up, e.g. a data_dir the store cannot use
+        asyncio.run(serve(app, config.server.host, config.server.port, ssl_context, limits, access_log=None))
+    except (ListenError, ConfigError) as exc:
+        # ConfigError: raised while starting up, e.g. a data_dir the operation store cannot use.
         print(f"nekzus: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except KeyboardInterrupt:
+        pass  # Ctrl-C before the signal handlers were in place: nothing was serving yet
     return 0
 
 

@@ -54,6 +54,12 @@ class TLSConfig(_Section):
     mode: Literal["auto", "files", "off"] = "auto"
     cert: Path | None = None
     key: Path | None = None
+    # Seconds a client has to finish its TLS handshake after connecting; then it is closed.
+    handshake_timeout: float = Field(10.0, gt=0, le=120)
+    # Connections still in their handshake at once, in total and from one client address (one
+    # /64 for IPv6); beyond either cap a new connection is closed at once, before any TLS work.
+    max_pending_handshakes: int = Field(256, ge=1, le=100_000)
+    max_pending_handshakes_per_client: int = Field(16, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _files_need_both(self) -> TLSConfig:
@@ -139,6 +145,17 @@ class AuthConfig(_Section):
     def _asymmetric_needs_public_key(self) -> AuthConfig:
         if self.jwt_algorithm != "HS256" and self.jwt_public_key is None:
             raise ValueError(f"{self.jwt_algorithm} needs auth.jwt_public_key")
+        return self
+
+    @model_validator(mode="after")
+    def _api_keys_need_a_signing_key(self) -> AuthConfig:
+        # A login with an API key answers a token the gateway signs: without the private key every
+        # such login would fail, so this configuration must not start.
+        if self.jwt_algorithm != "HS256" and self.api_keys and self.jwt_private_key is None:
+            raise ValueError(
+                f"auth.api_keys needs auth.jwt_private_key with {self.jwt_algorithm}: logging in with "
+                "an API key answers a token the gateway signs (set the key, or remove auth.api_keys)"
+            )
         return self
 
 

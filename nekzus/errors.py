@@ -69,7 +69,9 @@ def from_runtime(
     if isinstance(exc, NotFound):
         return container_not_found(container_id)
     if isinstance(exc, Unavailable):
-        return ApiError(503, "RUNTIME_UNAVAILABLE", "Container runtime not available")
+        # The detail names the address tried and the settings that change it, nothing more.
+        message = "Container runtime not available"
+        return ApiError(503, "RUNTIME_UNAVAILABLE", f"{message}: {detail}" if detail else message)
     if isinstance(exc, Forbidden):
         log.warning("runtime refused the request: %s", exc)
         return ApiError(403, "FORBIDDEN", detail or "The container runtime refused this request")

@@ -22,6 +22,7 @@ from typing import Any
 
 from runtimes import ContainerRef, ContainerRuntime, NotFound, RuntimeFailure, Unavailable
 
+from .errors import from_runtime
 from .events import now
 from .hub import Connection, OutboxClosed, dumps
 from .params import is_valid_container_id
@@ -247,9 +248,9 @@ class LogSession:
                 "container.logs.error", error="CONTAINER_NOT_FOUND", message="Container not found"
             )
             return
-        except Unavailable:
+        except Unavailable as exc:
             await self._notice(
-                "container.logs.error", error="RUNTIME_UNAVAILABLE", message="Container runtime not available"
+                "container.logs.error", error="RUNTIME_UNAVAILABLE", message=from_runtime(exc).message
             )
             return
         except RuntimeFailure:

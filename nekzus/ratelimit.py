@@ -21,10 +21,11 @@ from aiohttp.typedefs import Handler
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
 from .auth import Principal
-from .config import RateLimitConfig
+from .config import ConfigError, RateLimitConfig
 from .errors import ApiError
 from .identity import rate_key
 from .keys import CLIENT_IP, LIMITER, PRINCIPAL, RATE_DECISION
@@ -90,7 +91,13 @@ class RateLimiter:
         if config.storage.startswith("memory://"):
             storage = SweptMemoryStorage()
         else:
-            shared = storage_from_string("async+" + config.storage)
+            try:
+                shared = storage_from_string("async+" + config.storage)
+            except ConfigurationError as exc:
+                # A malformed URI, or the redis client not installed: stop the start, naming the key.
+                raise ConfigError(
+                    f"ratelimit.storage: {exc} (a redis:// storage needs nekzus[redis] installed)"
+                ) from exc
             assert isinstance(shared, Storage)
             storage = shared
         self._storage = storage

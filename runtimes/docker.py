@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 import aiodocker
 import aiohttp
@@ -137,6 +138,14 @@ def _status_from_inspect(state: Mapping[str, Any]) -> str:
     return status.capitalize()
 
 
+def without_userinfo(address: str) -> str:
+    """``ssh://user@host`` as ``ssh://host``: a login name is nobody's business but the operator's."""
+    parts = urlsplit(address)
+    if parts.netloc and "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return address
+
+
 class DockerRuntime:
     """A Docker Engine reached at ``host`` (``unix://…`` or ``tcp://…``)."""
 
@@ -150,6 +159,12 @@ class DockerRuntime:
         self._images: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._log_driver: tuple[float, str] | None = None
         self._info_lock = asyncio.Lock()
+        # What a client is told when the Engine does not answer: the address tried (without any
+        # user name in it) and the settings that change it.
+        self._unreachable = (
+            f"the Docker Engine at {without_userinfo(host)} does not answer "
+            "(set DOCKER_HOST or runtimes.docker.host to use another)"
+        )
 
     @property
     def name(self) -> str:
@@ -170,10 +185,13 @@ class DockerRuntime:
             if exc.status == 409:
                 raise Conflict(f"{what}: {exc.message}") from exc
             if exc.status == 900:
-                raise Unavailable(f"Docker Engine at {self.host} is unreachable") from exc
+                unreachable = f"Docker Engine at {self.host} is unreachable"
+                raise Unavailable(unreachable, detail=self._unreachable) from exc
             raise OperationFailed(f"{what}: [{exc.status}] {exc.message}") from exc
         if isinstance(exc, asyncio.TimeoutError | aiohttp.ClientError | OSError):
-            raise Unavailable(f"Docker Engine at {self.host} did not answer: {exc!r}") from exc
+            raise Unavailable(
+                f"Docker Engine at {self.host} did not answer: {exc!r}", detail=self._unreachable
+            ) from exc
         raise OperationFailed(f"{what}: {exc!r}") from exc
 
     async def _json(

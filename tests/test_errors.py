@@ -10,9 +10,11 @@ import pytest
 
 from nekzus.keys import EVENT_BUS
 from runtimes import ContainerState, OperationFailed, RuntimeRegistry, Unavailable, Unsupported
+from runtimes.docker import without_userinfo
 
 from .conftest import JSON, ClientFactory, make_config, next_event
 from .fakes import FakeRuntime, summary
+from .wsclient import WS
 
 
 def fake_registry(runtime: FakeRuntime) -> RuntimeRegistry:
@@ -246,3 +248,33 @@ async def test_failed_stop_and_restart_publish_failure_events(
         assert event.data["message"] == f"Failed to {action} container"
         assert event.data["operationId"] == operation_id
         assert "daemon detail" not in str(event.data)
+
+
+async def test_unreachable_docker_says_which_address_and_how_to_change_it(
+    gateway: ClientFactory, dead_socket: str
+) -> None:
+    client = await gateway(make_config(dead_socket, runtimes={"docker": {"host": dead_socket}}))
+    wanted = (
+        f"Container runtime not available: the Docker Engine at {dead_socket} does not answer "
+        "(set DOCKER_HOST or runtimes.docker.host to use another)"
+    )
+    for resp in (
+        await client.get("/api/v1/containers"),
+        await client.post("/api/v1/containers/abc/restart"),
+        await client.post("/api/v1/containers/batch", json={"action": "stop", "containerIds": ["abc"]}),
+        await client.post("/api/v1/containers/batch/export", json={"container_ids": ["abc"]}),
+    ):
+        body = await expect(resp, 503, "RUNTIME_UNAVAILABLE")
+        assert body["message"] == wanted
+    ws = WS(await client.ws_connect("/api/v1/ws"))
+    await ws.until("hello")
+    await ws.send("container.logs.subscribe", containerId="abc")
+    error = await ws.until("container.logs.error", containerId="abc")
+    assert error["data"]["error"] == "RUNTIME_UNAVAILABLE" and error["data"]["message"] == wanted
+    await ws.ws.close()
+
+
+def test_the_unreachable_message_leaves_out_a_login_name() -> None:
+    assert without_userinfo("ssh://admin@docker.lan:22") == "ssh://docker.lan:22"
+    assert without_userinfo("tcp://u:secret@10.0.0.5:2376") == "tcp://10.0.0.5:2376"
+    assert without_userinfo("unix:///var/run/docker.sock") == "unix:///var/run/docker.sock"

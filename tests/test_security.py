@@ -19,7 +19,7 @@ import jwt
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from multidict import CIMultiDict
 
 from nekzus import auth
@@ -298,7 +298,12 @@ async def test_rs256_and_the_algorithm_confusion_attack(
     public_path, private = rsa_keys(tmp_path)
     config = security_config(
         docker_host,
-        auth_cfg={"jwt_algorithm": "RS256", "jwt_public_key": str(public_path), "jwt_secret": ""},
+        auth_cfg={
+            "jwt_algorithm": "RS256",
+            "jwt_public_key": str(public_path),
+            "jwt_secret": "",
+            "api_keys": [],  # verifying only: without the private key, API key logins cannot sign
+        },
     )
     client = await gateway(config, runtimes=registry())
     rs_claims = claims(scopes=["read:*"])
@@ -309,16 +314,86 @@ async def test_rs256_and_the_algorithm_confusion_attack(
     await expect_error(await client.get("/api/v1/containers", headers=bearer(forged)), 401, "UNAUTHORIZED")
 
 
-async def test_unusable_key_is_401_never_500(
-    gateway: ClientFactory, docker_host: str, tmp_path: Path
-) -> None:
+def test_unusable_key_refuses_to_start(docker_host: str, tmp_path: Path) -> None:
     (tmp_path / "broken.pub").write_text("-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n")
     config = security_config(
-        docker_host, auth_cfg={"jwt_algorithm": "ES256", "jwt_public_key": str(tmp_path / "broken.pub")}
+        docker_host,
+        auth_cfg={"jwt_algorithm": "ES256", "jwt_public_key": str(tmp_path / "broken.pub"), "api_keys": []},
     )
-    client = await gateway(config, runtimes=registry())
+    with pytest.raises(ConfigError, match=r"^auth\.jwt_public_key: .*broken\.pub is not a usable ES256 key"):
+        create_app(config)
+
+
+def test_an_unusable_key_still_verifies_nothing() -> None:
+    # Behind the start-up check, a key that does not load is still a 401 (InvalidToken), never a 500.
+    authority = auth.TokenAuthority("ES256", b"not a key", None, "nekzus", "nekzus-clients")
     for tok in (token(), "a.b.c"):
-        await expect_error(await client.get("/api/v1/containers", headers=bearer(tok)), 401, "UNAUTHORIZED")
+        with pytest.raises(auth.InvalidToken):
+            authority.verify(tok)
+
+
+def write_key(path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, *, public: bool) -> Path:
+    if public:
+        pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    else:
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    path.write_bytes(pem)
+    return path
+
+
+def test_api_keys_without_a_signing_key_refuse_to_start(docker_host: str, tmp_path: Path) -> None:
+    """RS256 with API keys but no private key used to start, then answer every valid login 500."""
+    public_path, _ = rsa_keys(tmp_path)
+    auth_cfg = {"jwt_algorithm": "RS256", "jwt_public_key": str(public_path), "jwt_secret": ""}
+    with pytest.raises(ValueError, match=r"auth\.api_keys needs auth\.jwt_private_key with RS256"):
+        security_config(docker_host, auth_cfg=auth_cfg)
+
+
+async def test_a_matching_key_pair_signs_logins(
+    gateway: ClientFactory, docker_host: str, tmp_path: Path
+) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    auth_cfg = {
+        "jwt_algorithm": "RS256",
+        "jwt_public_key": str(write_key(tmp_path / "jwt.pub", key, public=True)),
+        "jwt_private_key": str(write_key(tmp_path / "jwt.key", key, public=False)),
+        "jwt_secret": "",
+    }
+    client = await gateway(security_config(docker_host, auth_cfg=auth_cfg), runtimes=registry())
+    resp = await client.post("/api/v1/auth/login", json={"api_key": API_KEY})
+    assert resp.status == 200, await resp.text()
+
+
+@pytest.mark.parametrize("mismatch", ["other pair", "wrong algorithm", "not a key"])
+def test_keys_that_cannot_sign_a_verifiable_token_refuse_to_start(
+    docker_host: str, tmp_path: Path, mismatch: str
+) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = write_key(tmp_path / "jwt.pub", key, public=True)
+    if mismatch == "other pair":
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        private = write_key(tmp_path / "jwt.key", other, public=False)
+        expected = r"^auth\.jwt_private_key and auth\.jwt_public_key are not one RS256 key pair"
+    elif mismatch == "wrong algorithm":
+        public = write_key(tmp_path / "jwt.pub", ec.generate_private_key(ec.SECP256R1()), public=True)
+        private = write_key(tmp_path / "jwt.key", key, public=False)
+        expected = r"^auth\.jwt_public_key: .* is not a usable RS256 key"
+    else:
+        private = tmp_path / "jwt.key"
+        private.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+        expected = r"^auth\.jwt_private_key: .* is not a usable RS256 private key"
+    auth_cfg = {
+        "jwt_algorithm": "RS256",
+        "jwt_public_key": str(public),
+        "jwt_private_key": str(private),
+        "jwt_secret": "",
+    }
+    with pytest.raises(ConfigError, match=expected):
+        create_app(security_config(docker_host, auth_cfg=auth_cfg))
 
 
 # -- scopes --------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import socket
@@ -17,10 +18,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from nekzus.auth import hash_api_key
 from nekzus.tls import fingerprint, generate_self_signed
 
 from .conftest import ROOT, ClientFactory, make_config
-from .test_security import REMOTE_ONLY, bearer, registry
+from .test_security import REMOTE_ONLY, bearer, registry, rsa_keys
 
 FINGERPRINT = re.compile(r"SHA-256 fingerprint ([0-9A-F:]{95})")
 
@@ -158,6 +160,36 @@ def test_short_secret_refuses_to_start(tmp_path: Path) -> None:
     assert "auth.jwt_secret" in result.stderr
 
 
+def test_api_keys_without_a_signing_key_exit_2_naming_the_keys(tmp_path: Path) -> None:
+    public_path, _ = rsa_keys(tmp_path)
+    env = {
+        "NEKZUS_AUTH__JWT_ALGORITHM": "RS256",
+        "NEKZUS_AUTH__JWT_PUBLIC_KEY": str(public_path),
+        "NEKZUS_AUTH__API_KEYS": json.dumps([{"name": "phone", "sha256": hash_api_key("nkz_x")}]),
+    }
+    result = run_cli("serve", env=env_for(tmp_path, free_port(), **env))
+    assert result.returncode == 2, result.stderr
+    assert "auth.api_keys needs auth.jwt_private_key with RS256" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_mismatched_tls_key_and_certificate_refuse_to_start(tmp_path: Path) -> None:
+    cert_pem, _ = generate_self_signed("127.0.0.1")
+    _, other_key = generate_self_signed("127.0.0.1")
+    (tmp_path / "c.pem").write_bytes(cert_pem)
+    (tmp_path / "k.pem").write_bytes(other_key)
+    env = env_for(
+        tmp_path,
+        free_port(),
+        NEKZUS_SERVER__TLS__MODE="files",
+        NEKZUS_SERVER__TLS__CERT=str(tmp_path / "c.pem"),
+        NEKZUS_SERVER__TLS__KEY=str(tmp_path / "k.pem"),
+    )
+    result = run_cli("serve", env=env)
+    assert result.returncode == 2 and "server.tls: cannot load" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_unusable_tls_files_refuse_to_start(tmp_path: Path) -> None:
     (tmp_path / "c.pem").write_text("not a certificate")
     env = env_for(
@@ -248,3 +280,11 @@ async def test_served_gateway_answers_only_to_its_names(serve: Any) -> None:
                 # 503: allowed, and then the Docker daemon is missing.
                 assert resp.status == status, (host, await resp.text())
     await served.wait_for_line(re.compile(r"for the host 'evil\.example', not in server\.allowed_hosts"))
+
+
+def test_an_unusable_rate_limit_storage_exits_2_naming_the_key(tmp_path: Path) -> None:
+    env = env_for(tmp_path, free_port(), NEKZUS_RATELIMIT__STORAGE="redis+sentinel://localhost:26379")
+    result = run_cli("serve", env=env)
+    assert result.returncode == 2, result.stderr
+    assert "ratelimit.storage: 'service_name' not provided" in result.stderr
+    assert "Traceback" not in result.stderr

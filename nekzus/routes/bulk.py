@@ -17,7 +17,7 @@ from aiohttp import web
 from runtimes import ContainerRef, ContainerRuntime, ContainerSummary, NotFound, RuntimeFailure, Unavailable
 
 from ..auth import WRITE_CONTAINERS, requires
-from ..errors import ApiError
+from ..errors import ApiError, from_runtime
 from ..keys import LINKER, OPERATIONS, SELF_CONTAINER_ID
 from ..linking import is_self
 from ..operations import ACTIONS, Action, OperationTracker, refusal
@@ -129,12 +129,15 @@ async def batch(request: web.Request) -> web.Response:
     link = request.app[LINKER]
     self_id = request.app[SELF_CONTAINER_ID]
 
+    unavailable: list[Unavailable] = []
+
     async def resolve(cid: str) -> _Target | dict[str, Any]:
         try:
             c = await runtime.get(ContainerRef(cid, namespace))
         except NotFound:
             return _result(cid, "", "container not found")
-        except Unavailable:
+        except Unavailable as exc:
+            unavailable.append(exc)
             return _result(cid, "", _UNAVAILABLE)
         except RuntimeFailure:
             return _result(cid, "", "failed to inspect container")
@@ -146,6 +149,6 @@ async def batch(request: web.Request) -> web.Response:
         return _result(c.id, c.name, refused) if refused else _Target(runtime, c)
 
     targets = await asyncio.gather(*(resolve(cid) for cid in unique))
-    if all(isinstance(t, dict) and t.get("error") == _UNAVAILABLE for t in targets):
-        raise ApiError(503, "RUNTIME_UNAVAILABLE", "Container runtime not available")
+    if len(unavailable) == len(targets):
+        raise from_runtime(unavailable[0])
     return _summary("Batch operation completed", await _run_all(request, action, targets, timeout))

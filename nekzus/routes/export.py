@@ -16,7 +16,7 @@ from aiohttp import web
 from runtimes import ContainerRef, ExportSource, NotFound, RuntimeFailure, Unavailable
 
 from ..auth import READ_CONTAINERS, WRITE_CONTAINERS, requires
-from ..errors import ApiError, invalid_request
+from ..errors import ApiError, from_runtime, invalid_request
 from ..export import ComposeExport, ExportError, build, drafts_for
 from ..keys import PRINCIPAL
 from ..params import ID_LIST_FIELDS, container_id, container_ids, json_fields, namespace_value
@@ -135,8 +135,9 @@ def _batch(preview: bool) -> Any:
                     seen.add(key)
                     sources.append(result)
         if not sources:
-            if all(isinstance(r, Unavailable) for r in results):
-                raise ApiError(503, "RUNTIME_UNAVAILABLE", "Container runtime not available")
+            unavailable = [r for r in results if isinstance(r, Unavailable)]
+            if len(unavailable) == len(results):
+                raise from_runtime(unavailable[0])
             raise ApiError(
                 404, "ALL_CONTAINERS_FAILED", "Failed to inspect any containers", warnings=warnings
             )
