@@ -25,7 +25,7 @@ from runtimes import ContainerRef, ContainerRuntime, NotFound, RuntimeFailure, U
 from .errors import from_runtime
 from .events import now
 from .hub import Connection, OutboxClosed, dumps
-from .params import is_valid_container_id
+from .params import is_valid_container_id, is_valid_namespace
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,8 @@ class Subscription:
         runtime = data.get("runtime")
         if not isinstance(namespace, str) or (runtime is not None and not isinstance(runtime, str)):
             raise InvalidSubscription("namespace and runtime must be strings")
+        if namespace and not is_valid_namespace(namespace):
+            raise InvalidSubscription("namespace must be a Kubernetes namespace name")
         container = data.get("container", "")
         if container != "" and not is_valid_container_id(container):
             raise InvalidSubscription("container must be the name of a container in the pod")
