@@ -70,10 +70,13 @@ _READ_TIMEOUT = 30.0
 _IMAGE_CACHE = 256  # image documents kept by id (an id names immutable content)
 _INFO_SECONDS = 60.0  # how long the daemon's info (logging driver, CPUs) is taken as known
 _INSPECT_CONCURRENCY = 8  # inspects at once while a state model (re)learns its containers
-# A first stats call takes two one-shot samples this far apart: long enough for the host's CPU
-# counter (clock ticks of 10 ms, on every CPU) to move by dozens of ticks, short enough to answer
-# well within a second.
+# A first stats call takes two one-shot samples at least this far apart: long enough for the
+# host's CPU counter (clock ticks of 10 ms, on every CPU) to move by dozens of ticks. The Engine's
+# stats collector reads its containers once a second (STATS_INTERVAL) and a one-shot sample waits
+# for its next pass, so in practice the second sample comes with that pass: ~1 s on Docker 20.10.
 FIRST_SAMPLE_GAP = 0.25
+STATS_INTERVAL = 1.0
+_FRESH_KEEP = 512  # recent samples kept by container before the stale ones are swept
 
 
 def map_state(docker_state: str) -> ContainerState:
@@ -260,6 +263,7 @@ class DockerRuntime:
         self._info: tuple[float, dict[str, Any]] | None = None
         self._info_lock = asyncio.Lock()
         self._cpu = CpuHistory(min_gap=FIRST_SAMPLE_GAP)
+        self._fresh: dict[str, tuple[float, StatsSample]] = {}
 
     @property
     def name(self) -> str:
@@ -470,17 +474,22 @@ class DockerRuntime:
     # -- stats ----------------------------------------------------------------------------------
 
     async def stats(self, ref: ContainerRef) -> StatsSample:
-        """One sample with a real CPU rate, in a fraction of a second.
+        """One sample with a real CPU rate, in a fraction of a second after a container's first.
 
-        ``one-shot`` (API 1.41) answers at once but without a previous CPU reading, so the rate is
-        taken against the gateway's own earlier sample of the container; the first call takes a
-        second sample ``FIRST_SAMPLE_GAP`` after the first. An older Engine ignores ``one-shot``
-        and takes its two samples a second apart itself, which is used as it is.
+        ``one-shot`` (API 1.41) has no previous CPU reading, so the rate is taken against the
+        gateway's own earlier sample of the container (see :class:`~runtimes.stats.CpuHistory`);
+        the first call takes a second sample ``FIRST_SAMPLE_GAP`` or more after the first. A
+        sample younger than ``STATS_INTERVAL`` is answered again: the Engine has nothing newer, and
+        asking would wait for its collector's next pass. An older Engine ignores ``one-shot`` and
+        takes two samples itself, a second apart, which are used as they are.
         """
+        recent = self._fresh.get(ref.id)
+        if recent is not None and time.monotonic() - recent[0] < STATS_INTERVAL:
+            return recent[1]
         doc = await self._sample(ref)
+        taken = time.monotonic()
         if not (doc.get("precpu_stats") or {}).get("system_cpu_usage"):
             cid = str(doc.get("id") or ref.id)
-            taken = time.monotonic()
             earlier = self._cpu.earlier(cid, taken)
             if earlier is None and doc.get("cpu_stats", {}).get("system_cpu_usage"):
                 self._cpu.record(cid, taken, doc["cpu_stats"])
@@ -490,9 +499,13 @@ class DockerRuntime:
                 earlier = self._cpu.earlier(cid, taken)
             self._cpu.record(cid, taken, doc.get("cpu_stats") or {})
             doc = {**doc, "precpu_stats": earlier or {}}
-        return sample_from_docker(
+        sample = sample_from_docker(
             short_id(doc.get("id") or ref.id), doc, int(time.time()), cpus=await self._cpus()
         )
+        if len(self._fresh) >= _FRESH_KEEP:
+            self._fresh = {k: v for k, v in self._fresh.items() if taken - v[0] < STATS_INTERVAL}
+        self._fresh[ref.id] = (taken, sample)
+        return sample
 
     async def _sample(self, ref: ContainerRef) -> dict[str, Any]:
         doc: dict[str, Any] = await self._json(
