@@ -23,8 +23,10 @@ import export_batch
 import idle_memory
 import limiter_memory
 import list_containers
+import list_throughput
 import log_throughput
 import start_latency
+import stats_latency
 import ws_memory
 from _harness import (
     LocalMeasure,
@@ -42,8 +44,10 @@ LOCAL_BENCHMARKS: tuple[tuple[str, LocalMeasure], ...] = (("limiter_memory", lim
 BENCHMARKS: tuple[tuple[str, Measure, dict[str, str]], ...] = (
     ("idle_memory", idle_memory.measure, {}),
     ("list_containers", list_containers.measure, {}),
+    ("list_throughput", list_throughput.measure, list_throughput.GATEWAY_ENV),
     ("auth_overhead", auth_overhead.measure, {}),
     ("batch_stats", batch_stats.measure, {}),
+    ("stats_latency", stats_latency.measure, {}),
     ("event_latency", event_latency.measure, event_latency.GATEWAY_ENV),
     ("ws_memory", ws_memory.measure, ws_memory.GATEWAY_ENV),
     ("event_fanout", event_fanout.measure, event_fanout.GATEWAY_ENV),
