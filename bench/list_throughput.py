@@ -21,9 +21,9 @@ from _harness import Bench, Row, ms, percentile, run_script, socket_path
 CONTAINERS = 100
 RUNNING = 34
 CLIENTS = 50
-REQUESTS = 3000  # per round, spread over the clients
-WARMUP = 500
-ROUNDS = 5
+REQUESTS = 1500  # per round, spread over the clients (30 each)
+WARMUP = 200
+ROUNDS = 3
 BEFORE_RPS = 578.0  # the same load when every list was one Engine call (p99 253 ms)
 TARGET_RPS = 3 * BEFORE_RPS
 TARGET_P99_MS = 50.0

@@ -152,6 +152,8 @@ class StateWatcher:
         """Fresh rows of ``ids`` into the model, answered by id; None (and the model cools) when
         the runtime cannot be asked."""
         assert self._rows is not None and self.model is not None
+        if not ids:
+            return {}
         try:
             rows = await self._rows.rows(ids)
         except RuntimeFailure as exc:

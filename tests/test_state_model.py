@@ -20,8 +20,8 @@ from nekzus.state import ContainerModel, RenderedLists, StateModels
 from runtimes import ContainerState, ContainerSummary, OperationFailed
 from runtimes.docker import DockerRow, DockerRuntime, Lifetime, human_duration, parse_time
 
-from .conftest import LINKED, ClientFactory, Containers, make_config, next_event
-from .test_websocket import connect, watching
+from .conftest import LINKED, ClientFactory, Containers, make_config, next_event, state_heard, watching
+from .test_websocket import connect
 
 # -- rendering the status line ------------------------------------------------------------------
 
@@ -186,11 +186,8 @@ async def made_and_heard(
         if stop:
             await containers.docker.containers.container(made["Id"]).stop(t=1)
             wanted = "exited"
-        async with asyncio.timeout(15):
-            while True:
-                event = await next_event(sub, "container.state")
-                if event.data["containerId"] == made["Id"][:12] and event.data["state"] == wanted:
-                    return made
+        await state_heard(sub, made["Id"], wanted)
+        return made
     finally:
         sub.close()
 
@@ -307,11 +304,17 @@ async def test_renames_and_removals_reach_the_list(
 async def test_health_verdicts_reach_the_list(client: TestClient[Any, Any], containers: Containers) -> None:
     await warm(client)
     sub = client.server.app[EVENT_BUS].subscribe()
+    # An app of this test's own: other containers on the daemon may be linked to configured apps.
+    app_id = f"probe-{containers.run_id}"
     made = await containers.docker.containers.create(
         {
             "Image": "nekzus-test:busybox",
             "Cmd": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"],
-            "Labels": {"nekzus.app.id": "prometheus", "nekzus.test.run": containers.run_id},
+            "Labels": {
+                "nekzus.enable": "true",
+                "nekzus.app.id": app_id,
+                "nekzus.test.run": containers.run_id,
+            },
             "Healthcheck": {"Test": ["CMD", "true"], "Interval": 200_000_000, "Retries": 1},
             "HostConfig": {"NetworkMode": "none"},
         }
@@ -319,7 +322,9 @@ async def test_health_verdicts_reach_the_list(client: TestClient[Any, Any], cont
     containers.created.append(made.id)
     try:
         await made.start()
-        event = await next_event(sub, "health_change")
+        async with asyncio.timeout(15):
+            while (event := await next_event(sub, "health_change")).data["appId"] != app_id:
+                pass
         assert event.data["status"] == "healthy"
         assert (await listed(client, ""))[made.id[:12]]["status"].endswith("(healthy)")
     finally:
