@@ -7,6 +7,7 @@ reports a socket it cannot reach as status 900; that is :class:`Unavailable`, as
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import struct
@@ -76,6 +77,10 @@ _INSPECT_CONCURRENCY = 8  # inspects at once while a state model (re)learns its 
 # for its next pass, so in practice the second sample comes with that pass: ~1 s on Docker 20.10.
 FIRST_SAMPLE_GAP = 0.25
 STATS_INTERVAL = 1.0
+# A container's newest sample, up to STATS_STALE old, answers a call whose fresh sample is not
+# there within STATS_WAIT (its collector pass is further away); that pass still refreshes it.
+STATS_WAIT = 0.1
+STATS_STALE = 3.0
 _FRESH_KEEP = 512  # recent samples kept by container before the stale ones are swept
 
 
@@ -264,15 +269,17 @@ class DockerRuntime:
         self._info_lock = asyncio.Lock()
         self._cpu = CpuHistory(min_gap=FIRST_SAMPLE_GAP)
         self._fresh: dict[str, tuple[float, StatsSample]] = {}
+        self._sampling: dict[str, asyncio.Future[StatsSample]] = {}
 
     @property
     def name(self) -> str:
         return self._name
 
     async def close(self) -> None:
-        for pending in self._images.values():
+        owned: list[asyncio.Future[Any]] = [*self._images.values(), *self._sampling.values()]
+        for pending in owned:
             pending.cancel()
-        await asyncio.gather(*self._images.values(), return_exceptions=True)
+        await asyncio.gather(*owned, return_exceptions=True)
         await self._docker.close()
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -478,14 +485,36 @@ class DockerRuntime:
 
         ``one-shot`` (API 1.41) has no previous CPU reading, so the rate is taken against the
         gateway's own earlier sample of the container (see :class:`~runtimes.stats.CpuHistory`);
-        the first call takes a second sample ``FIRST_SAMPLE_GAP`` or more after the first. A
-        sample younger than ``STATS_INTERVAL`` is answered again: the Engine has nothing newer, and
-        asking would wait for its collector's next pass. An older Engine ignores ``one-shot`` and
-        takes two samples itself, a second apart, which are used as they are.
+        the first call takes a second sample ``FIRST_SAMPLE_GAP`` or more after the first. The
+        Engine's collector reads containers once a second and a one-shot sample waits for its next
+        pass, so a sample younger than ``STATS_INTERVAL`` is answered again (the Engine has nothing
+        newer), and one younger than ``STATS_STALE`` answers when the next pass is more than
+        ``STATS_WAIT`` away. Concurrent calls for a container share one sampling. An older Engine
+        ignores ``one-shot`` and takes two samples itself, a second apart, used as they are.
         """
+        now = time.monotonic()
         recent = self._fresh.get(ref.id)
-        if recent is not None and time.monotonic() - recent[0] < STATS_INTERVAL:
+        if recent is not None and now - recent[0] < STATS_INTERVAL:
             return recent[1]
+        sampling = self._sampling.get(ref.id)
+        if sampling is None:
+            sampling = asyncio.ensure_future(self._new_sample(ref))
+            self._sampling[ref.id] = sampling
+            sampling.add_done_callback(functools.partial(self._sampled, ref.id))
+        if recent is not None and now - recent[0] < STATS_STALE:
+            done, _ = await asyncio.wait({sampling}, timeout=STATS_WAIT)
+            if not done:
+                return recent[1]
+        # Shielded: a caller that goes away does not cancel a sampling others may share.
+        return await asyncio.shield(sampling)
+
+    def _sampled(self, key: str, sampling: asyncio.Future[StatsSample]) -> None:
+        if self._sampling.get(key) is sampling:
+            del self._sampling[key]
+        if not sampling.cancelled():
+            sampling.exception()  # its callers have it; nobody else must be told it went unread
+
+    async def _new_sample(self, ref: ContainerRef) -> StatsSample:
         doc = await self._sample(ref)
         taken = time.monotonic()
         if not (doc.get("precpu_stats") or {}).get("system_cpu_usage"):
@@ -503,7 +532,7 @@ class DockerRuntime:
             short_id(doc.get("id") or ref.id), doc, int(time.time()), cpus=await self._cpus()
         )
         if len(self._fresh) >= _FRESH_KEEP:
-            self._fresh = {k: v for k, v in self._fresh.items() if taken - v[0] < STATS_INTERVAL}
+            self._fresh = {k: v for k, v in self._fresh.items() if taken - v[0] < STATS_STALE}
         self._fresh[ref.id] = (taken, sample)
         return sample
 

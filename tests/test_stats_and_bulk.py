@@ -6,9 +6,12 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from nekzus.keys import EVENT_BUS
+from runtimes import ContainerRef
+from runtimes.docker import DockerRuntime
 
 from .conftest import LINKED, ClientFactory, Containers, make_config, next_event
 
@@ -260,3 +263,34 @@ async def test_bulk_results_after_concurrent_restarts(
     ).json()
     assert (body["total"], body["success"], body["failed"]) == (7, 7, 0)
     assert [r["id"] for r in body["results"]] == [m["Id"][:12] for m in made]
+
+
+async def test_a_recent_sample_answers_while_the_engines_next_pass_is_away(
+    docker_host: str, containers: Containers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = await containers.create(cmd=BUSY)
+    runtime = DockerRuntime(docker_host)
+    try:
+        ref = ContainerRef(made["Id"][:12])
+        first = await runtime.stats(ref)
+        # As if that sample were 1.5 s old and the collector's next pass a long way off.
+        taken, sample = runtime._fresh[ref.id]
+        runtime._fresh[ref.id] = (taken - 1.5, sample)
+        release = asyncio.Event()
+        real = runtime._sample
+
+        async def far_pass(ref: ContainerRef) -> dict[str, Any]:
+            await release.wait()
+            return await real(ref)
+
+        monkeypatch.setattr(runtime, "_sample", far_pass)
+        begin = time.perf_counter()
+        again = await runtime.stats(ref)
+        assert again is first and time.perf_counter() - begin < 0.5
+        in_flight = runtime._sampling[ref.id]
+        release.set()
+        newer = await asyncio.wait_for(asyncio.shield(in_flight), 15)
+        assert newer is not first and runtime._fresh[ref.id][1] is newer
+        assert newer.cpu_percent > 0
+    finally:
+        await runtime.close()
