@@ -56,9 +56,10 @@ async def test_single_stats_answer_well_within_a_second_with_a_real_rate(
         assert resp.status == 200, body
         assert body["cpu"]["usage"] > 0  # a rate over the last samples, never an empty first one
     # The Engine's own two-sample answer took 1-2 s a call. The first call for a container takes
-    # two one-shot samples (the Engine's collector passes once a second); later ones answer
-    # against the gateway's previous sample, or repeat one younger than the collector's pass.
-    assert took[0] < 1.5, took
+    # two one-shot samples, one or two passes of the Engine's once-a-second collector depending on
+    # where it is in its second; later ones answer against the gateway's previous sample, or
+    # repeat one younger than the collector's pass.
+    assert took[0] < 2.5, took
     assert max(took[1:]) < 0.5, took
 
 
