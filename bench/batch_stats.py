@@ -1,8 +1,10 @@
 """Batch stats of 20 running linked containers vs the stats of one.
 
-The Engine takes a one-shot sample in two ticks of its 1 s stats collector, and the gateway samples
-the batch concurrently, so 20 containers should cost about what one does: target ≤ 1.5×. Calls
-are interleaved, batch and single taking turns at going first.
+The gateway samples the batch concurrently, and answers each container against its own previous
+sample (a recent one answers while the Engine's next collector pass is away), so after the first
+round a batch of 20 answers in a fraction of a second, like one container: target ≤ 0.5 s (the
+ratio to a single call, a few milliseconds, is informative). Calls are interleaved, batch and
+single taking turns at going first.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from _harness import Bench, Row, percentile, run_script
 
 CONTAINERS = 20
 REPEATS = 5
-TARGET_RATIO = 1.5
+TARGET_BATCH = 0.5
 
 
 async def _timed(bench: Bench, path: str) -> tuple[float, Any]:
@@ -59,8 +61,8 @@ async def measure(bench: Bench) -> list[Row]:
         Row("single max", max(single), "s"),
         Row(f"batch GET /containers/stats median ({REPEATS} calls)", b50, "s"),
         Row("batch min", min(batch), "s"),
-        Row("batch max", max(batch), "s"),
-        Row("batch median / single median", b50 / s50, "×", TARGET_RATIO),
+        Row("batch median / single median", b50 / s50, "×"),
+        Row("batch max", max(batch), "s", TARGET_BATCH),
     ]
 
 

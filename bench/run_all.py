@@ -25,8 +25,10 @@ import idle_memory
 import json_depth
 import limiter_memory
 import list_containers
+import list_throughput
 import log_throughput
 import start_latency
+import stats_latency
 import tls_flood
 import ws_memory
 from _harness import (
@@ -48,9 +50,11 @@ LOCAL_BENCHMARKS: tuple[tuple[str, LocalMeasure], ...] = (
 BENCHMARKS: tuple[tuple[str, Measure, dict[str, str]], ...] = (
     ("idle_memory", idle_memory.measure, {}),
     ("list_containers", list_containers.measure, {}),
+    ("list_throughput", list_throughput.measure, list_throughput.GATEWAY_ENV),
     ("auth_overhead", auth_overhead.measure, {}),
     ("access_log_overhead", access_log_overhead.measure, {}),
     ("batch_stats", batch_stats.measure, {}),
+    ("stats_latency", stats_latency.measure, {}),
     ("event_latency", event_latency.measure, event_latency.GATEWAY_ENV),
     ("ws_memory", ws_memory.measure, ws_memory.GATEWAY_ENV),
     ("event_fanout", event_fanout.measure, event_fanout.GATEWAY_ENV),

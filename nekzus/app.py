@@ -30,6 +30,7 @@ from .keys import (
     REGISTRY,
     SELF_CONTAINER_ID,
     STARTED_AT,
+    STATE,
     TASKS,
     WATCHERS,
 )
@@ -40,6 +41,7 @@ from .operation_store import OperationStore
 from .operations import OperationTracker
 from .ratelimit import RateLimiter, add_rate_headers, ratelimit_middleware
 from .routes import auth, bulk, containers, export, health, operations, ws
+from .state import ContainerModel, StateModels
 from .tasks import TaskGroup
 from .watcher import StateWatcher
 
@@ -127,13 +129,26 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = Hub(event_limit=ws_config.event_queue, log_limit=ws_config.log_buffer)
     app[HUB] = hub
     bus = app[EVENT_BUS]
+    state = app[STATE]
+    # Before the hub: a client that hears an action finished must not list from a model that has
+    # not re-read the container yet.
+    bus.add_listener(state.on_event)
     bus.add_listener(hub.broadcast)
     for runtime in app[REGISTRY]:
-        watcher = StateWatcher(runtime, bus, app[LINKER])
+        watcher = StateWatcher(
+            runtime,
+            bus,
+            app[LINKER],
+            model=ContainerModel(runtime.name),
+            resync_interval=app[CONFIG].runtimes.docker.resync_interval,
+        )
+        if watcher.model is not None:
+            state.models[runtime.name] = watcher.model
         app[WATCHERS].append(watcher)
         app[TASKS].spawn(watcher.run(), name=f"state-watcher-{runtime.name}")
     yield
     bus.remove_listener(hub.broadcast)
+    bus.remove_listener(state.on_event)
     await hub.close()
 
 
@@ -186,6 +201,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     app[SELF_CONTAINER_ID] = config.runtimes.docker.self_id or detect_self_container_id()
     app[LINKER] = AppLinker(config.apps)
     app[WATCHERS] = []
+    app[STATE] = StateModels()
     app.cleanup_ctx.append(_runtimes_ctx(runtimes))
     app.cleanup_ctx.append(_operations_ctx)
     app.cleanup_ctx.append(_hub_ctx)

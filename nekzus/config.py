@@ -194,6 +194,8 @@ class DockerRuntimeConfig(_Section):
     self_id: str = ""
     # Seconds between reachability checks, which log when the daemon goes away or comes back.
     health_interval: float = Field(5.0, gt=0, le=300)
+    # Seconds between full listings that check the event-fed container list against the Engine.
+    resync_interval: float = Field(60.0, ge=1, le=3600)
 
     @field_validator("host")
     @classmethod

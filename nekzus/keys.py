@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .monitor import RuntimeMonitor
     from .operations import OperationTracker
     from .ratelimit import RateDecision, RateLimiter
+    from .state import StateModels
     from .tasks import TaskGroup
     from .watcher import StateWatcher
 
@@ -28,6 +29,7 @@ OPERATIONS: web.AppKey[OperationTracker] = web.AppKey("operations")
 MONITOR: web.AppKey[RuntimeMonitor] = web.AppKey("monitor")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
 WATCHERS: web.AppKey[list[StateWatcher]] = web.AppKey("watchers")
+STATE: web.AppKey[StateModels] = web.AppKey("state")
 TASKS: web.AppKey[TaskGroup] = web.AppKey("tasks")
 STARTED_AT: web.AppKey[float] = web.AppKey("started_at", float)
 SELF_CONTAINER_ID: web.AppKey[str] = web.AppKey("self_container_id", str)

@@ -3,6 +3,10 @@
 Changes made outside the gateway (the docker CLI, a crash, a restart policy) are seen too. When the
 stream breaks (the daemon restarts), the watcher reconnects with backoff, lists the containers to
 reconcile what it missed, and publishes the differences; a state it already knew is not repeated.
+
+For a runtime that offers rows (:class:`~runtimes.RowSource`), the watcher also keeps the
+:class:`~nekzus.state.ContainerModel` the list is served from: it re-reads a container's row before
+publishing that container's event, and lists everything again every ``resync_interval`` seconds.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from runtimes import (
@@ -18,12 +23,15 @@ from runtimes import (
     ContainerRuntime,
     ContainerState,
     ContainerSummary,
+    RowSource,
     RuntimeEvent,
     RuntimeFailure,
 )
 
 from .events import EventBus
 from .linking import AppLinker
+from .state import ContainerModel
+from .tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +65,15 @@ def app_status(state: ContainerState, health: str | None) -> str | None:
 
 
 class StateWatcher:
-    def __init__(self, runtime: ContainerRuntime, bus: EventBus, linker: AppLinker) -> None:
+    def __init__(
+        self,
+        runtime: ContainerRuntime,
+        bus: EventBus,
+        linker: AppLinker,
+        *,
+        model: ContainerModel | None = None,
+        resync_interval: float = 60.0,
+    ) -> None:
         self.runtime = runtime
         self._bus = bus
         self._linker = linker
@@ -66,31 +82,96 @@ class StateWatcher:
         self._apps: dict[str, str] = {}
         # Set while the event stream is open (after the reconciliation that precedes it).
         self.watching = asyncio.Event()
+        self._rows = runtime if isinstance(runtime, RowSource) else None
+        self.model = model if self._rows is not None else None
+        self._resync_interval = resync_interval
+        self._delay = RETRY_FIRST
+        # Events, resyncs and re-reads write the model one at a time: a listing taken before an
+        # event must not overwrite the row that event re-read.
+        self._lock = asyncio.Lock()
 
     async def run(self) -> None:
-        delay = RETRY_FIRST
+        self._delay = RETRY_FIRST
         first = True
         while True:
             try:
                 since = int(time.time())
-                await self._reconcile(publish=not first)
+                async with self._lock:
+                    await self._reconcile(publish=not first)
                 first = False
                 self.watching.set()
-                # Events from just before the listing are replayed; a state already known is
-                # not published again, so the overlap costs nothing.
-                async for event in self.runtime.events(since=since - 1):
-                    delay = RETRY_FIRST
-                    await self._apply(event)
+                await self._follow(since)
                 log.info("%s event stream ended; reconnecting", self.runtime.name)
             except RuntimeFailure as exc:
-                if self.watching.is_set() or delay == RETRY_FIRST:
+                if self.watching.is_set() or self._delay == RETRY_FIRST:
                     log.warning("%s event stream lost (%s); retrying", self.runtime.name, exc)
             self.watching.clear()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+            if self.model is not None:
+                self.model.cool()  # it misses events until the next reconciliation
+            await asyncio.sleep(self._delay)
+            self._delay = min(self._delay * 2, RETRY_MAX)
+
+    async def _follow(self, since: int) -> None:
+        upkeep = TaskGroup()
+        if self.model is not None:
+            upkeep.spawn(self._upkeep(self.model), name=f"state-upkeep-{self.runtime.name}")
+        try:
+            # Events from just before the listing are replayed; a state already known is not
+            # published again, so the overlap costs nothing.
+            async for event in self.runtime.events(since=since - 1):
+                self._delay = RETRY_FIRST
+                async with self._lock:
+                    await self._apply(event)
+        finally:
+            await upkeep.close()
+
+    async def _upkeep(self, model: ContainerModel) -> None:
+        """While the stream is open: re-read containers whose actions finished, and list every
+        container again each ``resync_interval`` seconds, in case the stream lost something."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._resync_interval
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await model.wanted.wait()
+            except TimeoutError:
+                deadline = loop.time() + self._resync_interval
+                async with self._lock:
+                    try:
+                        await self._reconcile(publish=True)
+                    except RuntimeFailure as exc:
+                        log.warning(
+                            "%s resync failed (%s); listing live until it works", self.runtime.name, exc
+                        )
+                        model.cool()
+                continue
+            async with self._lock:
+                await self._reread(model.pending())
+
+    async def _reread(self, ids: Sequence[str]) -> dict[str, ContainerSummary] | None:
+        """Fresh rows of ``ids`` into the model, answered by id; None (and the model cools) when
+        the runtime cannot be asked."""
+        assert self._rows is not None and self.model is not None
+        if not ids:
+            return {}
+        try:
+            rows = await self._rows.rows(ids)
+        except RuntimeFailure as exc:
+            log.warning(
+                "re-reading %s on %s failed (%s); listing live", ",".join(ids), self.runtime.name, exc
+            )
+            self.model.cool()
+            return None
+        self.model.refresh(ids, rows)
+        return {row.summary.id: row.summary for row in rows}
 
     async def _reconcile(self, *, publish: bool) -> None:
-        containers = await self.runtime.list_containers()
+        if self._rows is not None and self.model is not None:
+            rows = await self._rows.rows(known=self.model.rows)
+            self.model.fill(rows)
+            containers = [row.summary for row in rows]
+        else:
+            containers = await self.runtime.list_containers()
         seen = set()
         for c in containers:
             key = (c.namespace, c.id)
@@ -107,10 +188,19 @@ class StateWatcher:
     async def _apply(self, event: RuntimeEvent) -> None:
         cid = event.container_id
         key = (event.namespace, cid)
-        if event.state is None:  # removed
-            self._known.pop(key, None)
-            return
         known = self._known.get(key)
+        if event.state is None and event.action != "rename":  # removed
+            self._known.pop(key, None)
+            if self.model is not None:
+                self.model.remove(cid)
+            return
+        # Ordering: the model holds the container's new row before any client hears of the change.
+        fresh = await self._reread([cid]) if self.model is not None else None
+        row = fresh.get(cid) if fresh else None
+        if event.state is None:  # renamed: nothing to publish
+            if known is not None and row is not None:
+                self._known[key] = replace(known, name=row.name)
+            return
         labels = dict(event.labels) if event.labels else (known.labels if known else {})
         annotations = dict(event.annotations) if event.annotations else (known.annotations if known else {})
         health = known.health if known else None
@@ -118,7 +208,10 @@ class StateWatcher:
             # A healthcheck verdict (Docker), or a pod's readiness carried on every pod event.
             health = event.health
         elif event.action in ("start", "restart"):
-            health = await self._health_after_start(cid, event, labels, health)
+            if row is not None:
+                health = row.health
+            else:
+                health = await self._health_after_start(cid, event, labels, health)
         current = Known(
             event.name or (known.name if known else cid),
             event.namespace,

@@ -7,7 +7,7 @@ frozen dataclasses so they can be shared between tasks without copying.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -97,6 +97,7 @@ class RuntimeEvent:
     container_id: str
     name: str
     action: str
+    # None: the container was removed, or (action "rename") its state did not change.
     state: ContainerState | None
     labels: Mapping[str, str]
     runtime: str
@@ -142,6 +143,28 @@ class RuntimeInfo:
     name: str
     version: str
     api_version: str
+
+
+class ContainerRow(Protocol):
+    """A container as a state model keeps it, to be shown later: ``at(now)`` is its summary as the
+    runtime would list it at ``now`` (a status line such as "Up 5 minutes" depends on the time)."""
+
+    @property
+    def summary(self) -> ContainerSummary: ...
+
+    def at(self, now: float) -> ContainerSummary: ...
+
+
+@runtime_checkable
+class RowSource(Protocol):
+    """A runtime whose list the gateway may serve from a model its events keep current."""
+
+    async def rows(
+        self, ids: Sequence[str] | None = None, *, known: Mapping[str, ContainerRow] | None = None
+    ) -> list[ContainerRow]:
+        """Every container's row, or those of ``ids`` (an id that is gone has none); ``known`` are
+        the rows a model already holds, which the runtime may reuse where nothing changed."""
+        ...
 
 
 @runtime_checkable

@@ -7,11 +7,13 @@ reports a socket it cannot reach as status 900; that is :class:`Unavailable`, as
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -21,6 +23,7 @@ import aiohttp
 
 from .base import (
     ContainerRef,
+    ContainerRow,
     ContainerState,
     ContainerSummary,
     ExportSource,
@@ -32,7 +35,7 @@ from .base import (
 )
 from .errors import AlreadyInState, Conflict, NotFound, OperationFailed, RuntimeFailure, Unavailable
 from .redact import mask_env_list
-from .stats import sample_from_docker
+from .stats import CpuHistory, sample_from_docker
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +61,28 @@ _EVENT_STATES: Mapping[str, ContainerState | None] = {
     "die": ContainerState.EXITED,
     "destroy": None,
 }
-_EVENT_NON_LABELS = frozenset({"image", "name", "exitCode", "signal", "execDuration"})
+_EVENT_NON_LABELS = frozenset({"image", "name", "exitCode", "signal", "execDuration", "oldName"})
+# Events that change what a container's list row shows but not its state.
+_EVENT_REFRESH = frozenset({"rename"})
 
 _LOG_HEADER = struct.Struct(">BxxxL")
 _LOG_STREAMS = {0: "stdout", 1: "stdout", 2: "stderr"}
 MAX_LOG_FRAME = 1 << 20  # frames above 1 MiB are skipped rather than buffered
 _READ_TIMEOUT = 30.0
 _IMAGE_CACHE = 256  # image documents kept by id (an id names immutable content)
-_INFO_SECONDS = 60.0  # how long the daemon's default logging driver is taken as known
+_INFO_SECONDS = 60.0  # how long the daemon's info (logging driver, CPUs) is taken as known
+_INSPECT_CONCURRENCY = 8  # inspects at once while a state model (re)learns its containers
+# A first stats call takes two one-shot samples at least this far apart: long enough for the
+# host's CPU counter (clock ticks of 10 ms, on every CPU) to move by dozens of ticks. The Engine's
+# stats collector reads its containers once a second (STATS_INTERVAL) and a one-shot sample waits
+# for its next pass, so in practice the second sample comes with that pass: ~1 s on Docker 20.10.
+FIRST_SAMPLE_GAP = 0.25
+STATS_INTERVAL = 1.0
+# A container's newest sample, up to STATS_STALE old, answers a call whose fresh sample is not
+# there within STATS_WAIT (its collector pass is further away); that pass still refreshes it.
+STATS_WAIT = 0.1
+STATS_STALE = 3.0
+_FRESH_KEEP = 512  # recent samples kept by container before the stale ones are swept
 
 
 def map_state(docker_state: str) -> ContainerState:
@@ -85,6 +102,106 @@ def parse_timestamp(value: str) -> int:
     except ValueError:
         return 0
     return int(moment.timestamp())
+
+
+def parse_time(value: str) -> float:
+    """Unix seconds, with the fraction, of an Engine RFC 3339 time; 0 for Go's zero time or junk."""
+    if not value or value.startswith("0001-"):
+        return 0.0
+    head, dot, rest = value.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        # Python reads at most microseconds: the Engine writes nanoseconds.
+        value = f"{head}.{rest[:digits][:6].ljust(6, '0')}{rest[digits:]}"
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def human_duration(seconds: float) -> str:
+    """A duration as the Docker CLI writes it in a status line (go-units' ``HumanDuration``)."""
+    whole = int(seconds)
+    if whole < 1:
+        return "Less than a second"
+    if whole == 1:
+        return "1 second"
+    if whole < 60:
+        return f"{whole} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetime:
+    """What the Engine renders a container's status line from (its ``State``), kept so that the
+    line can be rendered again later instead of aging: "Up 5 minutes" is true for one minute."""
+
+    status: str  # the Engine's own word: running, paused, restarting, exited, created, dead, removing
+    started_at: float
+    finished_at: float
+    exit_code: int
+    health: str | None
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Lifetime:
+        return cls(
+            status=str(state.get("Status", "")),
+            started_at=parse_time(str(state.get("StartedAt", ""))),
+            finished_at=parse_time(str(state.get("FinishedAt", ""))),
+            exit_code=int(state.get("ExitCode") or 0),
+            health=(state.get("Health") or {}).get("Status") or None,
+        )
+
+    def status_line(self, now: float) -> str:
+        """The status the Engine would show at ``now`` (its ``State.String()``)."""
+        if self.status in ("running", "paused", "restarting"):
+            if self.status == "paused":
+                return f"Up {human_duration(now - self.started_at)} (Paused)"
+            if self.status == "restarting":
+                return f"Restarting ({self.exit_code}) {human_duration(now - self.finished_at)} ago"
+            up = f"Up {human_duration(now - self.started_at)}"
+            if self.health:
+                return f"{up} (health: starting)" if self.health == "starting" else f"{up} ({self.health})"
+            return up
+        if self.status == "removing":
+            return "Removal In Progress"
+        if self.status == "dead":
+            return "Dead"
+        if not self.started_at:
+            return "Created"
+        if not self.finished_at:
+            return ""
+        return f"Exited ({self.exit_code}) {human_duration(now - self.finished_at)} ago"
+
+
+@dataclass(frozen=True, slots=True)
+class DockerRow:
+    """A container's list row as a state model keeps it: the row, and its lifetime for the status."""
+
+    summary: ContainerSummary
+    lifetime: Lifetime
+
+    def at(self, now: float) -> ContainerSummary:
+        return replace(self.summary, status=self.lifetime.status_line(now))
 
 
 def _ports_from_list(ports: list[dict[str, Any]] | None) -> tuple[PortMapping, ...]:
@@ -157,7 +274,7 @@ class DockerRuntime:
             timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5),
         )
         self._images: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._log_driver: tuple[float, str] | None = None
+        self._info: tuple[float, dict[str, Any]] | None = None
         self._info_lock = asyncio.Lock()
         # What a client is told when the Engine does not answer: the address tried (without any
         # user name in it) and the settings that change it.
@@ -165,15 +282,19 @@ class DockerRuntime:
             f"the Docker Engine at {without_userinfo(host)} does not answer "
             "(set DOCKER_HOST or runtimes.docker.host to use another)"
         )
+        self._cpu = CpuHistory(min_gap=FIRST_SAMPLE_GAP)
+        self._fresh: dict[str, tuple[float, StatsSample]] = {}
+        self._sampling: dict[str, asyncio.Future[StatsSample]] = {}
 
     @property
     def name(self) -> str:
         return self._name
 
     async def close(self) -> None:
-        for pending in self._images.values():
+        owned: list[asyncio.Future[Any]] = [*self._images.values(), *self._sampling.values()]
+        for pending in owned:
             pending.cancel()
-        await asyncio.gather(*self._images.values(), return_exceptions=True)
+        await asyncio.gather(*owned, return_exceptions=True)
         await self._docker.close()
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -237,6 +358,79 @@ class DockerRuntime:
     async def list_containers(self, *, namespace: str | None = None) -> list[ContainerSummary]:
         rows = await self._json("containers/json", params={"all": "1"})
         return [self._summary_from_list(row) for row in rows]
+
+    async def rows(
+        self, ids: Sequence[str] | None = None, *, known: Mapping[str, ContainerRow] | None = None
+    ) -> list[ContainerRow]:
+        """List rows with the lifetimes their status lines are rendered from: every container, or
+        those ``ids`` name (ids or their prefixes).
+
+        A lifetime comes from an inspect. On a full listing, a container whose ``known`` row still
+        renders the very status line the Engine shows keeps its lifetime instead: a periodic
+        resync of a quiet daemon is one list call.
+        """
+        if ids is None:
+            listed = await self._list_raw({"all": "1"})
+            now = time.time()
+            lifetimes: dict[str, Lifetime] = {}
+            for row in listed:
+                old = (known or {}).get(short_id(row["Id"]))
+                if (
+                    isinstance(old, DockerRow)
+                    and old.lifetime.status == row.get("State")
+                    and old.lifetime.status_line(now) == row.get("Status")
+                ):
+                    lifetimes[row["Id"]] = old.lifetime
+            missing = [row["Id"] for row in listed if row["Id"] not in lifetimes]
+            lifetimes.update(await self._lifetimes(missing))
+        else:
+            # The row and the lifetimes at once: this is on the path of every state event.
+            filters = json.dumps({"id": list(ids)})
+            listing, inspected = await asyncio.gather(
+                self._list_raw({"all": "1", "filters": filters}),
+                self._lifetimes(ids),
+                return_exceptions=True,
+            )
+            # Raised once both calls have ended, so neither outlives this call.
+            if isinstance(listing, BaseException):
+                raise listing
+            if isinstance(inspected, BaseException):
+                raise inspected
+            listed, fresh = listing, inspected
+            lifetimes = {
+                row["Id"]: lt for row in listed for i, lt in fresh.items() if row["Id"].startswith(i)
+            }
+        result: list[ContainerRow] = []
+        for row in listed:
+            lifetime = lifetimes.get(row["Id"])
+            if lifetime is None:
+                continue  # removed between the list and its inspect
+            summary = self._summary_from_list(row)
+            result.append(
+                DockerRow(
+                    replace(summary, state=map_state(lifetime.status), health=lifetime.health), lifetime
+                )
+            )
+        return result
+
+    async def _list_raw(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self._json("containers/json", params=params)
+        return rows
+
+    async def _lifetimes(self, ids: Sequence[str]) -> dict[str, Lifetime]:
+        """Each container's lifetime by the id asked with; one that is gone is left out."""
+        limit = asyncio.Semaphore(_INSPECT_CONCURRENCY)
+
+        async def one(cid: str) -> Lifetime | None:
+            async with limit:
+                try:
+                    doc = await self._inspect_raw(ContainerRef(cid))
+                except NotFound:
+                    return None
+            return Lifetime.from_state(doc.get("State") or {})
+
+        found = await asyncio.gather(*(one(cid) for cid in ids))
+        return {cid: lt for cid, lt in zip(ids, found, strict=True) if lt is not None}
 
     def _summary_from_list(self, row: Mapping[str, Any]) -> ContainerSummary:
         names = row.get("Names") or [""]
@@ -305,10 +499,70 @@ class DockerRuntime:
     # -- stats ----------------------------------------------------------------------------------
 
     async def stats(self, ref: ContainerRef) -> StatsSample:
-        # stream=false makes the Engine take two samples a second apart, so precpu_stats is
-        # filled and CPU % is a real rate rather than a lifetime average.
-        doc = await self._json(f"containers/{ref.id}/stats", params={"stream": "false"})
-        return sample_from_docker(short_id(doc.get("id") or ref.id), doc, int(time.time()))
+        """One sample with a real CPU rate, in a fraction of a second after a container's first.
+
+        ``one-shot`` (API 1.41) has no previous CPU reading, so the rate is taken against the
+        gateway's own earlier sample of the container (see :class:`~runtimes.stats.CpuHistory`);
+        the first call takes a second sample ``FIRST_SAMPLE_GAP`` or more after the first. The
+        Engine's collector reads containers once a second and a one-shot sample waits for its next
+        pass, so a sample younger than ``STATS_INTERVAL`` is answered again (the Engine has nothing
+        newer), and one younger than ``STATS_STALE`` answers when the next pass is more than
+        ``STATS_WAIT`` away. Concurrent calls for a container share one sampling. An older Engine
+        ignores ``one-shot`` and takes two samples itself, a second apart, used as they are.
+        """
+        now = time.monotonic()
+        recent = self._fresh.get(ref.id)
+        if recent is not None and now - recent[0] < STATS_INTERVAL:
+            return recent[1]
+        sampling = self._sampling.get(ref.id)
+        if sampling is None:
+            sampling = asyncio.ensure_future(self._new_sample(ref))
+            self._sampling[ref.id] = sampling
+            sampling.add_done_callback(functools.partial(self._sampled, ref.id))
+        if recent is not None and now - recent[0] < STATS_STALE:
+            done, _ = await asyncio.wait({sampling}, timeout=STATS_WAIT)
+            if not done:
+                return recent[1]
+        # Shielded: a caller that goes away does not cancel a sampling others may share.
+        return await asyncio.shield(sampling)
+
+    def _sampled(self, key: str, sampling: asyncio.Future[StatsSample]) -> None:
+        if self._sampling.get(key) is sampling:
+            del self._sampling[key]
+        if not sampling.cancelled():
+            sampling.exception()  # its callers have it; nobody else must be told it went unread
+
+    async def _new_sample(self, ref: ContainerRef) -> StatsSample:
+        doc = await self._sample(ref)
+        taken = time.monotonic()
+        if not (doc.get("precpu_stats") or {}).get("system_cpu_usage"):
+            cid = str(doc.get("id") or ref.id)
+            earlier = self._cpu.earlier(cid, taken)
+            if earlier is None and doc.get("cpu_stats", {}).get("system_cpu_usage"):
+                self._cpu.record(cid, taken, doc["cpu_stats"])
+                await asyncio.sleep(FIRST_SAMPLE_GAP)
+                doc = await self._sample(ref)
+                taken = time.monotonic()
+                earlier = self._cpu.earlier(cid, taken)
+            self._cpu.record(cid, taken, doc.get("cpu_stats") or {})
+            doc = {**doc, "precpu_stats": earlier or {}}
+        sample = sample_from_docker(
+            short_id(doc.get("id") or ref.id), doc, int(time.time()), cpus=await self._cpus()
+        )
+        if len(self._fresh) >= _FRESH_KEEP:
+            self._fresh = {k: v for k, v in self._fresh.items() if taken - v[0] < STATS_STALE}
+        self._fresh[ref.id] = (taken, sample)
+        return sample
+
+    async def _sample(self, ref: ContainerRef) -> dict[str, Any]:
+        doc: dict[str, Any] = await self._json(
+            f"containers/{ref.id}/stats", params={"stream": "false", "one-shot": "true"}
+        )
+        return doc
+
+    async def _cpus(self) -> int:
+        """The daemon's CPU count: what a container without a CPU reading of its own may use."""
+        return int((await self._daemon_info()).get("NCPU") or 1)
 
     # -- export ---------------------------------------------------------------------------------
 
@@ -343,22 +597,24 @@ class DockerRuntime:
         return doc
 
     async def _default_log_driver(self) -> str:
-        """The daemon's default logging driver, asked at most once a minute (and once at a time)."""
-        known = self._log_driver
+        return str((await self._daemon_info()).get("LoggingDriver", ""))
+
+    async def _daemon_info(self) -> dict[str, Any]:
+        """The daemon's ``info``, asked at most once a minute (and once at a time)."""
+        known = self._info
         if known is not None and time.monotonic() - known[0] < _INFO_SECONDS:
             return known[1]
         async with self._info_lock:
             now = time.monotonic()
-            if self._log_driver is None or now - self._log_driver[0] >= _INFO_SECONDS:
-                info = await self._json("info")
-                self._log_driver = (now, str(info.get("LoggingDriver", "")))
-            return self._log_driver[1]
+            if self._info is None or now - self._info[0] >= _INFO_SECONDS:
+                self._info = (now, await self._json("info"))
+            return self._info[1]
 
     # -- streams --------------------------------------------------------------------------------
 
     async def events(self, *, since: int | None = None) -> AsyncIterator[RuntimeEvent]:
         # Only state changes and healthcheck verdicts: not the exec_* events every healthcheck makes.
-        wanted = {"type": ["container"], "event": [*_EVENT_STATES, "health_status"]}
+        wanted = {"type": ["container"], "event": [*_EVENT_STATES, *_EVENT_REFRESH, "health_status"]}
         params = {"filters": json.dumps(wanted)}
         if since is not None:
             params["since"] = str(since)
@@ -387,6 +643,8 @@ class DockerRuntime:
             action, state = "health_status", ContainerState.RUNNING
         elif action in _EVENT_STATES:
             state = _EVENT_STATES[action]
+        elif action in _EVENT_REFRESH:
+            state = None
         else:
             return None
         actor = raw.get("Actor") or {}

@@ -17,23 +17,24 @@ def _int(value: Any) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
-def online_cpus(cpu_stats: Mapping[str, Any]) -> int:
-    """CPUs the container may use: ``online_cpus``, else the length of ``percpu_usage`` (old v1)."""
+def online_cpus(cpu_stats: Mapping[str, Any], fallback: int = 1) -> int:
+    """CPUs the container may use: ``online_cpus``, else the length of ``percpu_usage`` (old v1),
+    else ``fallback`` (the daemon's CPU count: a container that never ran reports neither)."""
     online = _int(cpu_stats.get("online_cpus"))
     if online > 0:
         return online
     percpu = cpu_stats.get("cpu_usage", {}).get("percpu_usage") or []
-    return len(percpu) if percpu else 1
+    return len(percpu) if percpu else max(fallback, 1)
 
 
-def cpu_fraction(doc: Mapping[str, Any]) -> tuple[float, int]:
+def cpu_fraction(doc: Mapping[str, Any], cpus_fallback: int = 1) -> tuple[float, int]:
     """(cores in use, online CPUs) between ``precpu_stats`` and ``cpu_stats``.
 
     CPU % = Δcontainer CPU ÷ Δsystem CPU × online CPUs × 100; ``cores in use`` is that ÷ 100.
     """
     cpu = doc.get("cpu_stats") or {}
     pre = doc.get("precpu_stats") or {}
-    cpus = online_cpus(cpu)
+    cpus = online_cpus(cpu, cpus_fallback)
     cpu_delta = _int(cpu.get("cpu_usage", {}).get("total_usage")) - _int(
         pre.get("cpu_usage", {}).get("total_usage")
     )
@@ -70,8 +71,11 @@ def network_totals(doc: Mapping[str, Any]) -> tuple[int, int]:
     return rx, tx
 
 
-def sample_from_docker(container_id: str, doc: Mapping[str, Any], timestamp: int) -> StatsSample:
-    cores, cpus = cpu_fraction(doc)
+def sample_from_docker(
+    container_id: str, doc: Mapping[str, Any], timestamp: int, *, cpus: int = 1
+) -> StatsSample:
+    """The contract's figures; ``cpus`` is the daemon's CPU count, for a document without its own."""
+    cores, cpus = cpu_fraction(doc, cpus)
     memory = doc.get("memory_stats") or {}
     used = memory_used(memory)
     limit = _int(memory.get("limit"))
@@ -89,3 +93,49 @@ def sample_from_docker(container_id: str, doc: Mapping[str, Any], timestamp: int
         network_tx=tx,
         timestamp=timestamp,
     )
+
+
+class CpuHistory:
+    """The CPU counters of each container's recent samples, so that a one-shot sample (which has
+    no previous reading) still gives a rate: against the newest earlier sample that is at least
+    ``min_gap`` seconds old, and no older than ``max_age``.
+
+    Two readings are kept per container: a new one replaces the older only once the newer is
+    ``min_gap`` old, so calls in quick succession still measure over at least ``min_gap``.
+    """
+
+    def __init__(self, *, min_gap: float, max_age: float = 30.0) -> None:
+        self.min_gap = min_gap
+        self.max_age = max_age
+        self._readings: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+        self._swept = 0.0
+
+    def earlier(self, key: str, now: float) -> dict[str, Any] | None:
+        """The reading to compare a sample taken at ``now`` with, None without a usable one."""
+        for taken, cpu in reversed(self._readings.get(key, ())):
+            age = now - taken
+            if self.min_gap <= age <= self.max_age:
+                return dict(cpu)
+        return None
+
+    def record(self, key: str, now: float, cpu_stats: Mapping[str, Any]) -> None:
+        """Keep the counters of a sample taken at ``now`` (a monotonic clock)."""
+        if now - self._swept > self.max_age:
+            self._swept = now
+            for stale in [k for k, v in self._readings.items() if now - v[-1][0] > self.max_age]:
+                del self._readings[stale]
+        reading = (
+            now,
+            {
+                "cpu_usage": {"total_usage": _int(cpu_stats.get("cpu_usage", {}).get("total_usage"))},
+                "system_cpu_usage": _int(cpu_stats.get("system_cpu_usage")),
+            },
+        )
+        kept = self._readings.setdefault(key, [])
+        if kept and now - kept[-1][0] < self.min_gap:
+            return
+        kept.append(reading)
+        del kept[:-2]
+
+    def __len__(self) -> int:
+        return len(self._readings)

@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient
 from nekzus.app import create_app
 from nekzus.config import Config
 from nekzus.events import Event, Subscription
+from nekzus.keys import WATCHERS
 from runtimes import RuntimeRegistry
 
 # The real Kubernetes control plane tier's fixtures (kube_plane, kube_namespace).
@@ -188,3 +189,20 @@ async def next_event(sub: Subscription, type_prefix: str, *, timeout: float = 15
             assert event is not None, "event subscription ended"
             if event.type.startswith(type_prefix):
                 return event
+
+
+async def state_heard(sub: Subscription, container_id: str, state: str, *, timeout: float = 15) -> Event:
+    """The gateway's ``container.state`` event of one container reaching ``state``. The list is as
+    fresh as that event stream: a list asked after this event shows the state."""
+    async with asyncio.timeout(timeout):
+        while True:
+            event = await next_event(sub, "container.state")
+            if event.data["containerId"] == container_id[:12] and event.data["state"] == state:
+                return event
+
+
+async def watching(client: TestClient[Any, Any]) -> None:
+    """The state watcher has its event stream open (so direct daemon changes are seen)."""
+    async with asyncio.timeout(15):
+        for watcher in client.server.app[WATCHERS]:
+            await watcher.watching.wait()

@@ -10,7 +10,7 @@ from yarl import URL
 
 from nekzus.keys import EVENT_BUS
 
-from .conftest import LINKED, Containers, next_event
+from .conftest import LINKED, Containers, next_event, state_heard, watching
 
 HEX12 = re.compile(r"^[0-9a-f]{12}$")
 
@@ -74,8 +74,13 @@ async def test_list_rejects_bad_all_value(client: TestClient[Any, Any]) -> None:
 
 
 async def test_exited_container_maps_to_exited(client: TestClient[Any, Any], containers: Containers) -> None:
+    await watching(client)
+    sub = client.server.app[EVENT_BUS].subscribe()
     done = await containers.create(labels=LINKED, cmd=["true"])
     await containers.docker.containers.container(done["Id"]).wait()
+    # The list follows the Engine's event stream: it shows the exit once the gateway announced it.
+    await state_heard(sub, done["Id"], "exited")
+    sub.close()
     body = await (await client.get("/api/v1/containers")).json()
     row = next(c for c in body if c["id"] == done["Id"][:12])
     assert row["state"] == "exited"

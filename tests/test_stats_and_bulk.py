@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from nekzus.keys import EVENT_BUS
+from runtimes import ContainerRef
+from runtimes.docker import DockerRuntime
 
 from .conftest import LINKED, ClientFactory, Containers, make_config, next_event
 
@@ -36,6 +40,41 @@ async def test_single_stats_of_a_busy_container(client: TestClient[Any, Any], co
     assert 0 < body["memory"]["used"] < body["memory"]["limit"]
     assert body["memory"]["available"] == body["memory"]["limit"] - body["memory"]["used"]
     assert body["network"] == {"rx": 0, "tx": 0}  # network none: no interface but lo
+
+
+async def test_single_stats_answer_well_within_a_second_with_a_real_rate(
+    client: TestClient[Any, Any], containers: Containers
+) -> None:
+    made = await containers.create(labels=LINKED, cmd=BUSY)
+    path = f"/api/v1/containers/{made['Id'][:12]}/stats"
+    took = []
+    for _ in range(4):
+        begin = time.perf_counter()
+        resp = await client.get(path)
+        body = await resp.json()
+        took.append(time.perf_counter() - begin)
+        assert resp.status == 200, body
+        assert body["cpu"]["usage"] > 0  # a rate over the last samples, never an empty first one
+    # The Engine's own two-sample answer took 1-2 s a call. The first call for a container takes
+    # two one-shot samples, one or two passes of the Engine's once-a-second collector depending on
+    # where it is in its second; later ones answer against the gateway's previous sample, or
+    # repeat one younger than the collector's pass.
+    assert took[0] < 2.5, took
+    assert max(took[1:]) < 0.5, took
+
+
+async def test_never_started_container_reports_total_cores_like_the_others(
+    client: TestClient[Any, Any], containers: Containers
+) -> None:
+    idle = await containers.create(start=False)
+    running = await containers.create()
+    info = await containers.docker.system.info()
+    cores = []
+    for made in (idle, running):
+        resp = await client.get(f"/api/v1/containers/{made['Id'][:12]}/stats")
+        assert resp.status == 200
+        cores.append((await resp.json())["cpu"]["totalCores"])
+    assert cores == [float(info["NCPU"]), float(info["NCPU"])]
 
 
 async def test_stats_of_unknown_container_is_404(client: TestClient[Any, Any]) -> None:
@@ -225,3 +264,34 @@ async def test_bulk_results_after_concurrent_restarts(
     ).json()
     assert (body["total"], body["success"], body["failed"]) == (7, 7, 0)
     assert [r["id"] for r in body["results"]] == [m["Id"][:12] for m in made]
+
+
+async def test_a_recent_sample_answers_while_the_engines_next_pass_is_away(
+    docker_host: str, containers: Containers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = await containers.create(cmd=BUSY)
+    runtime = DockerRuntime(docker_host)
+    try:
+        ref = ContainerRef(made["Id"][:12])
+        first = await runtime.stats(ref)
+        # As if that sample were 1.5 s old and the collector's next pass a long way off.
+        taken, sample = runtime._fresh[ref.id]
+        runtime._fresh[ref.id] = (taken - 1.5, sample)
+        release = asyncio.Event()
+        real = runtime._sample
+
+        async def far_pass(ref: ContainerRef) -> dict[str, Any]:
+            await release.wait()
+            return await real(ref)
+
+        monkeypatch.setattr(runtime, "_sample", far_pass)
+        begin = time.perf_counter()
+        again = await runtime.stats(ref)
+        assert again is first and time.perf_counter() - begin < 0.5
+        in_flight = runtime._sampling[ref.id]
+        release.set()
+        newer = await asyncio.wait_for(asyncio.shield(in_flight), 15)
+        assert newer is not first and runtime._fresh[ref.id][1] is newer
+        assert newer.cpu_percent > 0
+    finally:
+        await runtime.close()

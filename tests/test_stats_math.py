@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from runtimes.stats import cpu_fraction, memory_used, network_totals, online_cpus, sample_from_docker
+from runtimes.stats import (
+    CpuHistory,
+    cpu_fraction,
+    memory_used,
+    network_totals,
+    online_cpus,
+    sample_from_docker,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -93,3 +100,58 @@ def test_stopped_container_document_is_all_zero() -> None:
 def test_network_sums_every_interface() -> None:
     doc = {"networks": {"a": {"rx_bytes": 1, "tx_bytes": 2}, "b": {"rx_bytes": 10, "tx_bytes": 20}}}
     assert network_totals(doc) == (11, 22)
+
+
+def test_online_cpus_of_a_container_that_never_ran_are_the_daemons() -> None:
+    assert online_cpus({}, 6) == 6
+    assert online_cpus({"cpu_usage": {"total_usage": 0}}, 0) == 1
+    assert online_cpus({"online_cpus": 2}, 6) == 2  # the container's own figure wins
+
+
+def test_never_started_container_reports_the_daemons_cores() -> None:
+    doc = {"read": "0001-01-01T00:00:00Z", "cpu_stats": {"cpu_usage": {"total_usage": 0}}, "memory_stats": {}}
+    assert sample_from_docker("abc", doc, 5, cpus=4).total_cores == 4.0
+    recorded = load("docker-stats-cgroup-v1.json")
+    assert sample_from_docker("abc", recorded, 5, cpus=4).total_cores == 2.0
+
+
+def cpu(total: int, system: int) -> dict[str, Any]:
+    return {
+        "cpu_usage": {"total_usage": total, "percpu_usage": [total]},
+        "system_cpu_usage": system,
+        "online_cpus": 2,
+    }
+
+
+def test_history_gives_a_rate_against_the_previous_sample() -> None:
+    history = CpuHistory(min_gap=0.25, max_age=30)
+    assert history.earlier("c", 100.0) is None
+    history.record("c", 100.0, cpu(1_000, 10_000))
+    assert history.earlier("c", 100.1) is None  # too close: a rate over 0.1 s is mostly noise
+    earlier = history.earlier("c", 100.5)
+    assert earlier == {"cpu_usage": {"total_usage": 1_000}, "system_cpu_usage": 10_000}
+    # The arithmetic is the Engine's own with the earlier reading as precpu_stats.
+    cores, cpus = cpu_fraction({"cpu_stats": cpu(2_000, 14_000), "precpu_stats": earlier})
+    assert (cores, cpus) == (pytest.approx(1_000 / 4_000 * 2), 2)
+    assert history.earlier("other", 100.5) is None
+
+
+def test_history_keeps_the_window_at_least_min_gap_for_quick_calls() -> None:
+    history = CpuHistory(min_gap=0.25, max_age=30)
+    history.record("c", 100.0, cpu(1, 10))
+    history.record("c", 100.3, cpu(2, 20))
+    # A call 0.1 s after the newest compares with the one before it, 0.4 s back.
+    assert history.earlier("c", 100.4) == {"cpu_usage": {"total_usage": 1}, "system_cpu_usage": 10}
+    history.record("c", 100.4, cpu(3, 30))  # too close to keep: the two readings stay
+    assert history.earlier("c", 100.45) == {"cpu_usage": {"total_usage": 1}, "system_cpu_usage": 10}
+    assert history.earlier("c", 100.6) == {"cpu_usage": {"total_usage": 2}, "system_cpu_usage": 20}
+    history.record("c", 100.6, cpu(4, 40))
+    assert history.earlier("c", 100.9) == {"cpu_usage": {"total_usage": 4}, "system_cpu_usage": 40}
+
+
+def test_history_forgets_old_samples() -> None:
+    history = CpuHistory(min_gap=0.25, max_age=30)
+    history.record("old", 100.0, cpu(1, 10))
+    assert history.earlier("old", 131.0) is None
+    history.record("new", 140.0, cpu(1, 10))  # a later record sweeps what has gone stale
+    assert len(history) == 1

@@ -10,22 +10,15 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from nekzus.keys import EVENT_BUS, HUB, WATCHERS
+from nekzus.keys import EVENT_BUS, HUB
 
-from .conftest import DATA_DIR, LINKED, ClientFactory, Containers, make_config
+from .conftest import DATA_DIR, LINKED, ClientFactory, Containers, make_config, watching
 from .test_security import REMOTE_ONLY, SECRET, bearer, token
 from .wsclient import WS
 
 
 async def connect(client: TestClient[Any, Any], **kwargs: Any) -> WS:
     return WS(await client.ws_connect("/api/v1/ws", **kwargs))
-
-
-async def watching(client: TestClient[Any, Any]) -> None:
-    """The state watcher has its event stream open (so direct daemon changes are seen)."""
-    async with asyncio.timeout(15):
-        for watcher in client.server.app[WATCHERS]:
-            await watcher.watching.wait()
 
 
 def lan_and_proxy_config(docker_host: str, **overrides: Any) -> Any:

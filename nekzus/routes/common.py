@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +22,7 @@ from runtimes import (
 from ..errors import ApiError, from_runtime
 from ..keys import LINKER, REGISTRY, SELF_CONTAINER_ID
 from ..linking import is_self
+from ..state import ContainerModel
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +74,26 @@ def runtimes_for(request: web.Request) -> list[ContainerRuntime]:
         raise from_runtime(exc) from exc
 
 
-async def list_from(runtimes: list[ContainerRuntime], namespace: str = "") -> list[ContainerSummary]:
+async def _list_one(
+    runtime: ContainerRuntime, namespace: str, model: ContainerModel | None
+) -> list[ContainerSummary]:
+    if model is not None and model.warm:
+        return model.summaries(time.time())
+    return await runtime.list_containers(namespace=namespace or None)
+
+
+async def list_from(
+    runtimes: list[ContainerRuntime],
+    namespace: str = "",
+    models: Mapping[str, ContainerModel] | None = None,
+) -> list[ContainerSummary]:
     """Containers of every runtime given, only those of ``namespace`` when one is named (a runtime
-    without namespaces, Docker, has none there). A merged view skips a runtime that is down,
-    unless every one is: then the first runtime's error is the answer."""
+    without namespaces, Docker, has none there). A runtime with a warm model in ``models`` is
+    served from it, any other is asked. A merged view skips a runtime that is down, unless every
+    one is: then the first runtime's error is the answer."""
+    models = models or {}
     results = await asyncio.gather(
-        *(rt.list_containers(namespace=namespace or None) for rt in runtimes), return_exceptions=True
+        *(_list_one(rt, namespace, models.get(rt.name)) for rt in runtimes), return_exceptions=True
     )
     containers: list[ContainerSummary] = []
     failures: list[Exception] = []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 from typing import Any, cast
 
 from aiohttp import web
@@ -13,7 +15,7 @@ from runtimes import ContainerRef, ContainerState, RuntimeFailure
 from ..auth import READ_CONTAINERS, WRITE_CONTAINERS, requires
 from ..errors import ApiError
 from ..events import now
-from ..keys import OPERATIONS
+from ..keys import OPERATIONS, STATE
 from ..operations import Action, accepted_message, failure_code, refusal
 from ..params import bool_query, container_id, json_fields, namespace_value, timeout_of
 from ..ratelimit import rate_pool
@@ -27,10 +29,24 @@ log = logging.getLogger(__name__)
 async def list_containers(request: web.Request) -> web.Response:
     runtimes = runtimes_for(request)
     show_all = bool_query(request, "all")
-    containers = await list_from(runtimes, namespace_value(request))
+    namespace = namespace_value(request)
+    state = request.app[STATE]
+    # Served from warm models only, a body is the same for everyone within a second (status lines
+    # count seconds) until a model changes: render it once.
+    versions = state.warm_versions(runtimes)
+    key = (tuple(rt.name for rt in runtimes), namespace, show_all, versions)
+    second = int(time.time())
+    if versions is not None:
+        body = state.rendered.get(key, second)
+        if body is not None:
+            return web.Response(body=body, content_type="application/json", charset="utf-8")
+    containers = await list_from(runtimes, namespace, state.models)
     if not show_all:
         containers = managed(request, containers)
-    return web.json_response([summary_json(c) for c in containers])
+    body = json.dumps([summary_json(c) for c in containers]).encode()
+    if versions is not None:
+        state.rendered.put(key, second, body)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 @requires(READ_CONTAINERS)
@@ -102,7 +118,7 @@ async def container_stats(request: web.Request) -> web.Response:
 async def batch_stats(request: web.Request) -> web.Response:
     """Stats of every linked, running container, sampled concurrently (one sampling period)."""
     runtimes = {rt.name: rt for rt in runtimes_for(request)}
-    containers = await list_from(list(runtimes.values()), namespace_value(request))
+    containers = await list_from(list(runtimes.values()), namespace_value(request), request.app[STATE].models)
     running = [c for c in managed(request, containers) if c.state is ContainerState.RUNNING]
     results = await asyncio.gather(
         *(runtimes[c.runtime].stats(ContainerRef(c.full_id, c.namespace)) for c in running),

@@ -1,0 +1,146 @@
+"""The containers of a runtime as its own event stream keeps them, so a list needs no runtime call.
+
+The :class:`~nekzus.watcher.StateWatcher` fills a model: a full listing when its stream (re)connects
+and every ``resync_interval`` seconds, and a fresh row of one container for each of that
+container's events, taken *before* the event is published, so a client that hears of a change and
+lists afterwards already sees it. The list asks the runtime itself while the model is not warm:
+before the first listing, after the stream broke or a refresh failed, and while a gateway action
+on one of its containers has finished but the model has not yet re-read that container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping, Sequence
+
+from runtimes import ContainerRow, ContainerRuntime, ContainerSummary
+
+from .events import Event
+
+# A finished action waits this long at most for the model to re-read its container.
+PENDING_SECONDS = 5.0
+_RENDERED_KEEP = 32  # rendered list bodies kept within one second
+
+
+class ContainerModel:
+    """One runtime's containers by short id, and whether they may be served."""
+
+    def __init__(self, runtime: str) -> None:
+        self.runtime = runtime
+        self._rows: dict[str, ContainerRow] = {}
+        self._ready = False
+        # Containers whose action finished before the model re-read them: monotonic deadline.
+        self._pending: dict[str, float] = {}
+        # Changes on every write: a rendered list is reused only for the version it was made of.
+        self.version = 0
+        # Set when containers are pending: the watcher re-reads them.
+        self.wanted = asyncio.Event()
+
+    @property
+    def warm(self) -> bool:
+        if not self._ready:
+            return False
+        if self._pending:
+            now = time.monotonic()
+            self._pending = {cid: until for cid, until in self._pending.items() if until > now}
+        return not self._pending
+
+    @property
+    def rows(self) -> Mapping[str, ContainerRow]:
+        return self._rows
+
+    def fill(self, rows: Iterable[ContainerRow]) -> None:
+        """Every container, from a full listing: the model is warm from now on."""
+        self._rows = {row.summary.id: row for row in rows}
+        self._pending.clear()
+        self._ready = True
+        self.version += 1
+
+    def refresh(self, ids: Iterable[str], rows: Iterable[ContainerRow]) -> None:
+        """Fresh rows of the containers ``ids`` named (one that is gone has none)."""
+        for cid in ids:
+            self._rows.pop(cid, None)
+            self._pending.pop(cid, None)
+        for row in rows:
+            self._rows[row.summary.id] = row
+        self.version += 1
+
+    def remove(self, cid: str) -> None:
+        self._rows.pop(cid, None)
+        self._pending.pop(cid, None)
+        self.version += 1
+
+    def cool(self) -> None:
+        """Not to be served until the next full listing (the stream broke, a refresh failed)."""
+        self._ready = False
+        self.version += 1
+
+    def expect(self, cid: str) -> bool:
+        """A gateway action on ``cid`` finished: serve from the runtime until the row is re-read.
+        Answers whether the model holds that container at all."""
+        if cid not in self._rows:
+            return False
+        self._pending[cid] = time.monotonic() + PENDING_SECONDS
+        self.wanted.set()
+        return True
+
+    def pending(self) -> list[str]:
+        """The containers to re-read; clears ``wanted``."""
+        self.wanted.clear()
+        return list(self._pending)
+
+    def summaries(self, now: float) -> list[ContainerSummary]:
+        return [row.at(now) for row in self._rows.values()]
+
+
+class RenderedLists:
+    """List bodies already serialised, valid for one set of model versions within one second
+    (status lines such as "Up 5 seconds" change with the second)."""
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._bodies: dict[tuple[object, ...], bytes] = {}
+
+    def get(self, key: tuple[object, ...], second: int) -> bytes | None:
+        if second != self._second:
+            self._second = second
+            self._bodies.clear()
+            return None
+        return self._bodies.get(key)
+
+    def put(self, key: tuple[object, ...], second: int, body: bytes) -> None:
+        if second != self._second:
+            return
+        if len(self._bodies) >= _RENDERED_KEEP:
+            self._bodies.pop(next(iter(self._bodies)))
+        self._bodies[key] = body
+
+
+class StateModels:
+    """The models of the runtimes that have one (by runtime name), and the rendered lists."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, ContainerModel] = {}
+        self.rendered = RenderedLists()
+
+    def warm_versions(self, runtimes: Sequence[ContainerRuntime]) -> tuple[int, ...] | None:
+        """The versions of the models that serve every one of ``runtimes``, None unless all do."""
+        versions = []
+        for runtime in runtimes:
+            model = self.models.get(runtime.name)
+            if model is None or not model.warm:
+                return None
+            versions.append(model.version)
+        return tuple(versions)
+
+    def on_event(self, event: Event) -> None:
+        """Bus listener: an action's completion or failure marks its container pending, before
+        the client that waits for it hears of it."""
+        if not (event.type.endswith((".completed", ".failed")) and event.type.startswith("container.")):
+            return
+        cid = str(event.data.get("containerId", ""))
+        if not cid or event.data.get("namespace"):
+            return  # pods are not modelled
+        for model in self.models.values():
+            model.expect(cid)
