@@ -169,7 +169,7 @@ def _configured_origins(origins: tuple[str, ...]) -> frozenset[Origin | None]:
     return frozenset(parse_origin(origin) for origin in origins)
 
 
-def _from_foreign_page(request: web.Request) -> bool:
+def from_foreign_page(request: web.Request) -> bool:
     """Whether the browser says a request comes from a page neither listed nor the gateway's own."""
     origins = request.headers.getall(hdrs.ORIGIN, [])
     if len(origins) == 1:
@@ -182,7 +182,7 @@ def _from_foreign_page(request: web.Request) -> bool:
 async def browser_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuses state changes sent from another site's page, and bodies that are not JSON."""
     # Security: LAN trust must not be borrowed by a page the user happens to have open.
-    if request.method not in SAFE_METHODS and _from_foreign_page(request):
+    if request.method not in SAFE_METHODS and from_foreign_page(request):
         raise ApiError(403, "ORIGIN_NOT_ALLOWED", "Requests from this origin may not change anything here")
     # Only JSON: a form or text/plain body is what a page may send cross-site without a preflight.
     if request.body_exists and (hdrs.CONTENT_TYPE not in request.headers or request.content_type != JSON):

@@ -303,4 +303,6 @@ async def test_events_reach_every_subscriber(client: TestClient[Any, Any], conta
 async def test_unknown_operation_is_404(client: TestClient[Any, Any]) -> None:
     resp = await client.get("/api/v1/operations/does-not-exist")
     assert resp.status == 404
-    assert (await resp.json())["error"] == "OPERATION_NOT_FOUND"
+    body = await resp.json()
+    assert body["error"] == "OPERATION_NOT_FOUND"
+    assert "kept for 10 minutes" in body["message"]  # the configured retention, 600 s by default

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 
 from nekzus.keys import EVENT_BUS, HUB
 
@@ -96,7 +97,16 @@ async def test_cross_origin_upgrade_is_refused(client: TestClient[Any, Any]) -> 
     }
     refused = await client.get("/api/v1/ws", headers=upgrade)
     assert (await refused.json())["error"] == "ORIGIN_NOT_ALLOWED"
+    # The same rule as for state changes: a cross-site fetch without Origin, or two Origins.
+    del upgrade["Origin"]
+    refused = await client.get("/api/v1/ws", headers={**upgrade, "Sec-Fetch-Site": "cross-site"})
+    assert (await refused.json())["error"] == "ORIGIN_NOT_ALLOWED"
     same = f"http://{client.host}:{client.port}"
+    twice = CIMultiDict(upgrade)
+    twice.add("Origin", same)
+    twice.add("Origin", same)
+    refused = await client.get("/api/v1/ws", headers=twice)
+    assert (await refused.json())["error"] == "ORIGIN_NOT_ALLOWED"
     ws = await connect(client, headers={"Origin": same})
     assert (await ws.next())["type"] == "hello"
 
@@ -291,6 +301,13 @@ async def test_follow_timestamps_unsubscribe_and_unknown_container(
     assert error["data"]["error"] == "CONTAINER_NOT_FOUND" and error["data"]["message"]
     await ws.send("container.logs.subscribe", containerId=made["Id"][:12], runtime="podman")
     assert (await ws.until("container.logs.error"))["data"]["error"] == "INVALID_RUNTIME"
+    # A namespace names a pod: with another runtime it is a contradiction, as over REST.
+    await ws.send(
+        "container.logs.subscribe", containerId=made["Id"][:12], namespace="default", runtime="docker"
+    )
+    contradiction = await ws.until("container.logs.error")
+    assert contradiction["data"]["error"] == "INVALID_RUNTIME"
+    assert "namespace" in contradiction["data"]["message"]
 
 
 async def test_resume_with_since_has_no_duplicates(

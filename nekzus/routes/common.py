@@ -30,9 +30,15 @@ log = logging.getLogger(__name__)
 KUBERNETES = "kubernetes"
 
 
+class NamespaceWithoutPods(ValueError):
+    """A request names a namespace and a runtime that has no namespaces: a contradiction."""
+
+
 def implied_runtime(named: str | None, namespace: str) -> str | None:
     """The runtime a request means: the one it names, else Kubernetes when it names a namespace
-    (only pods have one), else None for the primary runtime."""
+    (only pods have one), else None for the primary runtime. REST and WebSocket share this rule."""
+    if namespace and named not in (None, KUBERNETES):
+        raise NamespaceWithoutPods(f"A namespace names Kubernetes pods; {named!r} has none")
     return named or (KUBERNETES if namespace else None)
 
 
@@ -45,13 +51,14 @@ def _named_runtime(request: web.Request) -> str | None:
     named = request.query.get("runtime") or None
     in_path = "namespace" in request.match_info
     namespace = request.match_info.get("namespace") or request.query.get("namespace", "")
-    if namespace and named not in (None, KUBERNETES):
+    try:
+        return implied_runtime(named, namespace)
+    except NamespaceWithoutPods as exc:
         if in_path:
             raise ApiError(
                 400, "INVALID_RUNTIME", "The path form /containers/{namespace}/{pod} is for Kubernetes"
-            )
-        raise ApiError(400, "INVALID_RUNTIME", f"A namespace names Kubernetes pods; {named!r} has none")
-    return implied_runtime(named, namespace)
+            ) from exc
+        raise ApiError(400, "INVALID_RUNTIME", str(exc)) from exc
 
 
 def runtime_for(request: web.Request) -> ContainerRuntime:

@@ -6,12 +6,17 @@ from aiohttp import web
 
 from ..auth import READ_CONTAINERS, requires
 from ..errors import ApiError
-from ..keys import OPERATIONS
+from ..keys import CONFIG, OPERATIONS
 
 
 @requires(READ_CONTAINERS)
 async def get_operation(request: web.Request) -> web.Response:
     op = request.app[OPERATIONS].get(request.match_info["operation_id"])
     if op is None:
-        raise ApiError(404, "OPERATION_NOT_FOUND", "No such operation (records are kept for 10 minutes)")
+        retention = request.app[CONFIG].operations.retention_seconds
+        raise ApiError(
+            404,
+            "OPERATION_NOT_FOUND",
+            f"No such operation (finished records are kept for {retention // 60} minutes)",
+        )
     return web.json_response(op.to_json())

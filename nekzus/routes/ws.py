@@ -37,13 +37,13 @@ from ..auth import (
 )
 from ..errors import ApiError
 from ..events import now
-from ..guard import origin_allowed
+from ..guard import from_foreign_page
 from ..hub import CLOSE_INTERNAL_ERROR, Connection, OutboxClosed, close_socket, dumps
 from ..jsoninput import InvalidJson
 from ..keys import AUTHORITY, CONFIG, HUB, PRINCIPAL, REGISTRY
 from ..logstream import InvalidSubscription, LogSession, Subscription
 from ..ratelimit import rate_pool
-from .common import implied_runtime
+from .common import NamespaceWithoutPods, implied_runtime
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,9 @@ class InvalidMessage(ValueError):
 @rate_pool("websocket")
 async def websocket(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
-    origin = request.headers.get("Origin")
-    # A browser page on another site must not ride on a LAN client's trust.
-    if origin is not None and not origin_allowed(request, origin):
+    # A browser page on another site must not ride on a LAN client's trust: the same rule as for
+    # state-changing requests (a foreign or repeated Origin, or Sec-Fetch-Site: cross-site).
+    if from_foreign_page(request):
         raise ApiError(403, "ORIGIN_NOT_ALLOWED", "Cross-origin WebSocket upgrade refused")
     principal = identify(request, request.app[AUTHORITY], config.auth)
     if principal is None and bearer_token(request) is not None:
@@ -330,14 +330,11 @@ async def _subscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
     app = conn.request.app
     try:
         runtime = app[REGISTRY].get(implied_runtime(sub.runtime, sub.namespace))
-    except (UnknownRuntime, NoRuntime):
+    except (UnknownRuntime, NoRuntime, NamespaceWithoutPods) as exc:
+        message = str(exc) if isinstance(exc, NamespaceWithoutPods) else "Invalid runtime specified"
         await conn.reply(
             "container.logs.error",
-            {
-                "containerId": sub.container_id,
-                "error": "INVALID_RUNTIME",
-                "message": "Invalid runtime specified",
-            },
+            {"containerId": sub.container_id, "error": "INVALID_RUNTIME", "message": message},
         )
         return
     previous = conn.streams.pop(sub.key, None)
