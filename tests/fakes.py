@@ -9,6 +9,7 @@ from typing import Any
 
 from runtimes import (
     ContainerRef,
+    ContainerRuntime,
     ContainerState,
     ContainerSummary,
     ExportSource,
@@ -16,6 +17,7 @@ from runtimes import (
     NotFound,
     RuntimeEvent,
     RuntimeInfo,
+    RuntimeRegistry,
     StatsSample,
 )
 
@@ -137,3 +139,11 @@ class FakeRuntime:
 
     async def close(self) -> None:
         return None
+
+
+def registry_of(*runtimes: ContainerRuntime, primary: str = "docker") -> RuntimeRegistry:
+    """A registry holding the given runtimes, as ``create_app(config, runtimes=...)`` takes it."""
+    registry = RuntimeRegistry(primary)
+    for runtime in runtimes:
+        registry.add(runtime)
+    return registry

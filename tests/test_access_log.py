@@ -21,7 +21,7 @@ from nekzus.logsetup import ACCESS_LOGGER, JsonFormatter, TextFormatter, configu
 from runtimes import RuntimeRegistry
 
 from .conftest import ClientFactory, make_config
-from .fakes import FakeRuntime, summary
+from .fakes import FakeRuntime, registry_of, summary
 from .test_security import SECRET, bearer, token
 
 CID = summary(1).id
@@ -31,9 +31,7 @@ ACCESS_FIELDS = {"method", "route", "path", "status", "duration_ms", "request_id
 
 def fake_registry() -> tuple[FakeRuntime, RuntimeRegistry]:
     fake = FakeRuntime([summary(1)])
-    registry = RuntimeRegistry("docker")
-    registry.add(fake)
-    return fake, registry
+    return fake, registry_of(fake)
 
 
 async def gateway_with_fake(

@@ -9,18 +9,12 @@ from typing import Any
 import pytest
 
 from nekzus.keys import EVENT_BUS
-from runtimes import ContainerState, OperationFailed, RuntimeRegistry, Unavailable, Unsupported
+from runtimes import ContainerState, OperationFailed, Unavailable, Unsupported
 from runtimes.docker import without_userinfo
 
 from .conftest import JSON, ClientFactory, make_config, next_event
-from .fakes import FakeRuntime, summary
+from .fakes import FakeRuntime, registry_of, summary
 from .wsclient import WS
-
-
-def fake_registry(runtime: FakeRuntime) -> RuntimeRegistry:
-    registry = RuntimeRegistry("docker")
-    registry.add(runtime)
-    return registry
 
 
 async def expect(resp: Any, status: int, code: str) -> dict[str, Any]:
@@ -127,7 +121,7 @@ async def test_a_wrong_method_is_405_with_allow_on_every_route(
 ) -> None:
     # No route may take another route's path for a different method (GET on an action path was
     # read as the Kubernetes path form and answered 400 INVALID_RUNTIME).
-    client = await gateway(make_config(docker_host), runtimes=fake_registry(FakeRuntime([summary(1)])))
+    client = await gateway(make_config(docker_host), runtimes=registry_of(FakeRuntime([summary(1)])))
     for method in {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} - methods:
         resp = await client.request(method, path)
         assert resp.status == 405, (method, path, resp.status)
@@ -139,7 +133,7 @@ async def test_a_wrong_method_is_405_with_allow_on_every_route(
 async def test_a_namespace_without_kubernetes_is_invalid_runtime(
     gateway: ClientFactory, docker_host: str
 ) -> None:
-    client = await gateway(make_config(docker_host), runtimes=fake_registry(FakeRuntime([summary(1)])))
+    client = await gateway(make_config(docker_host), runtimes=registry_of(FakeRuntime([summary(1)])))
     for method, path in [
         ("GET", "/api/v1/containers?namespace=default"),
         ("GET", "/api/v1/containers/stats?namespace=default"),
@@ -167,7 +161,7 @@ async def test_oversized_body_is_json_413(client: Any) -> None:
 
 async def test_runtime_failures_map_to_endpoint_codes(gateway: ClientFactory, docker_host: str) -> None:
     fake = FakeRuntime([summary(1)])
-    client = await gateway(make_config(docker_host), runtimes=fake_registry(fake))
+    client = await gateway(make_config(docker_host), runtimes=registry_of(fake))
     fake.fail["list_containers"] = OperationFailed("daemon says: secret upstream detail")
     body = await expect(await client.get("/api/v1/containers"), 500, "CONTAINER_LIST_FAILED")
     assert "secret upstream detail" not in body["message"]
@@ -188,7 +182,7 @@ async def test_runtime_failures_map_to_endpoint_codes(gateway: ClientFactory, do
 
 async def test_unexpected_error_is_generic_500(gateway: ClientFactory, docker_host: str) -> None:
     fake = FakeRuntime([summary(1)])
-    client = await gateway(make_config(docker_host), runtimes=fake_registry(fake))
+    client = await gateway(make_config(docker_host), runtimes=registry_of(fake))
     fake.fail["inspect"] = ValueError("Traceback: internal detail /etc/secret")
     resp = await client.get(f"/api/v1/containers/{summary(1).id}")
     body = await expect(resp, 500, "INTERNAL_ERROR")
@@ -198,7 +192,7 @@ async def test_unexpected_error_is_generic_500(gateway: ClientFactory, docker_ho
 async def test_bulk_starts_are_bounded_and_stops_are_not(gateway: ClientFactory, docker_host: str) -> None:
     fake = FakeRuntime([summary(n, state=ContainerState.EXITED) for n in range(1, 13)])
     fake.hold_actions = True
-    client = await gateway(make_config(docker_host), runtimes=fake_registry(fake))
+    client = await gateway(make_config(docker_host), runtimes=registry_of(fake))
     request = asyncio.ensure_future(client.post("/api/v1/containers/start-all"))
     async with asyncio.timeout(10), fake.changed:
         await fake.changed.wait_for(lambda: fake.active >= 5)
@@ -220,9 +214,7 @@ async def test_bulk_starts_are_bounded_and_stops_are_not(gateway: ClientFactory,
 async def test_merged_list_skips_a_runtime_that_is_down(gateway: ClientFactory, docker_host: str) -> None:
     up, down = FakeRuntime([summary(1)]), FakeRuntime([summary(2)], name="kubernetes")
     down.fail["list_containers"] = Unavailable("gone")
-    registry = RuntimeRegistry("docker")
-    registry.add(up)
-    registry.add(down)
+    registry = registry_of(up, down)
     client = await gateway(make_config(docker_host), runtimes=registry)
     body = await (await client.get("/api/v1/containers")).json()
     assert [c["id"] for c in body] == [summary(1).id]
@@ -235,7 +227,7 @@ async def test_failed_stop_and_restart_publish_failure_events(
     gateway: ClientFactory, docker_host: str
 ) -> None:
     fake = FakeRuntime([summary(1)])
-    client = await gateway(make_config(docker_host), runtimes=fake_registry(fake))
+    client = await gateway(make_config(docker_host), runtimes=registry_of(fake))
     fake.fail["action"] = OperationFailed("daemon detail")
     sub = client.server.app[EVENT_BUS].subscribe()
     for action in ("stop", "restart"):

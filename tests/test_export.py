@@ -19,10 +19,10 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient
 
-from runtimes import OperationFailed, RuntimeRegistry, Unavailable
+from runtimes import OperationFailed, Unavailable
 
 from .conftest import JSON, QUICK_STOP, RUN_LABEL, TEST_IMAGE, ClientFactory, Containers, make_config
-from .fakes import FakeRuntime, summary
+from .fakes import FakeRuntime, registry_of, summary
 from .test_errors import expect
 from .test_security import bearer, security_config, token
 
@@ -323,8 +323,7 @@ async def test_export_errors(client: TestClient[Any, Any], containers: Container
 
 async def test_export_failures_from_the_runtime(gateway: ClientFactory, docker_host: str) -> None:
     fake = FakeRuntime([summary(1), summary(2)])
-    registry = RuntimeRegistry("docker")
-    registry.add(fake)
+    registry = registry_of(fake)
     client = await gateway(make_config(docker_host), runtimes=registry)
     cid = summary(1).id
     fake.export_kind = "lxc"  # a runtime the exporter has no compose form for

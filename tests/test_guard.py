@@ -32,7 +32,7 @@ from nekzus.tls import CERT_FILE, generate_self_signed
 from runtimes import ContainerState, RuntimeRegistry, Unavailable
 
 from .conftest import ClientFactory, make_config
-from .fakes import FakeRuntime, summary
+from .fakes import FakeRuntime, registry_of, summary
 from .test_security import bearer, expect_error, security_config, token
 
 CID = summary(1).id
@@ -41,9 +41,7 @@ EVIL = "https://evil.example"
 
 def fake() -> tuple[FakeRuntime, RuntimeRegistry]:
     runtime = FakeRuntime([summary(1, state=ContainerState.EXITED)])
-    registry = RuntimeRegistry("docker")
-    registry.add(runtime)
-    return runtime, registry
+    return runtime, registry_of(runtime)
 
 
 def own_origin(client: TestClient[Any, Any], host: str = "127.0.0.1") -> str:

@@ -26,9 +26,10 @@ from nekzus import auth
 from nekzus.app import create_app
 from nekzus.auth import hash_api_key, match_api_key, scope_grants
 from nekzus.config import ApiKeyConfig, ConfigError
+from runtimes import RuntimeRegistry
 
 from .conftest import JSON, ClientFactory, make_config
-from .fakes import FakeRuntime, summary
+from .fakes import FakeRuntime, registry_of, summary
 
 SECRET = "s" * 40
 API_KEY = "nkz_correct-horse-battery-staple"
@@ -36,12 +37,8 @@ REMOTE_ONLY = {"local_networks": ["10.0.0.0/8"]}
 CID = summary(1).id
 
 
-def registry() -> Any:
-    from runtimes import RuntimeRegistry
-
-    reg = RuntimeRegistry("docker")
-    reg.add(FakeRuntime([summary(1)]))
-    return reg
+def registry() -> RuntimeRegistry:
+    return registry_of(FakeRuntime([summary(1)]))
 
 
 def claims(**overrides: Any) -> dict[str, Any]:

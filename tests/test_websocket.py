@@ -331,9 +331,9 @@ async def test_resume_with_since_has_no_duplicates(
 
 
 async def test_oversized_frames_are_skipped_with_an_error(gateway: ClientFactory, docker_host: str) -> None:
-    from runtimes import LogChunk, RuntimeRegistry
+    from runtimes import LogChunk
 
-    from .fakes import FakeRuntime, summary
+    from .fakes import FakeRuntime, registry_of, summary
 
     fake = FakeRuntime([summary(1)])
     stamp = b"2026-01-01T00:00:00.000000001Z "
@@ -342,8 +342,7 @@ async def test_oversized_frames_are_skipped_with_an_error(gateway: ClientFactory
         LogChunk("stdout", b"", skipped=2_000_000),
         LogChunk("stderr", stamp + b"after\n"),
     ]
-    registry = RuntimeRegistry("docker")
-    registry.add(fake)
+    registry = registry_of(fake)
     client = await gateway(make_config(docker_host), runtimes=registry)
     ws = await connect(client)
     await ws.until("hello")

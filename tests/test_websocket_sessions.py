@@ -18,7 +18,7 @@ from nekzus.keys import EVENT_BUS, HUB
 from runtimes import LogChunk, RuntimeRegistry
 
 from .conftest import ClientFactory, make_config
-from .fakes import FakeRuntime, summary
+from .fakes import FakeRuntime, registry_of, summary
 from .test_security import REMOTE_ONLY, SECRET, bearer, token
 from .wsclient import WS
 
@@ -28,9 +28,7 @@ CID = summary(1).id
 
 def fake_registry() -> tuple[RuntimeRegistry, FakeRuntime]:
     fake = FakeRuntime([summary(1)])
-    registry = RuntimeRegistry("docker")
-    registry.add(fake)
-    return registry, fake
+    return registry_of(fake), fake
 
 
 async def gateway_with(
@@ -146,8 +144,7 @@ async def test_log_streams_wait_while_the_session_is_suspended(
     gateway: ClientFactory, docker_host: str
 ) -> None:
     fake = GatedLogs()
-    registry = RuntimeRegistry("docker")
-    registry.add(fake)
+    registry = registry_of(fake)
     config = make_config(
         docker_host, auth={"jwt_secret": SECRET, **REMOTE_ONLY}, websocket={"reauth_grace": 10}
     )
