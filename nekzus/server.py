@@ -172,6 +172,11 @@ class Listener:
             self._admit(conn, peer)
 
     def _admit(self, conn: socket.socket, peer: tuple[Any, ...]) -> None:
+        if self._ssl is None:
+            # Plain HTTP allocates nothing before the first request: there is no handshake to cap,
+            # and a burst of connections accepted in one go must not be taken for a flood.
+            self._tasks.spawn(self._connect(conn, None), name=f"connect-{peer[0]}")
+            return
         key = client_key(peer[0])
         held = self._pending.get(key, 0)
         # Security: a cap reached refuses before TLS allocates anything for the connection.
@@ -184,7 +189,8 @@ class Listener:
         self._burst = max(self._burst, self._pending_total)
         self._tasks.spawn(self._connect(conn, key), name=f"handshake-{peer[0]}")
 
-    async def _connect(self, conn: socket.socket, key: str) -> None:
+    async def _connect(self, conn: socket.socket, key: str | None) -> None:
+        """Hand the connection to the app's protocol; ``key`` is the client a handshake counts for."""
         loop = asyncio.get_running_loop()
         assert self._factory is not None  # set by start()
         try:
@@ -199,7 +205,8 @@ class Listener:
             log.debug("handshake with %s failed: %r", key, exc)
             conn.close()
         finally:
-            self._release(key)
+            if key is not None:
+                self._release(key)
 
     def _release(self, key: str) -> None:
         left = self._pending[key] - 1

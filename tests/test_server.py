@@ -165,6 +165,21 @@ async def test_the_per_client_cap_closes_further_connections_at_once(
             assert r.status == 200
 
 
+async def test_plain_http_connections_are_not_capped(served: Start) -> None:
+    # Without TLS nothing is allocated before a request: a burst from one client all gets served,
+    # even with caps that would refuse all but one handshake.
+    listener = await served(tls=False, limits=HandshakeLimits(10.0, 1, 1))
+    url = f"http://127.0.0.1:{port_of(listener)}/healthz"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True)) as http:
+
+        async def get() -> int:
+            async with http.get(url) as resp:
+                return resp.status
+
+        assert await asyncio.gather(*(get() for _ in range(50))) == [200] * 50
+    assert listener.pending == 0
+
+
 async def test_the_total_cap_closes_further_connections_from_anyone(served: Start) -> None:
     listener = await served(limits=HandshakeLimits(30.0, 3, 2))
     port = port_of(listener)
