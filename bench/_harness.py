@@ -458,6 +458,25 @@ async def timed_get(session: aiohttp.ClientSession, path: str) -> tuple[float, A
     return time.perf_counter() - start, doc, len(body)
 
 
+async def gateway_caught_up(bench: Bench, ids: Sequence[str], *, timeout: float = 120.0) -> float:
+    """Seconds until the gateway's list shows each of ``ids`` in the state the Engine reports.
+
+    The list follows the Engine's event stream (each event's container is re-read before it is
+    published), so containers made straight on the Engine appear once their events are through.
+    """
+    async with bench.engine.session.get(f"{bench.engine.prefix}/containers/json?all=1") as resp:
+        engine_rows = {row["Id"][:12]: row["State"] for row in await resp.json()}
+    ours = {cid[:12] for cid in ids}
+    started = time.perf_counter()
+    async with asyncio.timeout(timeout):
+        while True:
+            async with bench.http.get("/api/v1/containers?all=true") as resp:
+                listed = {row["id"]: row["state"] for row in await resp.json()}
+            if ours <= set(listed) and all(listed[c] == engine_rows[c] for c in ours):
+                return time.perf_counter() - started
+            await asyncio.sleep(0.05)
+
+
 # -- putting it together ------------------------------------------------------------------------
 
 
