@@ -12,8 +12,8 @@ from nekzus.keys import EVENT_BUS
 from runtimes import ContainerState
 
 from .conftest import LINKED, ClientFactory, Containers, make_config, next_event
-from .fakes import FakeRuntime, summary
-from .test_errors import expect, fake_registry
+from .fakes import FakeRuntime, registry_of, summary
+from .test_errors import expect
 
 IGNORES_TERM = ["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"]
 
@@ -25,7 +25,7 @@ def fake() -> FakeRuntime:
 
 @pytest.fixture
 async def fclient(gateway: ClientFactory, docker_host: str, fake: FakeRuntime) -> TestClient[Any, Any]:
-    return await gateway(make_config(docker_host), runtimes=fake_registry(fake))
+    return await gateway(make_config(docker_host), runtimes=registry_of(fake))
 
 
 @pytest.mark.parametrize("action", ["stop-all", "restart-all"])
