@@ -93,6 +93,29 @@ class ContainerModel:
     def summaries(self, now: float) -> list[ContainerSummary]:
         return [row.at(now) for row in self._rows.values()]
 
+    def find(self, ref: str, now: float) -> ContainerSummary | None:
+        """The container a client names, as the Engine would resolve it (the full id, else a name,
+        else an id prefix of at least 12 characters), while the model may serve it: after a full
+        listing, and not while a gateway action on that container waits to be re-read. Else None,
+        and the caller asks the runtime (which also decides what the model cannot tell apart)."""
+        if not self._ready:
+            return None
+        row = self._rows.get(ref[:12])
+        if row is not None and len(ref) == 64 and row.summary.full_id == ref:
+            return self._served(row, now)
+        named = [r for r in self._rows.values() if r.summary.name == ref]
+        if len(named) == 1:
+            return self._served(named[0], now)
+        if row is not None and not named and row.summary.full_id.startswith(ref):
+            return self._served(row, now)
+        return None
+
+    def _served(self, row: ContainerRow, now: float) -> ContainerSummary | None:
+        until = self._pending.get(row.summary.id)
+        if until is not None and until > time.monotonic():
+            return None
+        return row.at(now)
+
 
 class RenderedLists:
     """List bodies already serialised, valid for one set of model versions within one second

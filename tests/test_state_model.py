@@ -8,6 +8,7 @@ are the Engine's own.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,7 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from nekzus.keys import EVENT_BUS, REGISTRY, STATE, WATCHERS
 from nekzus.state import ContainerModel, RenderedLists, StateModels
-from runtimes import ContainerState, ContainerSummary, OperationFailed
+from runtimes import ContainerRef, ContainerState, ContainerSummary, OperationFailed
 from runtimes.docker import DockerRow, DockerRuntime, Lifetime, human_duration, parse_time
 
 from .conftest import LINKED, ClientFactory, Containers, make_config, next_event, state_heard, watching
@@ -121,6 +122,26 @@ def test_a_finished_action_keeps_the_model_cold_until_its_container_is_reread() 
     assert {s.id: s.state for s in model.summaries(1010)}["a"] is ContainerState.EXITED
 
 
+def test_find_resolves_names_and_ids_as_the_engine_does() -> None:
+    model = ContainerModel("docker")
+    a, b = row("aaaaaaaaaaaa"), row("bbbbbbbbbbbb")
+    assert model.find("n-aaaaaaaaaaaa", 1010) is None  # not warm: the runtime answers
+    model.fill([a, b])
+    assert model.find(a.summary.full_id, 1010) == a.at(1010)
+    assert model.find("aaaaaaaaaaaa", 1010) == a.at(1010)
+    assert model.find(a.summary.full_id[:20], 1010) == a.at(1010)
+    assert model.find("n-bbbbbbbbbbbb", 1010) == b.at(1010)
+    # What the model cannot tell apart the Engine decides: short prefixes, unknown names.
+    assert model.find("aaaa", 1010) is None and model.find("n-zzz", 1010) is None
+    # A container the gateway just acted on is the runtime's to answer until it is re-read; the
+    # others are still served from the model.
+    model.expect("aaaaaaaaaaaa")
+    assert model.find("aaaaaaaaaaaa", 1010) is None
+    assert model.find("bbbbbbbbbbbb", 1010) == b.at(1010)
+    model.cool()
+    assert model.find("bbbbbbbbbbbb", 1010) is None
+
+
 def test_state_models_mark_pending_from_operation_events_of_their_containers() -> None:
     state = StateModels()
     model = ContainerModel("docker")
@@ -206,6 +227,41 @@ async def test_the_list_is_served_from_the_model_without_asking_the_engine(
     rows = await listed(client, "")
     assert rows[made["Id"][:12]]["state"] == "running"
     assert rows[made["Id"][:12]]["status"].startswith("Up ")
+
+
+async def test_action_pre_checks_that_accept_come_from_the_model_refusals_from_the_engine(
+    client: TestClient[Any, Any], containers: Containers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await made_and_heard(client, containers, labels=LINKED)
+    second = await made_and_heard(client, containers, labels=LINKED)
+    third = await made_and_heard(client, containers, labels=LINKED)
+    docker = client.server.app[REGISTRY].get("docker")
+    asked: list[str] = []
+    get = docker.get
+
+    async def counted(ref: ContainerRef) -> ContainerSummary:
+        asked.append(ref.id)
+        return await get(ref)
+
+    monkeypatch.setattr(docker, "get", counted)
+    # Accepted from the model alone: no Engine call before the 202 (a stop's own work asks none).
+    assert (await client.post(f"/api/v1/containers/{first['Id'][:12]}/stop?timeout=1")).status == 202
+    batch = {"action": "stop", "containerIds": [second["Name"].lstrip("/")], "timeout": 1}
+    results = (await (await client.post("/api/v1/containers/batch", json=batch)).json())["results"]
+    assert results == [{"id": second["Id"][:12], "name": second["Name"].lstrip("/"), "success": True}]
+    assert asked == []
+    # A refusal is never the model's alone: a model that lags the Engine (here: made to say the
+    # running container has exited) is checked against the Engine, which lets the stop go ahead.
+    model = client.server.app[STATE].models["docker"]
+    find = model.find
+
+    def lagging(ref: str, now: float) -> ContainerSummary | None:
+        found = find(ref, now)
+        return dataclasses.replace(found, state=ContainerState.EXITED) if found else None
+
+    monkeypatch.setattr(model, "find", lagging)
+    assert (await client.post(f"/api/v1/containers/{third['Id'][:12]}/stop?timeout=1")).status == 202
+    assert asked == [third["Id"][:12]]
 
 
 async def test_the_model_rows_are_the_engines_own(

@@ -23,7 +23,7 @@ from ..linking import is_self
 from ..operations import ACTIONS, Action, OperationTracker, refusal
 from ..params import ID_LIST_FIELDS, container_ids, json_fields, namespace_value, timeout_of
 from ..ratelimit import rate_pool
-from .common import list_from, managed, runtime_for, runtimes_for
+from .common import current_state, list_from, managed, runtime_for, runtimes_for
 
 _UNAVAILABLE = "container runtime not available"
 
@@ -133,7 +133,9 @@ async def batch(request: web.Request) -> web.Response:
 
     async def resolve(cid: str) -> _Target | dict[str, Any]:
         try:
-            c = await runtime.get(ContainerRef(cid, namespace))
+            c = await current_state(
+                request, runtime, ContainerRef(cid, namespace), lambda c: _precheck(action, c) is None
+            )
         except NotFound:
             return _result(cid, "", "container not found")
         except Unavailable as exc:

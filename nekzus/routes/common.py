@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from runtimes import (
+    ContainerRef,
     ContainerRuntime,
     ContainerSummary,
     NoRuntime,
@@ -20,7 +21,7 @@ from runtimes import (
 )
 
 from ..errors import ApiError, from_runtime
-from ..keys import LINKER, REGISTRY, SELF_CONTAINER_ID
+from ..keys import LINKER, REGISTRY, SELF_CONTAINER_ID, STATE
 from ..linking import is_self
 from ..state import ContainerModel
 
@@ -79,6 +80,27 @@ def runtimes_for(request: web.Request) -> list[ContainerRuntime]:
         return request.app[REGISTRY].select(_named_runtime(request))
     except (UnknownRuntime, NoRuntime) as exc:
         raise from_runtime(exc) from exc
+
+
+async def current_state(
+    request: web.Request,
+    runtime: ContainerRuntime,
+    ref: ContainerRef,
+    accepts: Callable[[ContainerSummary], bool],
+) -> ContainerSummary:
+    """One container as an action's pre-check needs it, ``accepts`` telling whether the action may go.
+
+    The runtime's warm state model answers when it accepts the action: no runtime call, so an Engine
+    busy with other actions does not slow the 202 down. The model is only as fresh as the event
+    stream, so a refusal is never taken from it but confirmed with the runtime; an action accepted
+    on a state the runtime had already left finds it done, and completes as such.
+    """
+    model = request.app[STATE].models.get(runtime.name)
+    if model is not None and not ref.namespace:
+        found = model.find(ref.id, time.time())
+        if found is not None and accepts(found):
+            return found
+    return await runtime.get(ref)
 
 
 async def _list_one(

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from runtimes import ContainerRef, ContainerState, RuntimeFailure
+from runtimes import ContainerRef, ContainerState, ContainerSummary, RuntimeFailure
 
 from ..auth import READ_CONTAINERS, WRITE_CONTAINERS, requires
 from ..errors import ApiError
@@ -19,7 +19,16 @@ from ..keys import OPERATIONS, STATE
 from ..operations import Action, accepted_message, failure_code, refusal
 from ..params import bool_query, container_id, json_fields, namespace_value, timeout_of
 from ..ratelimit import rate_pool
-from .common import list_from, managed, runtime_error, runtime_for, runtimes_for, stats_json, summary_json
+from .common import (
+    current_state,
+    list_from,
+    managed,
+    runtime_error,
+    runtime_for,
+    runtimes_for,
+    stats_json,
+    summary_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +79,24 @@ async def container_action(request: web.Request) -> web.Response:
     timeout = timeout_of(request, await json_fields(request, ("timeout",), required=False))
     force = bool_query(request, "force")
     namespace = namespace_value(request)
-    # The synchronous pre-check: one inspect, so a client learns of 404/409 at once.
+
+    def refused(c: ContainerSummary) -> ApiError | None:
+        if action == "start" and c.state in (ContainerState.RUNNING, ContainerState.RESTARTING):
+            return ApiError(409, "CONTAINER_ALREADY_STARTED", "Container is already running")
+        if action == "stop" and not c.state.is_running:
+            return ApiError(409, "CONTAINER_ALREADY_STOPPED", "Container is already stopped")
+        unsupported = refusal(c, action, force=force)
+        return ApiError(409, "OPERATION_NOT_SUPPORTED", unsupported) if unsupported else None
+
+    # The synchronous pre-check, so a client learns of 404/409 at once.
     try:
-        current = await runtime.get(ContainerRef(cid, namespace))
+        current = await current_state(
+            request, runtime, ContainerRef(cid, namespace), lambda c: refused(c) is None
+        )
     except RuntimeFailure as exc:
         raise runtime_error(exc, failure_code(action), f"Failed to {action} container", cid) from exc
-    if action == "start" and current.state in (ContainerState.RUNNING, ContainerState.RESTARTING):
-        raise ApiError(409, "CONTAINER_ALREADY_STARTED", "Container is already running")
-    if action == "stop" and not current.state.is_running:
-        raise ApiError(409, "CONTAINER_ALREADY_STOPPED", "Container is already stopped")
-    refused = refusal(current, action, force=force)
-    if refused:
-        raise ApiError(409, "OPERATION_NOT_SUPPORTED", refused)
+    if (error := refused(current)) is not None:
+        raise error
     op = request.app[OPERATIONS].submit(
         runtime,
         ContainerRef(current.full_id, namespace),
