@@ -76,3 +76,5 @@ def loads(raw: bytes | str) -> Any:
         return json.loads(text)
     except ValueError as exc:  # JSONDecodeError, and integers over Python's 4,300-digit limit
         raise InvalidJson("not valid JSON") from exc
+    except RecursionError as exc:  # unreachable after the nesting check; kept so it stays a 400
+        raise InvalidJson(f"nested more than {MAX_DEPTH} levels deep") from exc

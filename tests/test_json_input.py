@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from nekzus import jsoninput
 from nekzus.jsoninput import MAX_DEPTH, InvalidJson, loads, nests_deeper_than
 
 from .conftest import ClientFactory, make_config
@@ -57,6 +58,12 @@ def test_an_unclosed_deep_document_is_refused_as_too_deep() -> None:
         loads("[" * DEEP)
     with pytest.raises(InvalidJson, match="nested"):
         loads('{"a":' * DEEP)
+
+
+def test_a_recursion_the_check_missed_would_still_be_invalid_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jsoninput, "nests_deeper_than", lambda text, limit: False)
+    with pytest.raises(InvalidJson, match="nested more than"):
+        loads(b"[" * 100_000 + b"]" * 100_000)
 
 
 def test_other_bad_input_is_invalid_json() -> None:
