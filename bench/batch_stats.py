@@ -9,24 +9,11 @@ single taking turns at going first.
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-from _harness import Bench, Row, percentile, run_script
+from _harness import Bench, Row, percentile, run_script, timed_get
 
 CONTAINERS = 20
 REPEATS = 5
 TARGET_BATCH = 0.5
-
-
-async def _timed(bench: Bench, path: str) -> tuple[float, Any]:
-    begin = time.perf_counter()
-    async with bench.http.get(path) as resp:
-        body = await resp.json()
-        elapsed = time.perf_counter() - begin
-        if resp.status != 200:
-            raise AssertionError(f"GET {path} answered {resp.status}: {body}")
-    return elapsed, body
 
 
 async def measure(bench: Bench) -> list[Row]:
@@ -41,14 +28,14 @@ async def measure(bench: Bench) -> list[Row]:
         one = ids[i % len(ids)]
         for kind in ("batch", "single") if i % 2 else ("single", "batch"):
             if kind == "batch":
-                seconds, body = await _timed(bench, "/api/v1/containers/stats")
+                seconds, body, _ = await timed_get(bench.http, "/api/v1/containers/stats")
                 found = {c["containerId"] for c in body["containers"]}
                 assert expected <= found, f"batch stats left out {len(expected - found)} of {CONTAINERS}"
                 sizes.append(len(found))
                 if i:
                     batch.append(seconds)
             else:
-                seconds, body = await _timed(bench, f"/api/v1/containers/{one}/stats")
+                seconds, body, _ = await timed_get(bench.http, f"/api/v1/containers/{one}/stats")
                 assert body["containerId"] == one[:12], body
                 if i:
                     single.append(seconds)

@@ -11,10 +11,9 @@ and the CPU figure a real rate (never the 0 of a sample without a previous one).
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
-from _harness import Bench, Row, percentile, run_script
+from _harness import Bench, Row, percentile, run_script, timed_get
 
 CONTAINERS = 5
 POLLED = 10
@@ -25,13 +24,8 @@ BUSY = ("sh", "-c", "while :; do :; done")
 
 
 async def _stats(bench: Bench, cid: str) -> tuple[float, dict[str, Any]]:
-    begin = time.perf_counter()
-    async with bench.http.get(f"/api/v1/containers/{cid[:12]}/stats") as resp:
-        body = await resp.json()
-        elapsed = time.perf_counter() - begin
-        if resp.status != 200:
-            raise AssertionError(f"stats of {cid[:12]} answered {resp.status}: {body}")
-    return elapsed, body
+    seconds, body, _ = await timed_get(bench.http, f"/api/v1/containers/{cid[:12]}/stats")
+    return seconds, body
 
 
 async def measure(bench: Bench) -> list[Row]:

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -56,26 +57,33 @@ def _alt_names(host: str) -> list[x509.GeneralName]:
 
 def generate_self_signed(host: str) -> tuple[bytes, bytes]:
     """A P-256 key and a self-signed certificate for ``host``, localhost and loopback."""
+    return self_signed(_alt_names(host))
+
+
+def self_signed(
+    names: Sequence[x509.GeneralName], *, common_name: str = "nekzus gateway", days: int = VALIDITY_DAYS
+) -> tuple[bytes, bytes]:
+    """A self-signed server certificate (PEM) for ``names`` (no SAN when empty) and its P-256 key."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nekzus gateway")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=VALIDITY_DAYS))
-        .add_extension(x509.SubjectAlternativeName(_alt_names(host)), critical=False)
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
     )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), key_pem
 
 
 def certificate_names(config: Config) -> list[str]:

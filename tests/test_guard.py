@@ -8,7 +8,6 @@ foreign page or a rebound name would borrow.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import ipaddress
 import json
 import socket
@@ -19,12 +18,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 
-from nekzus import guard
+from nekzus import guard, tls
 from nekzus.config import ConfigError, load_config
 from nekzus.guard import AllowedHosts, allowed_hosts, interface_addresses, machine_names
 from nekzus.hosts import HostPort, Origin, allowed_host_entry, parse_host, parse_origin
@@ -403,21 +399,7 @@ def test_new_interface_addresses_are_found_while_running(monkeypatch: pytest.Mon
 
 
 def certificate(*names: x509.GeneralName) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-    )
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    return tls.self_signed(names, common_name="test", days=1)[0]
 
 
 def test_certificate_names_are_allowed_hosts(tmp_path: Path, docker_host: str) -> None:
