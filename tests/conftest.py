@@ -13,7 +13,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiodocker
 import pytest
@@ -206,3 +206,13 @@ async def watching(client: TestClient[Any, Any]) -> None:
     async with asyncio.timeout(15):
         for watcher in client.server.app[WATCHERS]:
             await watcher.watching.wait()
+
+
+def read_until(stream: IO[str] | None, marker: str, what: str) -> None:
+    """Reads a child process's output until a line holds ``marker`` (bounded by the test timeout);
+    fails if the process ends first."""
+    assert stream is not None
+    for line in stream:
+        if marker in line:
+            return
+    pytest.fail(f"{what} exited before it printed {marker!r}")

@@ -131,16 +131,19 @@ async def test_inspect_unknown_container_is_404(client: TestClient[Any, Any]) ->
     assert body["message"]
 
 
+async def expect_invalid_id(client: TestClient[Any, Any], url: str, action: str) -> None:
+    """An inspect of ``url`` and an ``action`` on it are both 400 INVALID_CONTAINER_ID; the URL is
+    sent as written (the client must not normalise the path before the server sees it)."""
+    for method, target in (("GET", url), ("POST", f"{url}/{action}")):
+        resp = await client.session.request(method, URL(target, encoded=True))
+        assert resp.status == 400, (method, target)
+        assert (await resp.json())["error"] == "INVALID_CONTAINER_ID"
+
+
 async def test_malformed_container_id_is_rejected(client: TestClient[Any, Any]) -> None:
     base = str(client.make_url("/api/v1/containers/"))
     for bad in ("-rf", "%2e%2e", "..%2F..%2Fversion", "a%2Fb", "a%20b", "_x"):
-        # Sent as written: the client must not normalise the path before the server sees it.
-        resp = await client.session.get(URL(base + bad, encoded=True))
-        assert resp.status == 400, bad
-        assert (await resp.json())["error"] == "INVALID_CONTAINER_ID"
-        resp = await client.session.post(URL(f"{base}{bad}/stop", encoded=True))
-        assert resp.status == 400, bad
-        assert (await resp.json())["error"] == "INVALID_CONTAINER_ID"
+        await expect_invalid_id(client, base + bad, "stop")
 
 
 async def test_trailing_newline_after_an_id_is_refused(
@@ -150,12 +153,7 @@ async def test_trailing_newline_after_an_id_is_refused(
     base = str(client.make_url("/api/v1/containers/"))
     name, short = made["Name"].lstrip("/"), made["Id"][:12]
     for bad in (f"{name}%0a", f"{short}%0A", f"{name}%0d%0a", f"{short}%0a%0a"):
-        resp = await client.session.get(URL(base + bad, encoded=True))
-        assert resp.status == 400, bad
-        assert (await resp.json())["error"] == "INVALID_CONTAINER_ID"
-        resp = await client.session.post(URL(f"{base}{bad}/restart", encoded=True))
-        assert resp.status == 400, bad
-        assert (await resp.json())["error"] == "INVALID_CONTAINER_ID"
+        await expect_invalid_id(client, base + bad, "restart")
     batch = {"action": "stop", "containerIds": [f"{name}\n"]}
     resp = await client.post("/api/v1/containers/batch", json=batch)
     assert resp.status == 400

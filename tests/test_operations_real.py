@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +21,7 @@ from aiohttp.test_utils import TestClient
 from nekzus.keys import EVENT_BUS
 
 from .conftest import LINKED, ROOT, ClientFactory, Containers, make_config, next_event
+from .test_tls_cli import free_port
 
 # Ignores SIGTERM: a stop waits out its whole grace period, then the daemon kills it.
 DEAF = ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"]
@@ -88,12 +88,6 @@ async def accepted(client: TestClient[Any, Any], path: str) -> str:
 
 
 # -- a gateway killed mid-stop --------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 Serve = Callable[[], Awaitable[str]]

@@ -26,7 +26,7 @@ from nekzus.server import HandshakeLimits, Listener, ListenError, client_key, se
 from nekzus.tls import generate_self_signed
 from runtimes import RuntimeRegistry
 
-from .conftest import ROOT, make_config
+from .conftest import ROOT, make_config, read_until
 from .test_config_cli import run_cli
 from .test_tls_cli import env_for, free_port
 
@@ -290,12 +290,7 @@ def test_serve_starts_and_stops_on_sigterm(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        assert process.stderr is not None
-        for line in process.stderr:
-            if f"Running on http://127.0.0.1:{port}" in line:
-                break
-        else:
-            pytest.fail("the gateway exited before it listened")
+        read_until(process.stderr, f"Running on http://127.0.0.1:{port}", "the gateway")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
             assert resp.status == 200
         process.terminate()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ClientFactory
+from .conftest import ClientFactory, read_until
 from .test_security import bearer, registry, security_config, token
 
 
@@ -40,13 +40,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
         text=True,
     )
     try:
-        assert process.stdout is not None
-        # redis-server says when it listens; wait for that line (bounded by the test timeout).
-        for line in process.stdout:
-            if "Ready to accept connections" in line:
-                break
-        else:
-            pytest.fail("redis-server exited before it was ready")
+        read_until(process.stdout, "Ready to accept connections", "redis-server")
         yield f"redis://127.0.0.1:{port}"
     finally:
         process.terminate()

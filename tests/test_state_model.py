@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from nekzus.keys import EVENT_BUS, REGISTRY, STATE, WATCHERS
 from nekzus.state import ContainerModel, RenderedLists, StateModels
-from runtimes import ContainerRef, ContainerState, ContainerSummary, OperationFailed
+from runtimes import ContainerState, ContainerSummary, OperationFailed
 from runtimes.docker import DockerRow, DockerRuntime, Lifetime, human_duration, parse_time
 
 from .conftest import LINKED, ClientFactory, Containers, make_config, next_event, state_heard, watching
@@ -213,6 +213,20 @@ async def made_and_heard(
         sub.close()
 
 
+def record_calls(monkeypatch: pytest.MonkeyPatch, runtime: Any, method: str) -> list[Any]:
+    """The first argument of every call of ``runtime.method`` from now on (None without one); the
+    calls still go through to the runtime."""
+    calls: list[Any] = []
+    real = getattr(runtime, method)
+
+    async def recorded(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0] if args else None)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(runtime, method, recorded)
+    return calls
+
+
 async def test_the_list_is_served_from_the_model_without_asking_the_engine(
     client: TestClient[Any, Any], containers: Containers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -236,14 +250,7 @@ async def test_action_pre_checks_that_accept_come_from_the_model_refusals_from_t
     second = await made_and_heard(client, containers, labels=LINKED)
     third = await made_and_heard(client, containers, labels=LINKED)
     docker = client.server.app[REGISTRY].get("docker")
-    asked: list[str] = []
-    get = docker.get
-
-    async def counted(ref: ContainerRef) -> ContainerSummary:
-        asked.append(ref.id)
-        return await get(ref)
-
-    monkeypatch.setattr(docker, "get", counted)
+    asked = record_calls(monkeypatch, docker, "get")
     # Accepted from the model alone: no Engine call before the 202 (a stop's own work asks none).
     assert (await client.post(f"/api/v1/containers/{first['Id'][:12]}/stop?timeout=1")).status == 202
     batch = {"action": "stop", "containerIds": [second["Name"].lstrip("/")], "timeout": 1}
@@ -261,7 +268,7 @@ async def test_action_pre_checks_that_accept_come_from_the_model_refusals_from_t
 
     monkeypatch.setattr(model, "find", lagging)
     assert (await client.post(f"/api/v1/containers/{third['Id'][:12]}/stop?timeout=1")).status == 202
-    assert asked == [third["Id"][:12]]
+    assert [ref.id for ref in asked] == [third["Id"][:12]]
 
 
 async def test_the_model_rows_are_the_engines_own(
@@ -393,20 +400,12 @@ async def test_an_unwarm_model_lists_from_the_engine(
     made = await made_and_heard(client, containers, labels=LINKED)
     model = client.server.app[STATE].models["docker"]
     docker = client.server.app[REGISTRY].get("docker")
-    calls = 0
-    real = docker.list_containers
-
-    async def counted(**kwargs: Any) -> list[ContainerSummary]:
-        nonlocal calls
-        calls += 1
-        return await real(**kwargs)
-
-    monkeypatch.setattr(docker, "list_containers", counted)
+    calls = record_calls(monkeypatch, docker, "list_containers")
     await listed(client, "")
-    assert calls == 0
+    assert len(calls) == 0
     model.cool()  # as when the stream breaks or a re-read fails
     assert made["Id"][:12] in await listed(client, "")
-    assert calls == 1
+    assert len(calls) == 1
 
 
 async def test_the_periodic_resync_repairs_what_the_stream_missed(

@@ -173,11 +173,10 @@ def test_api_keys_without_a_signing_key_exit_2_naming_the_keys(tmp_path: Path) -
     assert "Traceback" not in result.stderr
 
 
-def test_mismatched_tls_key_and_certificate_refuse_to_start(tmp_path: Path) -> None:
-    cert_pem, _ = generate_self_signed("127.0.0.1")
-    _, other_key = generate_self_signed("127.0.0.1")
+def serve_with_tls_files(tmp_path: Path, cert_pem: bytes, key_pem: bytes) -> subprocess.CompletedProcess[str]:
+    """``nekzus serve`` with TLS mode ``files`` on these contents (expected to refuse to start)."""
     (tmp_path / "c.pem").write_bytes(cert_pem)
-    (tmp_path / "k.pem").write_bytes(other_key)
+    (tmp_path / "k.pem").write_bytes(key_pem)
     env = env_for(
         tmp_path,
         free_port(),
@@ -185,21 +184,19 @@ def test_mismatched_tls_key_and_certificate_refuse_to_start(tmp_path: Path) -> N
         NEKZUS_SERVER__TLS__CERT=str(tmp_path / "c.pem"),
         NEKZUS_SERVER__TLS__KEY=str(tmp_path / "k.pem"),
     )
-    result = run_cli("serve", env=env)
+    return run_cli("serve", env=env)
+
+
+def test_mismatched_tls_key_and_certificate_refuse_to_start(tmp_path: Path) -> None:
+    cert_pem, _ = generate_self_signed("127.0.0.1")
+    _, other_key = generate_self_signed("127.0.0.1")
+    result = serve_with_tls_files(tmp_path, cert_pem, other_key)
     assert result.returncode == 2 and "server.tls: cannot load" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_unusable_tls_files_refuse_to_start(tmp_path: Path) -> None:
-    (tmp_path / "c.pem").write_text("not a certificate")
-    env = env_for(
-        tmp_path,
-        free_port(),
-        NEKZUS_SERVER__TLS__MODE="files",
-        NEKZUS_SERVER__TLS__CERT=str(tmp_path / "c.pem"),
-        NEKZUS_SERVER__TLS__KEY=str(tmp_path / "c.pem"),
-    )
-    result = run_cli("serve", env=env)
+    result = serve_with_tls_files(tmp_path, b"not a certificate", b"not a key")
     assert result.returncode == 2 and "server.tls" in result.stderr
 
 
