@@ -30,7 +30,8 @@ class ContainerModel:
         self.runtime = runtime
         self._rows: dict[str, ContainerRow] = {}
         self._ready = False
-        # Containers whose action finished before the model re-read them: monotonic deadline.
+        # Containers whose action finished before the model re-read them: when (monotonic) each
+        # was marked. A read that began before the mark does not clear it.
         self._pending: dict[str, float] = {}
         # Changes on every write: a rendered list is reused only for the version it was made of.
         self.version = 0
@@ -43,25 +44,28 @@ class ContainerModel:
             return False
         if self._pending:
             now = time.monotonic()
-            self._pending = {cid: until for cid, until in self._pending.items() if until > now}
+            self._pending = {cid: at for cid, at in self._pending.items() if at + PENDING_SECONDS > now}
         return not self._pending
 
     @property
     def rows(self) -> Mapping[str, ContainerRow]:
         return self._rows
 
-    def fill(self, rows: Iterable[ContainerRow]) -> None:
-        """Every container, from a full listing: the model is warm from now on."""
+    def fill(self, rows: Iterable[ContainerRow], read_at: float) -> None:
+        """Every container, from a full listing begun at ``read_at`` (monotonic): the model is warm
+        from now on, but for containers marked pending after the listing began."""
         self._rows = {row.summary.id: row for row in rows}
-        self._pending.clear()
+        self._pending = {cid: at for cid, at in self._pending.items() if at > read_at}
         self._ready = True
         self.version += 1
 
-    def refresh(self, ids: Iterable[str], rows: Iterable[ContainerRow]) -> None:
-        """Fresh rows of the containers ``ids`` named (one that is gone has none)."""
+    def refresh(self, ids: Iterable[str], rows: Iterable[ContainerRow], read_at: float) -> None:
+        """Fresh rows of the containers ``ids`` named (one that is gone has none), read from
+        ``read_at`` (monotonic) on; a pending mark set after that stays until the next read."""
         for cid in ids:
             self._rows.pop(cid, None)
-            self._pending.pop(cid, None)
+            if self._pending.get(cid, read_at) <= read_at:
+                self._pending.pop(cid, None)
         for row in rows:
             self._rows[row.summary.id] = row
         self.version += 1
@@ -81,7 +85,7 @@ class ContainerModel:
         Answers whether the model holds that container at all."""
         if cid not in self._rows:
             return False
-        self._pending[cid] = time.monotonic() + PENDING_SECONDS
+        self._pending[cid] = time.monotonic()
         self.wanted.set()
         return True
 
@@ -111,8 +115,8 @@ class ContainerModel:
         return None
 
     def _served(self, row: ContainerRow, now: float) -> ContainerSummary | None:
-        until = self._pending.get(row.summary.id)
-        if until is not None and until > time.monotonic():
+        marked = self._pending.get(row.summary.id)
+        if marked is not None and marked + PENDING_SECONDS > time.monotonic():
             return None
         return row.at(now)
 

@@ -154,6 +154,7 @@ class StateWatcher:
         assert self._rows is not None and self.model is not None
         if not ids:
             return {}
+        read_at = time.monotonic()
         try:
             rows = await self._rows.rows(ids)
         except RuntimeFailure as exc:
@@ -162,13 +163,14 @@ class StateWatcher:
             )
             self.model.cool()
             return None
-        self.model.refresh(ids, rows)
+        self.model.refresh(ids, rows, read_at)
         return {row.summary.id: row.summary for row in rows}
 
     async def _reconcile(self, *, publish: bool) -> None:
         if self._rows is not None and self.model is not None:
+            read_at = time.monotonic()
             rows = await self._rows.rows(known=self.model.rows)
-            self.model.fill(rows)
+            self.model.fill(rows, read_at)
             containers = [row.summary for row in rows]
         else:
             containers = await self.runtime.list_containers()

@@ -96,37 +96,50 @@ def row(cid: str, state: ContainerState = ContainerState.RUNNING) -> DockerRow:
 def test_model_is_warm_only_after_a_full_listing_and_until_it_cools() -> None:
     model = ContainerModel("docker")
     assert not model.warm
-    model.fill([row("a"), row("b")])
+    model.fill([row("a"), row("b")], time.monotonic())
     assert model.warm
     assert sorted(s.id for s in model.summaries(1010)) == ["a", "b"]
     assert model.summaries(1010)[0].status == "Up 10 seconds"
     version = model.version
-    model.refresh(["a"], [])  # "a" is gone
+    model.refresh(["a"], [], time.monotonic())  # "a" is gone
     assert [s.id for s in model.summaries(1010)] == ["b"] and model.version > version
     model.cool()
     assert not model.warm
-    model.fill([row("b")])
+    model.fill([row("b")], time.monotonic())
     assert model.warm
 
 
 def test_a_finished_action_keeps_the_model_cold_until_its_container_is_reread() -> None:
     model = ContainerModel("docker")
-    model.fill([row("a"), row("b")])
+    model.fill([row("a"), row("b")], time.monotonic())
     assert not model.expect("zzz")  # not a container of this model: nothing to wait for
     assert model.warm
     assert model.expect("a")
     assert model.wanted.is_set() and not model.warm
     assert model.pending() == ["a"] and not model.wanted.is_set()
-    model.refresh(["a"], [row("a", ContainerState.EXITED)])
+    model.refresh(["a"], [row("a", ContainerState.EXITED)], time.monotonic())
     assert model.warm
     assert {s.id: s.state for s in model.summaries(1010)}["a"] is ContainerState.EXITED
+
+
+def test_a_read_begun_before_an_action_finished_does_not_clear_its_mark() -> None:
+    model = ContainerModel("docker")
+    model.fill([row("a"), row("b")], time.monotonic())
+    read_at = time.monotonic()
+    assert model.expect("a")  # the action ends while the re-read (or resync) is on its way
+    model.refresh(["a"], [row("a")], read_at)
+    assert not model.warm and model.find("a", 1010) is None
+    model.fill([row("a"), row("b")], read_at)
+    assert not model.warm and model.wanted.is_set()  # the watcher reads it again
+    model.refresh(model.pending(), [row("a", ContainerState.EXITED)], time.monotonic())
+    assert model.warm and model.find("a", 1010) == row("a", ContainerState.EXITED).at(1010)
 
 
 def test_find_resolves_names_and_ids_as_the_engine_does() -> None:
     model = ContainerModel("docker")
     a, b = row("aaaaaaaaaaaa"), row("bbbbbbbbbbbb")
     assert model.find("n-aaaaaaaaaaaa", 1010) is None  # not warm: the runtime answers
-    model.fill([a, b])
+    model.fill([a, b], time.monotonic())
     assert model.find(a.summary.full_id, 1010) == a.at(1010)
     assert model.find("aaaaaaaaaaaa", 1010) == a.at(1010)
     assert model.find(a.summary.full_id[:20], 1010) == a.at(1010)
@@ -145,7 +158,7 @@ def test_find_resolves_names_and_ids_as_the_engine_does() -> None:
 def test_state_models_mark_pending_from_operation_events_of_their_containers() -> None:
     state = StateModels()
     model = ContainerModel("docker")
-    model.fill([row("a")])
+    model.fill([row("a")], time.monotonic())
     state.models["docker"] = model
     from nekzus.events import Event
 
@@ -418,8 +431,8 @@ async def test_the_periodic_resync_repairs_what_the_stream_missed(
     made = await made_and_heard(client, containers, labels=LINKED)
     cid = made["Id"][:12]
     model = client.server.app[STATE].models["docker"]
-    model.refresh([cid], [])  # as if an event had been lost
-    assert cid not in await listed(client)
+    model.refresh([cid], [], time.monotonic())  # as if an event had been lost
+    assert cid not in model.rows  # before any await: the 1 s resync may restore it at any moment
 
     async def back() -> bool:
         return cid in await listed(client)
