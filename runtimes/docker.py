@@ -94,14 +94,8 @@ def short_id(full_id: str) -> str:
 
 
 def parse_timestamp(value: str) -> int:
-    """Unix seconds of an Engine RFC 3339 time (nanosecond fractions and a zone suffix allowed)."""
-    if not value or value.startswith("0001-"):
-        return 0
-    try:
-        moment = datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
-    except ValueError:
-        return 0
-    return int(moment.timestamp())
+    """Whole Unix seconds of an Engine RFC 3339 time (see :func:`parse_time`)."""
+    return int(parse_time(value))
 
 
 def parse_time(value: str) -> float:
@@ -246,13 +240,6 @@ def _health_from_status(status: str) -> str | None:
         if status.endswith(marker):
             return verdict
     return None
-
-
-def _status_from_inspect(state: Mapping[str, Any]) -> str:
-    status = str(state.get("Status", ""))
-    if status == "exited":
-        return f"Exited ({state.get('ExitCode', 0)})"
-    return status.capitalize()
 
 
 def without_userinfo(address: str) -> str:
@@ -456,18 +443,19 @@ class DockerRuntime:
         doc = await self._inspect_raw(ref)
         config = doc.get("Config") or {}
         state = doc.get("State") or {}
+        lifetime = Lifetime.from_state(state)
         return ContainerSummary(
             id=short_id(doc["Id"]),
             full_id=doc["Id"],
             name=str(doc.get("Name", "")).lstrip("/"),
             image=config.get("Image", ""),
             state=map_state(state.get("Status", "")),
-            status=_status_from_inspect(state),
+            status=lifetime.status_line(time.time()),
             created=parse_timestamp(doc.get("Created", "")),
             ports=_ports_from_inspect((doc.get("NetworkSettings") or {}).get("Ports")),
             labels=config.get("Labels") or {},
             runtime=self.name,
-            health=(state.get("Health") or {}).get("Status") or None,
+            health=lifetime.health,
         )
 
     async def inspect(self, ref: ContainerRef, *, reveal_secrets: bool = False) -> dict[str, Any]:
@@ -546,9 +534,11 @@ class DockerRuntime:
                 earlier = self._cpu.earlier(cid, taken)
             self._cpu.record(cid, taken, doc.get("cpu_stats") or {})
             doc = {**doc, "precpu_stats": earlier or {}}
-        sample = sample_from_docker(
-            short_id(doc.get("id") or ref.id), doc, int(time.time()), cpus=await self._cpus()
-        )
+        # The daemon's CPU count only for a container that reports none of its own (never ran).
+        cpu = doc.get("cpu_stats") or {}
+        own = cpu.get("online_cpus") or (cpu.get("cpu_usage") or {}).get("percpu_usage")
+        cpus = 1 if own else await self._cpus()
+        sample = sample_from_docker(short_id(doc.get("id") or ref.id), doc, int(time.time()), cpus=cpus)
         if len(self._fresh) >= _FRESH_KEEP:
             self._fresh = {k: v for k, v in self._fresh.items() if taken - v[0] < STATS_STALE}
         self._fresh[ref.id] = (taken, sample)
