@@ -16,7 +16,7 @@ from .accesslog import access_log_middleware, log_websocket_upgrade
 from .auth import auth_middleware, authority_from_config, identity_middleware
 from .config import Config
 from .events import EventBus
-from .guard import allowed_hosts, browser_middleware, host_middleware
+from .guard import allowed_hosts, browser_middleware, host_middleware, listed_origins
 from .hub import Hub
 from .keys import (
     AUTHORITY,
@@ -25,6 +25,7 @@ from .keys import (
     HUB,
     LIMITER,
     LINKER,
+    LISTED_ORIGINS,
     MONITOR,
     OPERATIONS,
     REGISTRY,
@@ -193,6 +194,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
         app.on_response_prepare.append(log_websocket_upgrade)
     app[CONFIG] = config
     app[AUTHORITY] = authority_from_config(config)
+    app[LISTED_ORIGINS] = listed_origins(config)
     app[LIMITER] = RateLimiter(config.ratelimit) if config.ratelimit.enabled else None
     app.on_response_prepare.append(add_rate_headers)
     app.cleanup_ctx.append(_limiter_ctx)

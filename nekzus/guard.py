@@ -30,7 +30,7 @@ from .hosts import (
     parse_host,
     parse_origin,
 )
-from .keys import CONFIG
+from .keys import LISTED_ORIGINS
 from .tls import certificate_names
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def origin_allowed(request: web.Request, origin: str) -> bool:
     parsed = parse_origin(origin)
     if parsed is None:
         return False
-    if parsed in _configured_origins(tuple(request.app[CONFIG].server.cors_origins)):
+    if parsed in request.app[LISTED_ORIGINS]:
         return True
     own = parse_host(request.headers.get(hdrs.HOST, ""))
     if own is None or own.host != parsed.host:
@@ -164,9 +164,9 @@ def origin_allowed(request: web.Request, origin: str) -> bool:
     return parsed.port == (own.port if own.port is not None else DEFAULT_PORTS[parsed.scheme])
 
 
-@functools.cache
-def _configured_origins(origins: tuple[str, ...]) -> frozenset[Origin | None]:
-    return frozenset(parse_origin(origin) for origin in origins)
+def listed_origins(config: Config) -> frozenset[Origin]:
+    """``server.cors_origins`` parsed once, at start-up (the config validator accepts only origins)."""
+    return frozenset(o for o in map(parse_origin, config.server.cors_origins) if o is not None)
 
 
 def from_foreign_page(request: web.Request) -> bool:

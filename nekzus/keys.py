@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from .auth import Principal, TokenAuthority
     from .config import Config
     from .events import EventBus
+    from .hosts import Origin
     from .hub import Hub
     from .identity import IPAddress
     from .linking import AppLinker
@@ -36,6 +37,7 @@ SELF_CONTAINER_ID: web.AppKey[str] = web.AppKey("self_container_id", str)
 LINKER: web.AppKey[AppLinker] = web.AppKey("linker")
 
 AUTHORITY: web.AppKey[TokenAuthority] = web.AppKey("authority")
+LISTED_ORIGINS: web.AppKey[frozenset[Origin]] = web.AppKey("listed_origins")
 LIMITER: web.AppKey[RateLimiter | None] = web.AppKey("limiter")
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)

@@ -60,10 +60,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         return _from_http_exception(exc)
     except Exception:
-        log.exception(
-            "unhandled error in %s %s",
-            request.method,
-            request.path,
-            extra={"request_id": request[REQUEST_ID]},
-        )
+        # The record gets its request id like every line logged while the request is served.
+        log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "INTERNAL_ERROR", "An unexpected error occurred")

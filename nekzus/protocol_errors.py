@@ -25,15 +25,6 @@ from .errors import error_response
 
 log = logging.getLogger(__name__)
 
-_CODES = {
-    400: "INVALID_REQUEST",
-    413: "PAYLOAD_TOO_LARGE",
-    414: "URI_TOO_LONG",
-    431: "HEADERS_TOO_LARGE",
-    500: "INTERNAL_ERROR",
-    504: "TIMEOUT",
-}
-
 # Fixed sentences by the parser's exception class: its own message quotes the client's bytes.
 _SENTENCES: tuple[tuple[type[Exception], str], ...] = (
     (LineTooLong, "The request line or a header is too long"),
@@ -47,9 +38,11 @@ _SENTENCES: tuple[tuple[type[Exception], str], ...] = (
 
 def describe(status: int, exc: BaseException | None) -> tuple[str, str]:
     """The error code and a sentence for a protocol-level failure, never quoting the input."""
-    code = _CODES.get(status, "INVALID_REQUEST" if status < 500 else "INTERNAL_ERROR")
+    # aiohttp's parser reports every malformed request as 400; it calls this with 500 only for an
+    # error outside the handlers (which error_middleware turns into 500 INTERNAL_ERROR itself).
     if status >= 500:
-        return code, "An unexpected error occurred"
+        return "INTERNAL_ERROR", "An unexpected error occurred"
+    code = "INVALID_REQUEST"
     for kind, sentence in _SENTENCES:
         if isinstance(exc, kind):
             return code, sentence

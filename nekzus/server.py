@@ -14,7 +14,6 @@ import asyncio
 import ctypes
 import ctypes.util
 import gc
-import ipaddress
 import logging
 import signal
 import socket
@@ -26,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .identity import parse_ip, rate_key
 from .protocol_errors import JsonErrorRequestHandler
 from .tasks import TaskGroup
 
@@ -54,12 +54,7 @@ class HandshakeLimits:
 
 def client_key(address: str) -> str:
     """The unit a per-client cap counts: the IPv4 address, or the IPv6 /64 (one host's usual share)."""
-    ip = ipaddress.ip_address(address.partition("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
+    return rate_key(parse_ip(address))
 
 
 def _display(address: tuple[Any, ...]) -> str:
@@ -101,6 +96,8 @@ class Listener:
         self._refusal_logged = 0.0
         self._malloc_trim = _load_malloc_trim()
         self._trim_handle: asyncio.TimerHandle | None = None
+        # Set whenever ``pending`` changes, for whoever watches the handshakes (tests, a monitor).
+        self.pending_changed = asyncio.Event()
 
     @property
     def pending(self) -> int:
@@ -186,6 +183,7 @@ class Listener:
             return
         self._pending[key] = held + 1
         self._pending_total += 1
+        self.pending_changed.set()
         self._burst = max(self._burst, self._pending_total)
         self._tasks.spawn(self._connect(conn, key), name=f"handshake-{peer[0]}")
 
@@ -200,7 +198,7 @@ class Listener:
                 ssl=self._ssl,
                 ssl_handshake_timeout=self._limits.timeout if self._ssl is not None else None,
             )
-        except (OSError, ssl.SSLError, TimeoutError) as exc:
+        except OSError as exc:  # ssl.SSLError and TimeoutError among them
             # A client that never finished its handshake, or spoke something else: not our fault.
             log.debug("handshake with %s failed: %r", key, exc)
             conn.close()
@@ -215,6 +213,7 @@ class Listener:
         else:
             del self._pending[key]
         self._pending_total -= 1
+        self.pending_changed.set()
         if self._pending_total == 0 and self._burst >= TRIM_AFTER and self._trim_handle is None:
             # Later, not now: the transports of the failed handshakes are released by callbacks
             # that run after this task ends.

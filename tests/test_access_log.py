@@ -17,7 +17,14 @@ from aiohttp.test_utils import TestClient, make_mocked_request
 
 from nekzus.accesslog import access_log_middleware
 from nekzus.config import LoggingConfig
-from nekzus.logsetup import ACCESS_LOGGER, JsonFormatter, TextFormatter, configure_logging, one_line
+from nekzus.logsetup import (
+    ACCESS_LOGGER,
+    JsonFormatter,
+    RequestIdFilter,
+    TextFormatter,
+    configure_logging,
+    one_line,
+)
 from runtimes import RuntimeRegistry
 
 from .conftest import ClientFactory, make_config
@@ -262,6 +269,7 @@ async def test_an_unexpected_error_is_logged_with_the_request_id(
 ) -> None:
     fake, registry = fake_registry()
     client = await gateway(make_config(docker_host), runtimes=registry)
+    caplog.handler.addFilter(RequestIdFilter())  # as configure_logging sets up every handler
     fake.fail["inspect"] = ValueError("boom")
     resp = await client.get(f"/api/v1/containers/{CID}", headers={"X-Request-ID": "req-500"})
     assert resp.status == 500

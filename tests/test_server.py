@@ -105,10 +105,11 @@ async def closed_within(reader: asyncio.StreamReader, seconds: float) -> float:
 
 
 async def pending(listener: Listener, count: int) -> None:
-    """Until ``count`` handshakes are pending: a counter with no event to wait on, so it is polled."""
+    """Until ``count`` handshakes are pending, woken by each change of the count."""
     async with asyncio.timeout(5):
-        while listener.pending != count:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+        while listener.pending != count:
+            listener.pending_changed.clear()
+            await listener.pending_changed.wait()
 
 
 def tls_client(certificate: Path) -> aiohttp.ClientSession:
