@@ -458,6 +458,15 @@ async def timed_get(session: aiohttp.ClientSession, path: str) -> tuple[float, A
     return time.perf_counter() - start, doc, len(body)
 
 
+async def direct_stats(bench: Bench, cid: str) -> float:
+    """Seconds for the Engine's own one-shot stats sample of ``cid``, read raw over its socket:
+    the floor under any stats call through the gateway (the Engine's collector passes once a second)."""
+    seconds, _, _ = await timed_get(
+        bench.engine.session, f"{bench.engine.prefix}/containers/{cid}/stats?stream=false&one-shot=true"
+    )
+    return seconds
+
+
 async def gateway_caught_up(bench: Bench, ids: Sequence[str], *, timeout: float = 120.0) -> float:
     """Seconds until the gateway's list shows each of ``ids`` in the state the Engine reports.
 

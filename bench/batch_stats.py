@@ -1,19 +1,21 @@
-"""Batch stats of 20 running linked containers vs the stats of one.
+"""Batch stats of 20 running linked containers, against the Engine's own one-shot samples of them.
 
-The gateway samples the batch concurrently, and answers each container against its own previous
-sample (a recent one answers while the Engine's next collector pass is away), so after the first
-round a batch of 20 answers in a fraction of a second, like one container: target ≤ 0.5 s (the
-ratio to a single call, a few milliseconds, is informative). Calls are interleaved, batch and
-single taking turns at going first.
+The gateway samples the batch concurrently and answers each container against its own previous
+sample, so a batch costs at most one pass of the Engine's stats collector, like the Engine's own
+one-shot samples of the 20 taken at once: target batch max ≤ 1.5× their median. Rounds are 1.5 s
+apart, past the gateway's 1 s reuse of a sample, as a dashboard polls.
 """
 
 from __future__ import annotations
 
-from _harness import Bench, Row, percentile, run_script, timed_get
+import asyncio
+
+from _harness import Bench, Row, direct_stats, percentile, run_script, timed_get
 
 CONTAINERS = 20
 REPEATS = 5
-TARGET_BATCH = 0.5
+TARGET_RATIO = 1.5  # against the real limit: the Engine's own one-shot samples of all 20 at once
+ROUND_GAP = 1.5  # seconds between rounds: longer than the gateway reuses a sample
 
 
 async def measure(bench: Bench) -> list[Row]:
@@ -25,6 +27,8 @@ async def measure(bench: Bench) -> list[Row]:
     single: list[float] = []
     sizes: list[int] = []
     for i in range(REPEATS + 1):  # round 0 warms both up and is not counted
+        # Past the gateway's 1 s reuse of a sample, as a dashboard polls: each round samples anew.
+        await asyncio.sleep(ROUND_GAP)
         one = ids[i % len(ids)]
         for kind in ("batch", "single") if i % 2 else ("single", "batch"):
             if kind == "batch":
@@ -40,6 +44,10 @@ async def measure(bench: Bench) -> list[Row]:
                 if i:
                     single.append(seconds)
 
+    direct: list[float] = []
+    for _ in range(REPEATS):
+        await asyncio.sleep(ROUND_GAP)
+        direct.append(max(await asyncio.gather(*(direct_stats(bench, cid) for cid in ids))))
     b50, s50 = percentile(batch, 50), percentile(single, 50)
     return [
         Row("containers in every batch answer", min(sizes)),
@@ -49,7 +57,13 @@ async def measure(bench: Bench) -> list[Row]:
         Row(f"batch GET /containers/stats median ({REPEATS} calls)", b50, "s"),
         Row("batch min", min(batch), "s"),
         Row("batch median / single median", b50 / s50, "×"),
-        Row("batch max", max(batch), "s", TARGET_BATCH),
+        Row(
+            f"direct Engine one-shot stats of all {CONTAINERS} at once, median ({REPEATS} rounds)",
+            percentile(direct, 50),
+            "s",
+        ),
+        Row("batch max", max(batch), "s"),
+        Row("batch max ÷ direct Engine median", max(batch) / percentile(direct, 50), "×", TARGET_RATIO),
     ]
 
 

@@ -67,12 +67,18 @@ async def _sample(pid: int, stop: asyncio.Event, samples: list[float]) -> None:
             await asyncio.wait_for(stop.wait(), SAMPLE_SECONDS)
 
 
+PROBE_TIMEOUT = 5.0
+
+
 def probe_session(gateway: Gateway) -> aiohttp.ClientSession:
     """A client from 127.0.0.2, an address the flood does not use, trusting the gateway's certificate."""
     assert gateway.certificate is not None, "the flood is about TLS: run the gateway with TLS"
     context = ssl.create_default_context(cafile=gateway.certificate)
     connector = aiohttp.TCPConnector(ssl=context, local_addr=(PROBE_SOURCE, 0), force_close=True)
-    return aiohttp.ClientSession(base_url=gateway.url, connector=connector)
+    # Bounded: a probe the gateway never answers counts as refused instead of holding the loop.
+    return aiohttp.ClientSession(
+        base_url=gateway.url, connector=connector, timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
+    )
 
 
 async def measure(gateway: Gateway, connections: int, addresses: int, hold: float) -> list[Row]:
@@ -100,7 +106,7 @@ async def measure(gateway: Gateway, connections: int, addresses: int, hold: floa
                     async with probe_session(gateway) as fresh, fresh.get("/healthz") as resp:
                         resp.raise_for_status()
                     latencies.append(time.perf_counter() - t0)
-                except aiohttp.ClientError:
+                except (aiohttp.ClientError, TimeoutError):
                     refused += 1
                 await asyncio.sleep(0.2)
             closed_by_gateway = sum(_closed_by_peer(sock) for sock in sockets)
