@@ -187,6 +187,7 @@ class LogSession:
         self.conn = conn
         self.runtime = runtime
         self.sub = sub
+        self.started = False  # container.logs.started was sent
         self.task: asyncio.Task[None] | None = None
         cid = json.dumps(sub.container_id)
         ns = f',"namespace":{json.dumps(sub.namespace)}' if sub.namespace else ""
@@ -232,13 +233,16 @@ class LogSession:
         except OutboxClosed:
             return
         except Exception:
-            # A defect must not leave the client waiting for lines that never come.
+            # A defect must not leave the client waiting for lines that never come. The notices go
+            # in line with the stream (held while the session is suspended, never counted against
+            # the event queue); "ended" follows only a stream that had started, as documented.
             log.exception("log stream of %s failed", self.sub.container_id)
-            self.conn.notify(
-                "container.logs.error",
-                self._data(error="LOG_STREAM_FAILED", message="The log stream failed"),
-            )
-            self.conn.notify("container.logs.ended", self._data(reason="error"))
+            with contextlib.suppress(OutboxClosed):
+                await self._notice(
+                    "container.logs.error", error="LOG_STREAM_FAILED", message="The log stream failed"
+                )
+                if self.started:
+                    await self._notice("container.logs.ended", reason="error")
 
     async def _run(self) -> None:
         sub = self.sub
@@ -261,6 +265,7 @@ class LogSession:
             )
             return
         await self._notice("container.logs.started")
+        self.started = True
         reason = "stopped"
         try:
             reason = await self._stream(ref)

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from nekzus.auth import LEEWAY_SECONDS
 from nekzus.hub import Connection
 from nekzus.keys import EVENT_BUS, HUB
-from runtimes import LogChunk, RuntimeRegistry
+from runtimes import LogChunk, RuntimeRegistry, Unavailable
 
 from .conftest import ClientFactory, make_config
 from .fakes import FakeRuntime, registry_of, summary
@@ -390,6 +390,48 @@ async def test_a_defect_in_a_log_stream_ends_it_with_an_error(
     error = await ws.until("container.logs.error", containerId=CID)
     assert error["data"]["error"] == "LOG_STREAM_FAILED"
     assert (await ws.until("container.logs.ended", containerId=CID))["data"]["reason"] == "error"
+    # A defect before the stream started ends it with the error alone: no "ended" without "started".
+    fake.fail["get"] = KeyError("a defect")
+    ws.seen.clear()
+    await ws.send("container.logs.subscribe", containerId=CID)
+    error = await ws.until("container.logs.error", containerId=CID)
+    assert error["data"]["error"] == "LOG_STREAM_FAILED"
+    await ws.send("subscribe", types=["container.*"])  # its reply comes after anything the stream sent
+    await ws.until("subscribed")
+    assert [m["type"] for m in ws.seen if m["type"].startswith("container.logs")] == ["container.logs.error"]
+
+
+async def test_log_stream_limits_and_an_unavailable_runtime(gateway: ClientFactory, docker_host: str) -> None:
+    fake = GatedLogs()
+    fake.containers.update({c.full_id: c for c in (summary(2), summary(3))})
+    client = await gateway(
+        make_config(docker_host, websocket={"max_log_streams": 2}), runtimes=registry_of(fake)
+    )
+    ws = await connect(client)
+    await ws.until("hello")
+    for n in (1, 2):
+        await ws.send("container.logs.subscribe", containerId=summary(n).name)
+        await ws.until("container.logs.started", containerId=summary(n).name)
+    await ws.send("container.logs.subscribe", containerId=summary(3).name)
+    refused = await ws.until("error")
+    assert (
+        refused["data"]["error"] == "INVALID_MESSAGE"
+        and "At most 2 log streams" in refused["data"]["message"]
+    )
+    # Subscribing again to a stream it follows replaces that stream: still within the limit.
+    await ws.send("container.logs.subscribe", containerId=summary(1).name)
+    await ws.until("container.logs.ended", containerId=summary(1).name)
+    await ws.until("container.logs.started", containerId=summary(1).name)
+    # The runtime away: the same sentence as over HTTP.
+    for n in (1, 2):
+        await ws.send("container.logs.unsubscribe", containerId=summary(n).name)
+        await ws.until("container.logs.ended", containerId=summary(n).name)
+    fake.fail["get"] = fake.fail["inspect"] = Unavailable("gone")
+    over_http = await (await client.get(f"/api/v1/containers/{summary(3).name}")).json()
+    await ws.send("container.logs.subscribe", containerId=summary(3).name)
+    error = await ws.until("container.logs.error", containerId=summary(3).name)
+    assert error["data"]["error"] == over_http["error"] == "RUNTIME_UNAVAILABLE"
+    assert error["data"]["message"] == over_http["message"]
 
 
 # -- bursts --------------------------------------------------------------------------------------
