@@ -284,16 +284,14 @@ def _load_sync(
 
 
 def _claim_if_dead(path: Path) -> bool:
-    """True when no running gateway holds the lock at ``path`` (its file is then removed)."""
-    try:
-        with path.open("ab") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            path.unlink(missing_ok=True)
-            return True
-    except FileNotFoundError:
+    """True when no running gateway holds the lock at ``path`` (its file is then removed). A lock
+    directory that has gone is an OSError, which stops the start, not a licence to take over."""
+    with path.open("ab") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        path.unlink(missing_ok=True)
         return True
 
 

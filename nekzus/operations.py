@@ -193,8 +193,8 @@ class OperationTracker:
             op.done.set()
             self._records[op.id] = op
             self._interrupted.append(op)
-        await self._store.save_now(op.stored() for op in self._interrupted)
         if self._interrupted:
+            await self._store.save_now(op.stored() for op in self._interrupted)
             log.warning("%d operations were cut short by the gateway's last exit", len(self._interrupted))
 
     def announce_interrupted(self) -> None:

@@ -131,6 +131,43 @@ async def test_a_running_gateways_pending_operations_are_left_alone(
     await second.close()
 
 
+async def test_the_record_is_stored_before_its_action_reaches_the_runtime(
+    tmp_path: Path, stores: list[OperationStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_store(stores, tmp_path)
+    tracker = tracker_on(store, EventBus())
+    await tracker.restore()
+    # The first save (the accepted record) is held until the test lets it go.
+    held: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    save = store.save
+
+    async def after_release(written: asyncio.Future[None]) -> None:
+        await held
+        await written
+
+    def held_save(record: StoredOperation) -> asyncio.Future[None]:
+        written = save(record)
+        return written if held.done() else asyncio.ensure_future(after_release(written))
+
+    monkeypatch.setattr(store, "save", held_save)
+    fake = FakeRuntime([summary(1)])
+    op = tracker.submit(fake, ContainerRef(summary(1).full_id), "restart", container_id="c1", timeout=1)
+
+    async def acted_on() -> None:
+        async with fake.changed:
+            await fake.changed.wait()
+
+    acted = asyncio.ensure_future(acted_on())
+    done, _ = await asyncio.wait({acted}, timeout=0.5)  # bounded: the action must not come
+    assert not done and fake.timeouts == []
+    held.set_result(None)
+    async with asyncio.timeout(5):
+        await op.done.wait()
+    assert fake.timeouts == [("fake-1", 1)]
+    acted.cancel()
+    await tracker.close()
+
+
 async def test_the_outcome_is_stored_before_its_event_is_published(
     tmp_path: Path, stores: list[OperationStore]
 ) -> None:
