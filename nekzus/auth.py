@@ -97,6 +97,12 @@ class Principal:
 ANONYMOUS_LAN_SCOPES = frozenset({"*"})
 
 
+def anonymous_lan() -> Principal:
+    """A LAN caller without a usable token: every scope (README "LAN trust"). HTTP and the
+    WebSocket's fallback at token expiry both take it from here."""
+    return Principal(None, ANONYMOUS_LAN_SCOPES, True, False)
+
+
 @dataclass(frozen=True, slots=True)
 class Claims:
     subject: str
@@ -290,7 +296,7 @@ def identify(request: web.Request, authority: TokenAuthority, auth: AuthConfig) 
         else:
             return Principal(claims.subject, claims.scopes, local, True, claims.expires_at)
     if local:
-        return Principal(None, ANONYMOUS_LAN_SCOPES, True, False)
+        return anonymous_lan()
     return None
 
 

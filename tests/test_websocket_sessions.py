@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -44,8 +45,9 @@ async def gateway_with(
 
 
 def short_token(seconds: float = 1.5, **claims: Any) -> str:
-    """A token the gateway accepts for about ``seconds`` more (its ``exp`` is already in the leeway)."""
-    return token(exp=int(time.time() + seconds) - LEEWAY_SECONDS, **claims)
+    """A token the gateway accepts for ``seconds`` to one second more (its ``exp`` is already in the
+    leeway; rounded up, so a loaded machine gets at least the time asked for)."""
+    return token(exp=math.ceil(time.time() + seconds) - LEEWAY_SECONDS, **claims)
 
 
 async def connect(client: TestClient[Any, Any], **kwargs: Any) -> WS:

@@ -25,11 +25,11 @@ from runtimes import NoRuntime, UnknownRuntime
 
 from .. import jsoninput
 from ..auth import (
-    ANONYMOUS_LAN_SCOPES,
     LEEWAY_SECONDS,
     READ_CONTAINERS,
     InvalidToken,
     Principal,
+    anonymous_lan,
     bearer_token,
     identify,
     public,
@@ -121,7 +121,9 @@ async def _first_message_auth(request: web.Request, ws: web.WebSocketResponse) -
         try:
             msg = await ws.receive(timeout=max(deadline - asyncio.get_running_loop().time(), 0.001))
         except TimeoutError:
-            await _refuse(ws, CLOSE_UNAUTHORIZED, "UNAUTHORIZED", f"No auth message within {timeout:g} s")
+            await _refuse(
+                request, ws, CLOSE_UNAUTHORIZED, "UNAUTHORIZED", f"No auth message within {timeout:g} s"
+            )
             return None
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             return None
@@ -135,16 +137,20 @@ async def _first_message_auth(request: web.Request, ws: web.WebSocketResponse) -
         break
     token = data.get("token") if message_type == "auth" else None
     if not isinstance(token, str):
-        await _refuse(ws, CLOSE_UNAUTHORIZED, "UNAUTHORIZED", 'The first message must be {"type": "auth"}')
+        await _refuse(
+            request, ws, CLOSE_UNAUTHORIZED, "UNAUTHORIZED", 'The first message must be {"type": "auth"}'
+        )
         return None
     try:
         claims = request.app[AUTHORITY].verify(token)
     except InvalidToken:
-        await _refuse(ws, CLOSE_UNAUTHORIZED, "UNAUTHORIZED", "The token is invalid or has expired")
+        await _refuse(request, ws, CLOSE_UNAUTHORIZED, "UNAUTHORIZED", "The token is invalid or has expired")
         return None
     principal = Principal(claims.subject, claims.scopes, False, True, claims.expires_at)
     if not principal.allows(READ_CONTAINERS):
-        await _refuse(ws, CLOSE_POLICY, "FORBIDDEN", f"This connection needs the scope {READ_CONTAINERS!r}")
+        await _refuse(
+            request, ws, CLOSE_POLICY, "FORBIDDEN", f"This connection needs the scope {READ_CONTAINERS!r}"
+        )
         return None
     # The hub's writer does not exist yet: until here, messages go straight to the socket.
     await ws.send_str(
@@ -153,9 +159,11 @@ async def _first_message_auth(request: web.Request, ws: web.WebSocketResponse) -
     return principal
 
 
-async def _refuse(ws: web.WebSocketResponse, code: int, error: str, message: str) -> None:
+async def _refuse(
+    request: web.Request, ws: web.WebSocketResponse, code: int, error: str, message: str
+) -> None:
     await ws.send_str(dumps("auth_failed", {"error": error, "message": message, "timestamp": now()}))
-    await ws.close(code=code, message=error.encode())
+    await close_socket(ws, request, code, error.encode())
 
 
 def _parse(msg: WSMessage) -> tuple[str, dict[str, Any]]:
@@ -197,7 +205,7 @@ def _expire(conn: Connection) -> None:
     notice: dict[str, Any] = {"subject": principal.subject, "expiresAt": principal.expires_at}
     if principal.local:
         # The HTTP rule: an expired token from the LAN is anonymous LAN, not an error.
-        conn.principal = Principal(None, ANONYMOUS_LAN_SCOPES, True, False)
+        conn.principal = anonymous_lan()
         conn.notify(
             "auth.expired",
             {
@@ -330,12 +338,11 @@ async def _subscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
     app = conn.request.app
     try:
         runtime = app[REGISTRY].get(implied_runtime(sub.runtime, sub.namespace))
-    except (UnknownRuntime, NoRuntime, NamespaceWithoutPods) as exc:
-        message = str(exc) if isinstance(exc, NamespaceWithoutPods) else "Invalid runtime specified"
-        await conn.reply(
-            "container.logs.error",
-            {"containerId": sub.container_id, "error": "INVALID_RUNTIME", "message": message},
-        )
+    except NamespaceWithoutPods as exc:
+        await _runtime_refused(conn, sub, str(exc))
+        return
+    except (UnknownRuntime, NoRuntime):
+        await _runtime_refused(conn, sub, "Invalid runtime specified")
         return
     previous = conn.streams.pop(sub.key, None)
     if previous is not None:
@@ -352,6 +359,13 @@ async def _subscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
             del conn.streams[sub.key]
 
     task.add_done_callback(forget)
+
+
+async def _runtime_refused(conn: Connection, sub: Subscription, message: str) -> None:
+    await conn.reply(
+        "container.logs.error",
+        {"containerId": sub.container_id, "error": "INVALID_RUNTIME", "message": message},
+    )
 
 
 async def _unsubscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
