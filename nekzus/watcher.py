@@ -3,6 +3,8 @@
 Changes made outside the gateway (the docker CLI, a crash, a restart policy) are seen too. When the
 stream breaks (the daemon restarts), the watcher reconnects with backoff, lists the containers to
 reconcile what it missed, and publishes the differences; a state it already knew is not repeated.
+A container that is gone, whether its removal was seen live or the listing no longer has it, is
+announced once with the state ``removed``.
 
 For a runtime that offers rows (:class:`~runtimes.RowSource`), the watcher also keeps the
 :class:`~nekzus.state.ContainerModel` the list is served from: it re-reads a container's row before
@@ -36,6 +38,8 @@ from .tasks import TaskGroup
 log = logging.getLogger(__name__)
 
 RETRY_FIRST, RETRY_MAX = 0.5, 5.0
+# The ``state`` of a ``container.state`` event for a container that no longer exists.
+REMOVED = "removed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,16 +189,17 @@ class StateWatcher:
                 self._publish_state(c.id, current, known.state if known else None)
             self._update_app(c.id, current, publish=publish)
         for gone in set(self._known) - seen:
-            del self._known[gone]
+            self._forget(gone, publish=publish)
 
     async def _apply(self, event: RuntimeEvent) -> None:
         cid = event.container_id
         key = (event.namespace, cid)
         known = self._known.get(key)
         if event.state is None and event.action != "rename":  # removed
-            self._known.pop(key, None)
             if self.model is not None:
                 self.model.remove(cid)
+            if key in self._known:
+                self._forget(key, publish=True, at=event.timestamp)
             return
         # Ordering: the model holds the container's new row before any client hears of the change.
         fresh = await self._reread([cid]) if self.model is not None else None
@@ -243,13 +248,28 @@ class StateWatcher:
             return health
         return current.health
 
-    def _publish_state(self, cid: str, c: Known, previous: ContainerState | None, at: int = 0) -> None:
+    def _forget(self, key: tuple[str, str], *, publish: bool, at: int = 0) -> None:
+        """A container that is gone, seen live or found missing by a relist: clients hear of it once
+        (``state`` "removed"), and its app turns unhealthy."""
+        known = self._known.pop(key)
+        if not publish:
+            return
+        cid = key[1]
+        self._publish_state(cid, known, known.state, at, removed=True)
+        app = self._linker.app_of(known.summary(cid, self.runtime.name))
+        if app is not None and self._apps.get(app[0]) == "healthy":
+            self._apps[app[0]] = "unhealthy"
+            self._publish_health(app, "unhealthy", f"Container {known.name} was removed")
+
+    def _publish_state(
+        self, cid: str, c: Known, previous: ContainerState | None, at: int = 0, *, removed: bool = False
+    ) -> None:
         data: dict[str, Any] = {
             "containerId": cid,
             "name": c.name,
             "runtime": self.runtime.name,
             "namespace": c.namespace,
-            "state": c.state.value,
+            "state": REMOVED if removed else c.state.value,
             "previousState": previous.value if previous else None,
             "timestamp": at or int(time.time()),
         }
@@ -273,6 +293,9 @@ class StateWatcher:
             message = f"Container {c.name} failed its healthcheck"
         else:
             message = f"Container {c.name} is {c.state.value}"
+        self._publish_health(app, status, message)
+
+    def _publish_health(self, app: tuple[str, str], status: str, message: str) -> None:
         self._bus.publish(
             "health_change",
             {
