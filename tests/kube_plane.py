@@ -3,6 +3,9 @@
 Everything listens on 127.0.0.1 only, with its own CA, token file and service-account keys, so tests
 exercise the real API machinery (RBAC, watch, owner references, the pod log proxy) without a cluster.
 There is no scheduler and no kubelet: ``tests.kube_node`` plays the node (see ``start_node_agent``).
+The plane applies deploy/kubernetes/rbac.yaml at its start: ``gateway_kubeconfig`` authenticates as
+its ServiceAccount with the token the controller-manager issued, while the test's own calls
+(``request``) and ``kubeconfig`` are the admin's.
 The binaries come from scripts/build-kube.sh; they are not on PyPI or in Debian.
 """
 

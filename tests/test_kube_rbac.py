@@ -263,11 +263,16 @@ async def following_logs(t: Trial) -> None:
 
 
 async def watching(t: Trial) -> None:
-    """The gateway's pod watch: refused after its list, and the log says which permission."""
-    wanted = f'cannot watch resource "pods" in API group "" in the namespace "{t.ns}"'
+    """The gateway's pod watch: refused after its list, and the log says which permission (in the
+    apiserver's words, or the gateway's)."""
+    said = (f'cannot watch resource "pods" in API group "" in the namespace "{t.ns}"', t.reason)
 
     async def logged() -> bool:
-        return any(wanted in r.getMessage() for r in t.caplog.records if r.levelno >= logging.WARNING)
+        return any(
+            any(words in r.getMessage() for words in said)
+            for r in t.caplog.records
+            if r.levelno >= logging.WARNING
+        )
 
     await eventually(logged, what="the refused watch in the log")
 
@@ -395,3 +400,12 @@ def test_the_refusal_names_the_api_group_and_the_cluster_scope() -> None:
     )
     assert ko.forbidden_reason(node) == refusal(("", "nodes", "get"), "")
     assert "system:" not in ko.forbidden_reason(metrics) + ko.forbidden_reason(node)
+
+
+async def test_the_gateway_reads_version_and_readiness_without_a_rule(kube_plane: ControlPlane) -> None:
+    """The default system:public-info-viewer role lets every authenticated user read them."""
+    for path in ("/version", "/readyz"):
+        status, _ = await asyncio.to_thread(
+            kube_plane.request, "GET", path, token=kube_plane.gateway_token, check=False
+        )
+        assert status == 200, path
