@@ -25,7 +25,6 @@ from tests.kube_plane import (
     ApiError,
     ControlPlane,
     load_manifest,
-    service_account_user,
     wait_until,
 )
 
@@ -145,10 +144,9 @@ def bind_in_namespace(
         "subjects": [{"kind": "ServiceAccount", "namespace": account[0], "name": account[1]}],
     }
     plane.apply([binding])
-    user = service_account_user(*account)
     wait_until(
         lambda: all(
-            plane.allowed(user, verb, resource, group=group, namespace=namespace)
+            plane.allowed(account, verb, resource, group=group, namespace=namespace)
             for group, resource, verb in grants(role["rules"])
         ),
         timeout=30,

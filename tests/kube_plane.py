@@ -501,18 +501,22 @@ class ControlPlane:
         self._write_kubeconfig(path, service_account_user(namespace, name), token, self.ca_file.read_bytes())
         return token
 
-    def allowed(self, user: str, verb: str, resource: str, *, group: str = "", namespace: str = "") -> bool:
-        """Whether RBAC, as the apiserver sees it now, lets ``user`` (a ServiceAccount's user name)
-        do ``verb`` on ``resource`` ("deployments/scale" names a subresource)."""
+    def allowed(
+        self, account: tuple[str, str], verb: str, resource: str, *, group: str = "", namespace: str = ""
+    ) -> bool:
+        """Whether RBAC, as the apiserver sees it now, lets the ServiceAccount (namespace, name) do
+        ``verb`` on ``resource`` ("deployments/scale" names a subresource); "" is cluster-wide."""
         plural, _, subresource = resource.partition("/")
-        account_namespace = user.split(":")[2] if user.startswith("system:serviceaccount:") else ""
         review = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SubjectAccessReview",
             "spec": {
-                "user": user,
-                "groups": ["system:authenticated", "system:serviceaccounts"]
-                + ([f"system:serviceaccounts:{account_namespace}"] if account_namespace else []),
+                "user": service_account_user(*account),
+                "groups": [
+                    "system:authenticated",
+                    "system:serviceaccounts",
+                    f"system:serviceaccounts:{account[0]}",
+                ],
                 "resourceAttributes": {
                     "verb": verb,
                     "group": group,

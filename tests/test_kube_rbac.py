@@ -41,7 +41,6 @@ from .kube_plane import (
     ROOT,
     ControlPlane,
     load_manifest,
-    service_account_user,
     wait_until,
 )
 from .test_errors import expect
@@ -117,7 +116,6 @@ async def granted_all_but(plane: ControlPlane, namespace: str, missing: Grant) -
     """LIMITED has every permission of the manifest in ``namespace`` (bound as the manifest says)
     except ``missing``, until the end of the block; RBAC is seen to apply it before the block runs."""
     documents = all_but(missing)
-    user = service_account_user(*LIMITED)
     cluster_wide = cluster_bound(gateway_rbac())
 
     def scope(grant: Grant) -> str:
@@ -125,10 +123,10 @@ async def granted_all_but(plane: ControlPlane, namespace: str, missing: Grant) -
 
     def applied() -> bool:
         # The roles' names come back in every test: a cached role of an earlier one must be gone.
-        if plane.allowed(user, missing[2], missing[1], group=missing[0], namespace=scope(missing)):
+        if plane.allowed(LIMITED, missing[2], missing[1], group=missing[0], namespace=scope(missing)):
             return False
         return all(
-            plane.allowed(user, verb, resource, group=group, namespace=scope((group, resource, verb)))
+            plane.allowed(LIMITED, verb, resource, group=group, namespace=scope((group, resource, verb)))
             for group, resource, verb in role_grants(documents)
         )
 
@@ -369,12 +367,11 @@ async def test_the_cluster_wide_binding_covers_every_namespace(
     """rbac-all-namespaces.yaml lets the manifest's account manage pods of any namespace."""
     ns = kube_namespace
     binding = load_manifest(ALL_NAMESPACES)
-    user = service_account_user(GATEWAY_NAMESPACE, GATEWAY_ACCOUNT)
     await asyncio.to_thread(kube_plane.apply, binding)
     try:
         await asyncio.to_thread(
             wait_until,
-            lambda: kube_plane.allowed(user, "watch", "pods"),
+            lambda: kube_plane.allowed((GATEWAY_NAMESPACE, GATEWAY_ACCOUNT), "watch", "pods"),
             timeout=30,
             interval=0.05,
             what="the cluster-wide binding to take effect",
