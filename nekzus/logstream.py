@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring as encode_string  # the C encoder
 from typing import Any
 
-from runtimes import ContainerRef, ContainerRuntime, NotFound, RuntimeFailure, Unavailable
+from runtimes import ContainerRef, ContainerRuntime, Forbidden, NotFound, RuntimeFailure, Unavailable
 
 from .errors import from_runtime
 from .events import now
@@ -254,10 +254,9 @@ class LogSession:
                 "container.logs.error", error="CONTAINER_NOT_FOUND", message="Container not found"
             )
             return
-        except Unavailable as exc:
-            await self._notice(
-                "container.logs.error", error="RUNTIME_UNAVAILABLE", message=from_runtime(exc).message
-            )
+        except (Unavailable, Forbidden) as exc:
+            error = from_runtime(exc)
+            await self._notice("container.logs.error", error=error.code, message=error.message)
             return
         except RuntimeFailure:
             await self._notice(

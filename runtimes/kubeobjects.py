@@ -278,15 +278,18 @@ def details(summary: ContainerSummary, obj: Mapping[str, Any]) -> dict[str, Any]
 
 
 _FORBIDDEN = re.compile(
-    r'cannot (\w+) resource "([\w./-]+)"(?: in API group "[^"]*")?(?: in the namespace "([\w.-]+)")?'
+    r'cannot (\w+) resource "([\w./-]+)"(?: in API group "([^"]*)")?'
+    r'(?: in the namespace "([\w.-]+)"| (at the cluster scope))?'
 )
 
 
 def forbidden_reason(message: str) -> str:
-    """RBAC's refusal without the caller's identity: the verb, resource and namespace only."""
+    """RBAC's refusal without the caller's identity: the verb, resource (with its API group, unless
+    it is the core group) and namespace, which are what a missing rule is written with."""
     match = _FORBIDDEN.search(message)
     if not match:
         return "Forbidden by the cluster's RBAC rules"
-    verb, resource, namespace = match.groups()
-    where = f' in namespace "{namespace}"' if namespace else ""
+    verb, resource, group, namespace, cluster = match.groups()
+    where = f' in API group "{group}"' if group else ""
+    where += f' in namespace "{namespace}"' if namespace else " at the cluster scope" if cluster else ""
     return f'Forbidden by the cluster\'s RBAC rules: cannot {verb} "{resource}"{where}'

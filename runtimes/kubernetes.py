@@ -627,7 +627,17 @@ class KubernetesRuntime:
             return cached[1]
         try:
             doc = await self._json("GET", f"/api/v1/nodes/{node}")
-        except (NotFound, Forbidden):
+        except NotFound:
+            return {}
+        except Forbidden as exc:
+            # Nodes are cluster-scoped: a gateway bound per namespace may not read them. Said (and
+            # asked again) once a minute, not on every sample.
+            log.warning(
+                "node %s unreadable, so its pods without limits count 0 cores and 0 memory: %s",
+                node,
+                exc.detail,
+            )
+            self._nodes[node] = (time.monotonic(), {})
             return {}
         allocatable = dict((doc.get("status") or {}).get("allocatable") or {})
         self._nodes[node] = (time.monotonic(), allocatable)

@@ -2,19 +2,35 @@
 
 ``kube_plane`` runs etcd, kube-apiserver, kube-controller-manager and the node agent
 (tests.kube_node) once per session under .sandbox/kube; ``kube_namespace`` gives each test its own
-namespace. The metrics API is off by default; tests that need it call ``install_metrics_api``.
+namespace, where the gateway's ServiceAccount (``kube_plane.gateway_kubeconfig``) has the
+namespaced rules of deploy/kubernetes/rbac.yaml through a RoleBinding, as that file says to grant
+them. The metrics API is off by default; tests that need it call ``install_metrics_api``.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.kube_plane import NODE_NAME, ApiError, ControlPlane, wait_until
+from tests.kube_plane import (
+    GATEWAY_ACCOUNT,
+    GATEWAY_NAMESPACE,
+    GATEWAY_RBAC,
+    NODE_NAME,
+    ApiError,
+    ControlPlane,
+    load_manifest,
+    wait_until,
+)
+
+# One permission an RBAC rule grants: (API group, resource, verb); "deployments/scale" names a
+# subresource.
+Grant = tuple[str, str, str]
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBE_SANDBOX = ROOT / ".sandbox" / "kube"
@@ -92,6 +108,53 @@ def remove_metrics_api(plane: ControlPlane, timeout: float = 30) -> None:
     )
 
 
+def grants(rules: Iterable[dict[str, Any]]) -> set[Grant]:
+    """Every permission a list of RBAC rules grants, one by one."""
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def namespaced_roles(manifest: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The manifest's ClusterRoles that no ClusterRoleBinding of its own binds: those it leaves to
+    a RoleBinding per namespace (or to the cluster-wide binding of rbac-all-namespaces.yaml)."""
+    bound = {d["roleRef"]["name"] for d in manifest if d["kind"] == "ClusterRoleBinding"}
+    return [d for d in manifest if d["kind"] == "ClusterRole" and d["metadata"]["name"] not in bound]
+
+
+def bind_in_namespace(
+    plane: ControlPlane,
+    namespace: str,
+    role: dict[str, Any],
+    account: tuple[str, str] = (GATEWAY_NAMESPACE, GATEWAY_ACCOUNT),
+) -> None:
+    """Binds the ClusterRole ``role`` to a ServiceAccount in ``namespace`` (the RoleBinding
+    ``kubectl create rolebinding NAME --clusterrole=NAME --serviceaccount=NS:NAME`` makes), and
+    waits until RBAC applies it: the authorizer reads bindings from a cache that lags a moment."""
+    name = role["metadata"]["name"]
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "namespace": account[0], "name": account[1]}],
+    }
+    plane.apply([binding])
+    wait_until(
+        lambda: all(
+            plane.allowed(account, verb, resource, group=group, namespace=namespace)
+            for group, resource, verb in grants(role["rules"])
+        ),
+        timeout=30,
+        interval=0.05,
+        what=f"the RoleBinding of {name} in {namespace} to take effect",
+    )
+
+
 def create_namespace(plane: ControlPlane, prefix: str = "nekzus-test") -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     plane.request(
@@ -119,11 +182,20 @@ def kube_plane() -> Iterator[ControlPlane]:
         plane.stop()
 
 
+@functools.cache
+def gateway_rbac() -> list[dict[str, Any]]:
+    """The objects of deploy/kubernetes/rbac.yaml (the control plane applied them at its start)."""
+    return load_manifest(GATEWAY_RBAC)
+
+
 @pytest.fixture
 def kube_namespace(kube_plane: ControlPlane) -> Iterator[str]:
-    """A namespace of the test's own, deleted (without waiting) afterwards."""
+    """A namespace of the test's own where the gateway's ServiceAccount has its namespaced rules,
+    deleted (without waiting) afterwards."""
     name = create_namespace(kube_plane)
     try:
+        for role in namespaced_roles(gateway_rbac()):
+            bind_in_namespace(kube_plane, name, role)
         yield name
     finally:
         delete_namespace(kube_plane, name)

@@ -3,6 +3,9 @@
 Everything listens on 127.0.0.1 only, with its own CA, token file and service-account keys, so tests
 exercise the real API machinery (RBAC, watch, owner references, the pod log proxy) without a cluster.
 There is no scheduler and no kubelet: ``tests.kube_node`` plays the node (see ``start_node_agent``).
+The plane applies deploy/kubernetes/rbac.yaml at its start: ``gateway_kubeconfig`` authenticates as
+its ServiceAccount with the token the controller-manager issued, while the test's own calls
+(``request``) and ``kubeconfig`` are the admin's.
 The binaries come from scripts/build-kube.sh; they are not on PyPI or in Debian.
 """
 
@@ -41,6 +44,10 @@ DEFAULT_BIN = Path(os.environ.get("NEKZUS_KUBE_BIN", "/var/cache/nekzus-kube/bin
 CONTEXT = "nekzus-test"
 NODE_NAME = "nekzus-node"
 SERVICE_CIDR = "10.96.0.0/24"
+# The gateway runs as the ServiceAccount of the deployment manifest, with exactly its permissions.
+GATEWAY_RBAC = ROOT / "deploy" / "kubernetes" / "rbac.yaml"
+GATEWAY_NAMESPACE = "nekzus-system"
+GATEWAY_ACCOUNT = "nekzus-gateway"
 # No scheduler and no kubelet heartbeats through leases: the agent binds pods, so node IPAM and the
 # node lifecycle controller (which would taint and evict from a node it thinks is silent) stay off.
 CONTROLLERS = "*,-nodeipam,-nodelifecycle"
@@ -187,6 +194,38 @@ def _new_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
+def load_manifest(path: Path) -> list[dict[str, Any]]:
+    """The objects of a multi-document YAML manifest, in order."""
+    with path.open() as stream:
+        return [doc for doc in yaml.safe_load_all(stream) if doc]
+
+
+# Kinds a manifest may hold: (plural, namespaced).
+_KINDS = {
+    "Namespace": ("namespaces", False),
+    "ServiceAccount": ("serviceaccounts", True),
+    "ClusterRole": ("clusterroles", False),
+    "ClusterRoleBinding": ("clusterrolebindings", False),
+    "Role": ("roles", True),
+    "RoleBinding": ("rolebindings", True),
+}
+
+
+def collection_path(doc: dict[str, Any]) -> str:
+    """The API path a manifest object is created under (POST)."""
+    plural, namespaced = _KINDS[doc["kind"]]
+    version = doc["apiVersion"]
+    prefix = "/api/v1" if version == "v1" else f"/apis/{version}"
+    if namespaced:
+        return f"{prefix}/namespaces/{doc['metadata']['namespace']}/{plural}"
+    return f"{prefix}/{plural}"
+
+
+def service_account_user(namespace: str, name: str) -> str:
+    """The user name a ServiceAccount's token authenticates as (what RBAC subjects match)."""
+    return f"system:serviceaccount:{namespace}:{name}"
+
+
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager on 127.0.0.1, driven with subprocesses.
 
@@ -206,6 +245,8 @@ class ControlPlane:
         self.restricted_kubeconfig = self.directory / "restricted.kubeconfig"
         self.controller_manager_kubeconfig = self.directory / "controller-manager.kubeconfig"
         self.node_kubeconfig = self.directory / "node.kubeconfig"
+        # The gateway's: the token of the ServiceAccount of deploy/kubernetes/rbac.yaml.
+        self.gateway_kubeconfig = self.directory / "gateway.kubeconfig"
         self.etcd_port = 0
         self.etcd_peer_port = 0
         self.apiserver_port = 0
@@ -213,6 +254,7 @@ class ControlPlane:
         self.restricted_token = ""
         self.controller_manager_token = ""
         self.node_token = ""
+        self.gateway_token = ""
         self.start_seconds: float | None = None
         self.node_agent: NodeAgentInfo | None = None
         self._etcd: ManagedProcess | None = None
@@ -276,6 +318,10 @@ class ControlPlane:
                 ),
                 timeout=timeout,
                 what="the default service account (controller-manager running)",
+            )
+            self.apply(load_manifest(GATEWAY_RBAC))
+            self.gateway_token = self.write_service_account_kubeconfig(
+                self.gateway_kubeconfig, GATEWAY_NAMESPACE, GATEWAY_ACCOUNT, timeout=timeout
             )
         except BaseException:
             self.stop()
@@ -407,6 +453,81 @@ class ControlPlane:
         if check and not 200 <= status < 300:
             raise ApiError(status, decoded)
         return status, decoded
+
+    def apply(self, documents: list[dict[str, Any]]) -> None:
+        """Creates each object of a manifest as admin, in order (an object that exists is kept)."""
+        for doc in documents:
+            status, body = self.request("POST", collection_path(doc), doc, check=False)
+            if status not in (201, 409):
+                raise ApiError(status, body)
+
+    def delete(self, documents: list[dict[str, Any]]) -> None:
+        """Deletes each object of a manifest as admin; one that is already gone is fine."""
+        for doc in reversed(documents):
+            path = f"{collection_path(doc)}/{doc['metadata']['name']}"
+            status, body = self.request("DELETE", path, check=False)
+            if status not in (200, 202, 404):
+                raise ApiError(status, body)
+
+    def service_account_token(self, namespace: str, name: str, timeout: float = 30) -> str:
+        """The token the controller-manager's token controller issued to a ServiceAccount.
+
+        kube-apiserver 1.20 still has a token Secret per ServiceAccount, created a moment after the
+        account and named in its ``secrets``.
+        """
+
+        def issued() -> str | None:
+            if self._controller_manager is not None:
+                self._controller_manager.check_alive()
+            status, account = self.request(
+                "GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}", check=False
+            )
+            for ref in (account.get("secrets") or []) if status == 200 else []:
+                code, secret = self.request(
+                    "GET", f"/api/v1/namespaces/{namespace}/secrets/{ref['name']}", check=False
+                )
+                token = (secret.get("data") or {}).get("token") if code == 200 else None
+                if secret.get("type") == "kubernetes.io/service-account-token" and token:
+                    return base64.b64decode(token).decode()
+            return None
+
+        return wait_until(issued, timeout=timeout, what=f"the token of service account {namespace}/{name}")
+
+    def write_service_account_kubeconfig(
+        self, path: Path, namespace: str, name: str, timeout: float = 30
+    ) -> str:
+        """Writes a kubeconfig that authenticates as the ServiceAccount; returns its token."""
+        token = self.service_account_token(namespace, name, timeout)
+        self._write_kubeconfig(path, service_account_user(namespace, name), token, self.ca_file.read_bytes())
+        return token
+
+    def allowed(
+        self, account: tuple[str, str], verb: str, resource: str, *, group: str = "", namespace: str = ""
+    ) -> bool:
+        """Whether RBAC, as the apiserver sees it now, lets the ServiceAccount (namespace, name) do
+        ``verb`` on ``resource`` ("deployments/scale" names a subresource); "" is cluster-wide."""
+        plural, _, subresource = resource.partition("/")
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": service_account_user(*account),
+                "groups": [
+                    "system:authenticated",
+                    "system:serviceaccounts",
+                    f"system:serviceaccounts:{account[0]}",
+                ],
+                "resourceAttributes": {
+                    "verb": verb,
+                    "group": group,
+                    "resource": plural,
+                    "subresource": subresource,
+                    "namespace": namespace,
+                },
+            },
+        }
+        _, answer = self.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
+        return bool(answer["status"].get("allowed"))
 
     def _opener(self) -> urllib.request.OpenerDirector:
         # No proxy from the environment: this traffic must stay on 127.0.0.1.

@@ -126,7 +126,8 @@ def test_forbidden_reason_drops_the_callers_identity() -> None:
     reason = ko.forbidden_reason(message)
     assert (
         reason
-        == 'Forbidden by the cluster\'s RBAC rules: cannot patch "deployments/scale" in namespace "shop"'
+        == 'Forbidden by the cluster\'s RBAC rules: cannot patch "deployments/scale" in API group "apps" '
+        'in namespace "shop"'
     )
     assert "serviceaccount" not in reason
     assert ko.forbidden_reason("something else") == "Forbidden by the cluster's RBAC rules"
