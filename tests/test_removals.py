@@ -131,7 +131,7 @@ async def test_pods_deleted_while_the_apiserver_was_out_of_reach_are_announced_o
     proxy = TcpProxy("127.0.0.1", kube_plane.apiserver_port)
     await proxy.start()
     try:
-        client = await gateway(real_config(through(kube_plane.kubeconfig, proxy.port, tmp_path), ns))
+        client = await gateway(real_config(through(kube_plane.gateway_kubeconfig, proxy.port, tmp_path), ns))
         await create_deployment(kube_plane, ns, "fleet", 3)
         for i in range(3):
             await create_pod(kube_plane, ns, f"lone-{i}")
