@@ -384,9 +384,9 @@ class KubernetesRuntime:
         """Give a stopped workload back the replica count its stop recorded, and clear the mark.
 
         A stop of the same workload still under way ends first (its own operation reports how), so
-        it cannot undo the start. Every step may be made again: a workload found scaled up while it
-        still carries the mark was scaled by an earlier try whose answer was lost (or by hand), and
-        the start goes on from there.
+        it cannot undo the start. Every step may be made again: a workload found scaled up already
+        (by an earlier try whose answer was lost, or by hand) keeps its count, loses a mark it still
+        carries, and the start completes when that many replicas are ready.
         """
         key = (namespace, kind, name)
         stopping = self._stops.get(key)
@@ -397,8 +397,6 @@ class KubernetesRuntime:
         path = self._workload_path(kind, namespace, name)
         obj = await self._retry(lambda: self._json("GET", path), f"{kind}/{name} to be read")
         replicas = int((obj.get("spec") or {}).get("replicas") or 0)
-        if replicas > 0 and not _marked(obj):
-            raise AlreadyInState(f"{kind}/{name} already has {replicas} replicas")
         target = replicas
         if replicas == 0:
             recorded = ((obj.get("metadata") or {}).get("annotations") or {}).get(ko.STOPPED_REPLICAS, "")
@@ -412,7 +410,10 @@ class KubernetesRuntime:
                 ),
                 f"{kind}/{name} to be scaled to {target}",
             )
-        await self._retry(lambda: self._mark_stopped(path, None), f"{kind}/{name} to lose its stopped mark")
+        if replicas == 0 or _marked(obj):
+            await self._retry(
+                lambda: self._mark_stopped(path, None), f"{kind}/{name} to lose its stopped mark"
+            )
         await self._wait(
             path, lambda o: _ready(o) >= target, f"{kind}/{name} to have {target} ready replicas"
         )

@@ -63,6 +63,18 @@ async def pods_of(plane: ControlPlane, ns: str, name: str) -> list[dict[str, Any
     return list(listing["items"])
 
 
+async def ready_pods(plane: ControlPlane, ns: str, name: str, count: int) -> list[dict[str, Any]] | None:
+    """The pods of ``name`` if there are ``count``, all ready and none terminating."""
+    pods = await pods_of(plane, ns, name)
+    ready = [
+        p
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or ())
+    ]
+    return pods if len(pods) == len(ready) == count else None
+
+
 async def release(plane: ControlPlane, ns: str, name: str) -> None:
     """Remove the HOLD finalizer from every pod of ``name``, letting the terminating ones go."""
     for pod in await pods_of(plane, ns, name):
@@ -122,9 +134,9 @@ async def test_a_stop_outlives_the_apiserver_going_away(
         assert await outcomes(ws, [op], timeout=120) == {op: "container.stop.completed"}
     finally:
         await release(kube_plane, ns, "held")
-    web_ = await deployment(kube_plane, ns, "held")
-    assert web_["spec"]["replicas"] == 0
-    assert web_["metadata"]["annotations"]["nekzus/stopped-replicas"] == "2"
+    held = await deployment(kube_plane, ns, "held")
+    assert held["spec"]["replicas"] == 0
+    assert held["metadata"]["annotations"]["nekzus/stopped-replicas"] == "2"
 
 
 async def test_a_batch_stop_of_every_pod_of_a_deployment_is_one_scale_down(
@@ -226,13 +238,9 @@ async def test_a_rolling_restart_completes_when_every_pod_is_new_and_ready(
     ws = await connect(kclient)
     op = await accepted(await kclient.post(f"/api/v1/containers/{ns}/deployment%2Froll/restart"))
     assert await outcomes(ws, [op], timeout=90) == {op: "container.restart.completed"}
-    pods = await pods_of(kube_plane, ns, "roll")
-    assert len(pods) == 3, [p["metadata"]["name"] for p in pods]
-    for pod in pods:
-        assert pod["metadata"]["name"] not in old
-        assert not pod["metadata"].get("deletionTimestamp")
-        conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions") or ()}
-        assert conditions.get("Ready") == "True", pod["metadata"]["name"]
+    pods = await ready_pods(kube_plane, ns, "roll", 3)
+    assert pods is not None, await pods_of(kube_plane, ns, "roll")
+    assert not {p["metadata"]["name"] for p in pods} & old
     status = (await deployment(kube_plane, ns, "roll"))["status"]
     assert status["replicas"] == status["updatedReplicas"] == status["availableReplicas"] == 3
 
@@ -308,3 +316,39 @@ async def test_a_start_waits_through_overload_and_server_errors(
     assert await outcomes(ws, [op]) == {op: "container.start.completed"}
     assert not flaky.failures
     assert flaky.get("deployments", "shop", "web")["status"]["readyReplicas"] == 2  # type: ignore[index]
+
+
+async def test_a_rolling_restart_of_a_statefulset_completes_on_its_update_revision(
+    gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    kclient = await gateway(real_config(kube_plane.kubeconfig, ns))
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": ns},
+        "spec": {
+            "replicas": 2,
+            "serviceName": "db",
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {
+                "metadata": {"labels": {"app": "db"}, "annotations": LINKED},
+                "spec": {"containers": [container()], "terminationGracePeriodSeconds": 1},
+            },
+        },
+    }
+    await api(kube_plane, "POST", f"{APPS}/{ns}/statefulsets", body)
+    old = {
+        p["metadata"]["uid"]
+        for p in await eventually(
+            lambda: ready_pods(kube_plane, ns, "db", 2), what="the StatefulSet's 2 pods to be ready"
+        )
+    }
+    ws = await connect(kclient)
+    op = await accepted(await kclient.post(f"/api/v1/containers/{ns}/statefulset%2Fdb/restart"))
+    assert await outcomes(ws, [op], timeout=90) == {op: "container.restart.completed"}
+    status = (await api(kube_plane, "GET", f"{APPS}/{ns}/statefulsets/db"))["status"]
+    assert status["currentRevision"] == status["updateRevision"]
+    pods = await ready_pods(kube_plane, ns, "db", 2)
+    assert pods is not None and not {p["metadata"]["uid"] for p in pods} & old
+    assert {p["metadata"]["labels"]["controller-revision-hash"] for p in pods} == {status["updateRevision"]}
