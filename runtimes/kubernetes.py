@@ -23,8 +23,9 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import aiohttp
 from kubernetes_asyncio import client as k8s
@@ -61,10 +62,31 @@ _STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=No
 _WATCH_SECONDS = 300  # a watch is renewed from its last resourceVersion after this long
 _NODE_CACHE_SECONDS = 60.0
 _APPS = "/apis/apps/v1"
+_RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what ``kubectl rollout restart`` sets
+# How long a finished stop remembers the pods it removed, for stops of them still queued behind it.
+_STOP_MEMORY_SECONDS = 600.0
+_T = TypeVar("_T")
 
 
 class _Gone(RuntimeFailure):
     """A watch's resourceVersion is too old (410): list again and watch from there."""
+
+
+class _Overloaded(OperationFailed):
+    """The apiserver is overloaded (429) or failed inside (5xx): the same call may work soon."""
+
+
+class _OutOfTime(OperationFailed):
+    """Time ran out while the apiserver kept failing: whether the last call took effect is unknown."""
+
+
+@dataclass(eq=False)
+class _WorkloadStop:
+    """One scale-down of a workload to 0, which the stops of any of its pods share."""
+
+    result: asyncio.Future[None]
+    pods: set[str] = field(default_factory=set)  # the pods it had when the stop began
+    finished: float | None = None  # time.monotonic() at the end
 
 
 def kubeconfig_loader(
@@ -109,6 +131,8 @@ class KubernetesRuntime:
         self._api: k8s.ApiClient | None = None
         self._api_lock = asyncio.Lock()
         self._nodes: dict[str, tuple[float, dict[str, Any]]] = {}
+        # Stops of workloads, under way or finished a short while ago, by (namespace, kind, name).
+        self._stops: dict[tuple[str, str, str], _WorkloadStop] = {}
 
     @property
     def name(self) -> str:
@@ -193,6 +217,8 @@ class KubernetesRuntime:
             raise _Gone(f"{what}: {message}")
         if status in (401, 502, 503, 504):
             raise Unavailable(f"{what}: [{status}] {message}")
+        if status == 429 or status >= 500:
+            raise _Overloaded(f"{what}: [{status}] {message}")
         raise OperationFailed(f"{what}: [{status}] {message}")
 
     @staticmethod
@@ -252,13 +278,16 @@ class KubernetesRuntime:
             for doc in pods
             for pod in doc.get("items") or ()
         ]
+        running: list[tuple[str, dict[str, Any]]] = []
         for i, doc in enumerate(workloads):
             kind = "deployment" if i % 2 == 0 else "statefulset"
-            summaries += [
-                ko.workload_summary(kind, w)
-                for w in doc.get("items") or ()
-                if not (w.get("spec") or {}).get("replicas")
-            ]
+            for w in doc.get("items") or ():
+                if (w.get("spec") or {}).get("replicas"):
+                    running.append((kind, w))  # scaled up again by hand: its pods are listed
+                else:
+                    summaries.append(ko.workload_summary(kind, w))
+        if running:
+            await asyncio.gather(*(self._clear_stale_mark(kind, w) for kind, w in running))
         return summaries
 
     @staticmethod
@@ -339,7 +368,7 @@ class KubernetesRuntime:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, ref: ContainerRef) -> None:
-        summary = await self.get(ref)
+        summary = await self._retry(lambda: self.get(ref), f"{ref.id} to be read")
         if summary.state is ContainerState.RUNNING and not ko.WORKLOAD_ID.fullmatch(ref.id):
             raise AlreadyInState(f"pod {ref.id} is already running")
         workload = summary.controller or ""
@@ -352,42 +381,66 @@ class KubernetesRuntime:
         await self._scale_up(kind, summary.namespace, name)
 
     async def _scale_up(self, kind: str, namespace: str, name: str) -> None:
+        """Give a stopped workload back the replica count its stop recorded, and clear the mark.
+
+        A stop of the same workload still under way ends first (its own operation reports how), so
+        it cannot undo the start. Every step may be made again: a workload found scaled up already
+        (by an earlier try whose answer was lost, or by hand) keeps its count, loses a mark it still
+        carries, and the start completes when that many replicas are ready.
+        """
+        key = (namespace, kind, name)
+        stopping = self._stops.get(key)
+        if stopping is not None:
+            await asyncio.wait({stopping.result})
+            if self._stops.get(key) is stopping:
+                del self._stops[key]  # started again: its pods are no longer stopped with it
         path = self._workload_path(kind, namespace, name)
-        obj = await self._json("GET", path)
+        obj = await self._retry(lambda: self._json("GET", path), f"{kind}/{name} to be read")
         replicas = int((obj.get("spec") or {}).get("replicas") or 0)
-        if replicas > 0:
-            raise AlreadyInState(f"{kind}/{name} already has {replicas} replicas")
-        recorded = ((obj.get("metadata") or {}).get("annotations") or {}).get(ko.STOPPED_REPLICAS, "")
-        target = int(recorded) if recorded.isdigit() and int(recorded) > 0 else 1
-        await self._json(
-            "PATCH",
-            f"{path}/scale",
-            body={"spec": {"replicas": target}},
-            content_type="application/merge-patch+json",
-        )
-        await self._mark_stopped(path, None)
+        target = replicas
+        if replicas == 0:
+            recorded = ((obj.get("metadata") or {}).get("annotations") or {}).get(ko.STOPPED_REPLICAS, "")
+            target = int(recorded) if recorded.isdigit() and int(recorded) > 0 else 1
+            await self._retry(
+                lambda: self._json(
+                    "PATCH",
+                    f"{path}/scale",
+                    body={"spec": {"replicas": target}},
+                    content_type="application/merge-patch+json",
+                ),
+                f"{kind}/{name} to be scaled to {target}",
+            )
+        if replicas == 0 or _marked(obj):
+            await self._retry(
+                lambda: self._mark_stopped(path, None), f"{kind}/{name} to lose its stopped mark"
+            )
         await self._wait(
             path, lambda o: _ready(o) >= target, f"{kind}/{name} to have {target} ready replicas"
         )
 
-    async def _mark_stopped(self, path: str, replicas: int | None) -> None:
-        """Record (or, with None, clear) the replica count a stop took away."""
+    async def _mark_stopped(self, path: str, replicas: int | None, *, version: str = "") -> None:
+        """Record (or, with None, clear) the replica count a stop took away; with ``version``, only
+        on that resourceVersion of the workload (else ``Conflict``)."""
         labels = {ko.STOPPED_LABEL: None if replicas is None else "true"}
         annotations = {ko.STOPPED_REPLICAS: None if replicas is None else str(replicas)}
-        await self._json(
-            "PATCH",
-            path,
-            body={"metadata": {"labels": labels, "annotations": annotations}},
-            content_type="application/merge-patch+json",
-        )
+        meta: dict[str, Any] = {"labels": labels, "annotations": annotations}
+        if version:
+            meta["resourceVersion"] = version
+        await self._json("PATCH", path, body={"metadata": meta}, content_type="application/merge-patch+json")
 
     async def stop(self, ref: ContainerRef, *, timeout: int) -> None:
-        summary = await self.get(ref)
+        try:
+            summary = await self._retry(lambda: self.get(ref), f"pod {ref.id} to be read")
+        except NotFound as exc:
+            await self._stopped_with_workload(self._namespace(ref), ref.id, exc)
+            return
         namespace = summary.namespace
         kind, _, name = (summary.controller or "").partition("/")
         if not summary.controller:
             # A standalone pod: the gateway only gets here when the client forced it.
-            await self._delete_pod(namespace, ref.id, timeout)
+            await self._retry(
+                lambda: self._delete_pod(namespace, ref.id, timeout), f"pod {ref.id} to be deleted"
+            )
             await self._wait_gone(namespace, ref.id, timeout + 30)
             return
         if kind not in ko.SCALABLE:
@@ -395,34 +448,124 @@ class KubernetesRuntime:
                 f"{summary.controller} cannot be scaled",
                 detail=f"Pods of a {kind} cannot be stopped: it has no replica count to scale to 0",
             )
-        path = self._workload_path(kind, namespace, name)
-        scale = await self._json("GET", f"{path}/scale")
-        replicas = int((scale.get("spec") or {}).get("replicas") or 0)
-        if replicas == 0:
-            raise AlreadyInState(f"{kind}/{name} is already scaled to 0")
-        # The count goes on record before the scale-down, so a crash in between loses nothing.
-        await self._mark_stopped(path, replicas)
+        await self._stop_workload(kind, namespace, name, timeout)
+
+    async def _stop_workload(self, kind: str, namespace: str, name: str, timeout: int) -> None:
+        """Scale the workload to 0, or join its scale-down already under way: stops of several of
+        its pods (a batch, or a second stop of one pod) are one scale-down whose outcome each reports."""
+        key = (namespace, kind, name)
+        current = self._stops.get(key)
+        if current is not None and not current.result.done():
+            await asyncio.shield(current.result)  # a joiner cancelled leaves the others' stop alone
+            return
+        self._forget_stops()
+        stop = _WorkloadStop(asyncio.get_running_loop().create_future())
+        self._stops[key] = stop
         try:
-            await self._json(
-                "PATCH",
-                f"{path}/scale",
-                body={"spec": {"replicas": 0}},
-                content_type="application/merge-patch+json",
-            )
-        except RuntimeFailure:
-            # Not stopped after all: a workload marked as stopped would be listed as one.
-            with contextlib.suppress(RuntimeFailure):
-                await self._mark_stopped(path, None)
+            await self._scale_down(kind, namespace, name, timeout, stop.pods)
+        except Exception as exc:
+            stop.result.set_exception(exc)
+        except asyncio.CancelledError:
+            stop.result.cancel()
             raise
+        else:
+            stop.result.set_result(None)
+        finally:
+            stop.finished = time.monotonic()
+        await stop.result
+
+    async def _scale_down(self, kind: str, namespace: str, name: str, timeout: int, pods: set[str]) -> None:
+        """Scale to 0 and wait until the pods are gone; ``pods`` gets the names of those it stops.
+
+        Every step may be made again after an error that passes: a workload already at 0 that
+        carries the mark was scaled by an earlier try (or an earlier stop), and only the wait is left.
+        """
+        path = self._workload_path(kind, namespace, name)
+        obj = await self._retry(lambda: self._json("GET", path), f"{kind}/{name} to be read")
+        try:
+            listed = await self._retry(lambda: self._pods_of(obj), f"the pods of {kind}/{name} to be listed")
+        except Forbidden:
+            listed = []  # the wait for no pods lists them too, and reports the refusal after the scale
+        pods.update(str((p.get("metadata") or {}).get("name", "")) for p in listed)
+        replicas = int((obj.get("spec") or {}).get("replicas") or 0)
+        if replicas == 0 and not _marked(obj):
+            raise AlreadyInState(f"{kind}/{name} is already scaled to 0")
+        if replicas > 0:
+            # The count goes on record before the scale-down, so a crash in between loses nothing.
+            await self._retry(lambda: self._mark_stopped(path, replicas), f"{kind}/{name} to be marked")
+            try:
+                await self._retry(
+                    lambda: self._json(
+                        "PATCH",
+                        f"{path}/scale",
+                        body={"spec": {"replicas": 0}},
+                        content_type="application/merge-patch+json",
+                    ),
+                    f"{kind}/{name} to be scaled to 0",
+                )
+            except _OutOfTime:
+                raise  # the scale may have been made: the mark must stay with it
+            except RuntimeFailure:
+                # Refused: not stopped after all, and a workload marked as stopped would be listed as one.
+                with contextlib.suppress(RuntimeFailure):
+                    await self._mark_stopped(path, None)
+                raise
 
         async def no_pods() -> bool:
-            return not (await self._pods_of(await self._json("GET", path)))
+            return not await self._pods_of(obj)
 
         # Until the pods are gone, not just terminating: they may hold on for their grace period.
         await self._until(no_pods, f"{kind}/{name} to have no pods", self._ready_timeout + timeout)
 
+    async def _stopped_with_workload(self, namespace: str, pod: str, missing: NotFound) -> None:
+        """A stop of a pod that is gone: done if a stop of its workload removed it, else ``missing``.
+
+        That stop may still be under way (a sibling's, in the same batch): this one reports its outcome.
+        """
+        found = next(
+            ((key, stop) for key, stop in self._stops.items() if key[0] == namespace and pod in stop.pods),
+            None,
+        )
+        if found is None:
+            raise missing
+        (_, kind, name), stop = found
+        if not stop.result.done():
+            await asyncio.shield(stop.result)
+            return
+        path = self._workload_path(kind, namespace, name)
+        obj = await self._retry(lambda: self._json("GET", path), f"{kind}/{name} to be read")
+        if (obj.get("spec") or {}).get("replicas") or not _marked(obj):
+            raise missing
+
+    async def _clear_stale_mark(self, kind: str, workload: Mapping[str, Any]) -> None:
+        """Clear the stopped mark of a workload seen running again (someone scaled it by hand).
+
+        Only on the version that was seen, and never during a stop of it, whose mark goes on before
+        its scale-down: that mark is not stale. A failure leaves the mark for the next list.
+        """
+        meta = workload.get("metadata") or {}
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        stop = self._stops.get((namespace, kind, name))
+        if stop is not None and not stop.result.done():
+            return
+        try:
+            await self._mark_stopped(
+                self._workload_path(kind, namespace, name), None, version=str(meta.get("resourceVersion", ""))
+            )
+        except (Conflict, NotFound):
+            pass  # changed or gone since it was listed: the next list sees it as it is
+        except RuntimeFailure as exc:
+            log.warning("could not clear the stopped mark of %s/%s in %s: %s", kind, name, namespace, exc)
+
+    def _forget_stops(self) -> None:
+        """Drop what finished stops remember after a while: by then no stop of their pods is queued."""
+        cutoff = time.monotonic() - _STOP_MEMORY_SECONDS
+        for key, stop in list(self._stops.items()):
+            if stop.finished is not None and stop.finished < cutoff:
+                del self._stops[key]
+
     async def restart(self, ref: ContainerRef, *, timeout: int) -> None:
-        summary, obj = await self._resolve(ref)
+        summary, obj = await self._retry(lambda: self._resolve(ref), f"{ref.id} to be read")
         namespace = summary.namespace
         kind, _, name = (summary.controller or "").partition("/")
         if ko.WORKLOAD_ID.fullmatch(ref.id):
@@ -434,20 +577,32 @@ class KubernetesRuntime:
         if not summary.controller:
             await self._recreate(namespace, obj, timeout)
             return
+        uid = str((obj.get("metadata") or {}).get("uid", ""))
         if kind not in ko.SCALABLE:  # a DaemonSet or Job replaces it in its own way
-            await self._delete_pod(namespace, ref.id, timeout)
+            await self._retry(
+                lambda: self._delete_pod(namespace, ref.id, timeout, uid), f"pod {ref.id} to be deleted"
+            )
             return
         # The pod's own controller (its ReplicaSet, or the StatefulSet) writes its status when it
         # sees the pod go, with one ready replica fewer: a status newer than this version that
         # counts every replica ready again has seen the replacement.
         owner_kind, owner_name = ko.controller_of(obj.get("metadata") or {}) or ("", "")
         owner_path = self._workload_path(owner_kind.lower(), namespace, owner_name)
-        seen = str(((await self._json("GET", owner_path)).get("metadata") or {}).get("resourceVersion", ""))
-        await self._delete_pod(namespace, ref.id, timeout)
+        owner = await self._retry(
+            lambda: self._json("GET", owner_path), f"{owner_kind} {owner_name} to be read"
+        )
+        seen = str((owner.get("metadata") or {}).get("resourceVersion", ""))
+        await self._retry(
+            lambda: self._delete_pod(namespace, ref.id, timeout, uid), f"pod {ref.id} to be deleted"
+        )
         await self._wait_replaced(kind, namespace, name, owner_path, seen)
 
     async def _rollout_restart(self, kind: str, namespace: str, name: str) -> None:
-        """Restart of a running workload entry: a rolling restart, as ``kubectl rollout restart``."""
+        """Restart of a running workload entry: a rolling restart, as ``kubectl rollout restart``.
+
+        It completes when the rollout has finished (see :func:`_rolled_out`) and every pod the
+        workload has is one of the new template, ready and not terminating.
+        """
         if kind == "replicaset":
             raise Unsupported(
                 f"replicaset/{name} cannot roll its pods",
@@ -455,25 +610,41 @@ class KubernetesRuntime:
             )
         path = self._workload_path(kind, namespace, name)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        patch = {
-            "spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}
-        }
-        obj = await self._json("PATCH", path, body=patch, content_type="application/merge-patch+json")
-        generation = int((obj.get("metadata") or {}).get("generation") or 0)
-        await self._wait(
-            path,
-            lambda o: (
-                int((o.get("status") or {}).get("observedGeneration") or 0) >= generation
-                and _ready(o) >= int((o.get("spec") or {}).get("replicas") or 0)
-                and int((o.get("status") or {}).get("updatedReplicas") or 0)
-                >= int((o.get("spec") or {}).get("replicas") or 0)
-            ),
-            f"{kind}/{name} to roll out",
+        patch = {"spec": {"template": {"metadata": {"annotations": {_RESTARTED_AT: stamp}}}}}
+        obj = await self._retry(
+            lambda: self._json("PATCH", path, body=patch, content_type="application/merge-patch+json"),
+            f"{kind}/{name} to be restarted",
         )
+        generation = int((obj.get("metadata") or {}).get("generation") or 0)
 
-    async def _delete_pod(self, namespace: str, name: str, grace: int) -> None:
-        with contextlib.suppress(NotFound):
-            await self._json("DELETE", self._pod_path(namespace, name), query={"gracePeriodSeconds": grace})
+        async def finished() -> bool:
+            workload = await self._json("GET", path)
+            if not _rolled_out(workload, generation):
+                return False
+            template = ((workload.get("spec") or {}).get("template") or {}).get("metadata") or {}
+            restarted = (template.get("annotations") or {}).get(_RESTARTED_AT)
+            pods = await self._pods_of(workload)
+            return len(pods) == int((workload.get("spec") or {}).get("replicas") or 0) and all(
+                ((p.get("metadata") or {}).get("annotations") or {}).get(_RESTARTED_AT) == restarted
+                and not (p.get("metadata") or {}).get("deletionTimestamp")
+                and ko.pod_health(p) == "healthy"
+                for p in pods
+            )
+
+        await self._until(finished, f"{kind}/{name} to roll out", self._ready_timeout)
+
+    async def _delete_pod(self, namespace: str, name: str, grace: int, uid: str = "") -> None:
+        """Delete the pod (``uid``: only that one, not a pod that has replaced it under its name)."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}} if uid else None
+        try:
+            await self._json(
+                "DELETE", self._pod_path(namespace, name), query={"gracePeriodSeconds": grace}, body=body
+            )
+        except NotFound:
+            pass  # gone already
+        except Conflict:
+            if not uid:
+                raise  # else the precondition failed: the pod was replaced already
 
     async def _wait_gone(self, namespace: str, name: str, timeout: float) -> None:
         async def gone() -> bool:
@@ -497,9 +668,19 @@ class KubernetesRuntime:
             "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta},
             "spec": spec,
         }
-        await self._delete_pod(namespace, name, timeout)
+        uid = str(meta.get("uid", ""))
+        await self._retry(
+            lambda: self._delete_pod(namespace, name, timeout, uid), f"pod {name} to be deleted"
+        )
         await self._wait_gone(namespace, name, timeout + 30)
-        await self._json("POST", self._pod_path(namespace), body=fresh)
+
+        async def create() -> None:
+            # A pod of that name exists again after the old one was gone: an earlier try whose answer
+            # was lost created it.
+            with contextlib.suppress(Conflict):
+                await self._json("POST", self._pod_path(namespace), body=fresh)
+
+        await self._retry(create, f"pod {name} to be created")
         path = self._pod_path(namespace, name)
         await self._wait(path, lambda p: ko.pod_health(p) == "healthy", f"pod {name} to be ready again")
 
@@ -534,13 +715,43 @@ class KubernetesRuntime:
 
         await self._until(check, what, self._ready_timeout if timeout is None else timeout)
 
+    async def _retry(self, call: Callable[[], Awaitable[_T]], what: str) -> _T:
+        """``call``'s answer, asking again while the apiserver fails in a way that passes (see
+        :func:`_until`) for up to ``ready_timeout``; a refusal is raised at once."""
+        answers: list[_T] = []
+
+        async def answered() -> bool:
+            answers.append(await call())
+            return True
+
+        await self._until(answered, what, self._ready_timeout)
+        return answers[0]
+
     @staticmethod
     async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout: float) -> None:
-        """Poll ``check`` (quickly at first, then every half second) until it holds or time is up."""
+        """Poll ``check`` (quickly at first, then every half second) until it holds or time is up.
+
+        An apiserver that is down, overloaded (429) or failing inside (5xx) is asked again: that
+        passes (a restart, an etcd election) and the goal may be reached meanwhile. Refusals
+        (403, 404, 409, a bad request) are raised at once. Out of time while the apiserver still
+        fails, the error is :class:`_OutOfTime`: whether the last call took effect is unknown.
+        """
         deadline = time.monotonic() + timeout
         delay = 0.05
-        while not await check():
+        while True:
+            failure: RuntimeFailure | None = None
+            try:
+                if await check():
+                    return
+            except (Unavailable, _Overloaded) as exc:
+                failure = exc
+                log.info("the Kubernetes API failed while waiting for %s, asking again: %s", what, exc)
             if time.monotonic() >= deadline:
+                if failure is not None:
+                    raise _OutOfTime(
+                        f"gave up after {timeout:g} s waiting for {what}: {failure}",
+                        detail=f"The Kubernetes API did not answer within {timeout:g} s waiting for {what}",
+                    ) from failure
                 raise OperationFailed(
                     f"timed out after {timeout:g} s waiting for {what}",
                     detail=f"Timed out after {timeout:g} s waiting for {what}",
@@ -808,6 +1019,30 @@ class KubernetesRuntime:
 
 def _ready(workload: Mapping[str, Any]) -> int:
     return int((workload.get("status") or {}).get("readyReplicas") or 0)
+
+
+def _marked(workload: Mapping[str, Any]) -> bool:
+    """Whether the workload carries the mark of a stop through the gateway."""
+    return ((workload.get("metadata") or {}).get("labels") or {}).get(ko.STOPPED_LABEL) == "true"
+
+
+def _rolled_out(workload: Mapping[str, Any], generation: int) -> bool:
+    """Whether a rollout has finished, as ``kubectl rollout status`` decides: the controller has
+    seen the spec of ``generation``, every replica is of the new template and ready, none of the
+    old ones is left (during a surge ``status.replicas`` counts more than asked for), none is
+    unavailable, and a StatefulSet's current revision is its update revision."""
+    status = workload.get("status") or {}
+    want = int((workload.get("spec") or {}).get("replicas") or 0)
+
+    def count(key: str) -> int:
+        return int(status.get(key) or 0)
+
+    return (
+        count("observedGeneration") >= generation
+        and count("replicas") == count("updatedReplicas") == count("readyReplicas") == want
+        and count("unavailableReplicas") == 0
+        and status.get("currentRevision") == status.get("updateRevision")
+    )
 
 
 def _limit_sum(containers: Sequence[Mapping[str, Any]], resource: str) -> float | None:
