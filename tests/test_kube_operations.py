@@ -110,7 +110,7 @@ async def test_a_stop_outlives_the_apiserver_going_away(
     gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str
 ) -> None:
     ns = kube_namespace
-    client = await gateway(real_config(kube_plane.kubeconfig, ns, ready_timeout=120))
+    client = await gateway(real_config(kube_plane.gateway_kubeconfig, ns, ready_timeout=120))
     await create_held_deployment(kube_plane, ns, "held", 2)
     try:
         pods = await running_pods(client, "held", 2)
@@ -143,7 +143,7 @@ async def test_a_batch_stop_of_every_pod_of_a_deployment_is_one_scale_down(
     gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str
 ) -> None:
     ns = kube_namespace
-    kclient = await gateway(real_config(kube_plane.kubeconfig, ns))
+    kclient = await gateway(real_config(kube_plane.gateway_kubeconfig, ns))
     await create_deployment(kube_plane, ns, "trio", 3)
     pods = await running_pods(kclient, "trio", 3)
     resp = await kclient.post(
@@ -169,7 +169,7 @@ async def test_two_stops_of_one_pod_both_complete(
     gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str
 ) -> None:
     ns = kube_namespace
-    kclient = await gateway(real_config(kube_plane.kubeconfig, ns))
+    kclient = await gateway(real_config(kube_plane.gateway_kubeconfig, ns))
     await create_deployment(kube_plane, ns, "twice", 2)
     [pod, _] = await running_pods(kclient, "twice", 2)
     ws = await connect(kclient)
@@ -188,7 +188,7 @@ async def test_a_workload_scaled_up_by_hand_after_a_stop_is_running_again(
     gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str
 ) -> None:
     ns = kube_namespace
-    kclient = await gateway(real_config(kube_plane.kubeconfig, ns))
+    kclient = await gateway(real_config(kube_plane.gateway_kubeconfig, ns))
     await create_deployment(kube_plane, ns, "manual", 2)
     [pod, _] = await running_pods(kclient, "manual", 2)
     ws = await connect(kclient)
@@ -223,7 +223,7 @@ async def test_a_rolling_restart_completes_when_every_pod_is_new_and_ready(
     gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str
 ) -> None:
     ns = kube_namespace
-    kclient = await gateway(real_config(kube_plane.kubeconfig, ns))
+    kclient = await gateway(real_config(kube_plane.gateway_kubeconfig, ns))
     await create_deployment(kube_plane, ns, "roll", 3)
     # A new pod counts as available 2 s after it is ready: the rollout's surge pod and the last old
     # pod are both there for a while after the third new pod is ready.
@@ -322,7 +322,7 @@ async def test_a_rolling_restart_of_a_statefulset_completes_on_its_update_revisi
     gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str
 ) -> None:
     ns = kube_namespace
-    kclient = await gateway(real_config(kube_plane.kubeconfig, ns))
+    kclient = await gateway(real_config(kube_plane.gateway_kubeconfig, ns))
     body = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
