@@ -319,9 +319,8 @@ PROBES: dict[Grant, Probe] = {
     (APPS, "statefulsets", "patch"): acting("stop", "statefulset"),
     (APPS, "replicasets", "patch"): acting("stop", "replicaset"),
     **{
-        (APPS, f"{kind}s/scale", verb): acting("stop", kind)
+        (APPS, f"{kind}s/scale", "patch"): acting("stop", kind)
         for kind in ("deployment", "statefulset", "replicaset")
-        for verb in ("get", "patch")
     },
 }
 
