@@ -10,6 +10,7 @@ to pass again. ``/readyz`` and ``/api/v1/health`` probe on each request and show
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from runtimes import ContainerRuntime, RuntimeFailure, RuntimeInfo, RuntimeRegistry
@@ -27,6 +28,8 @@ class RuntimeMonitor:
         self.available: dict[str, bool | None] = {rt.name: None for rt in registry}
         # Why each runtime is down, in the runtime's client-facing words ("" when it gave none).
         self.reasons: dict[str, str] = {}
+        # Set when a check (a probe request's too) finds a runtime down: its probe loop wakes.
+        self._went_down = {rt.name: asyncio.Event() for rt in registry}
 
     async def check(self, runtime: ContainerRuntime) -> RuntimeInfo | None:
         try:
@@ -41,6 +44,8 @@ class RuntimeMonitor:
                     exc or f"no answer within {PROBE_TIMEOUT:g} s",
                 )
             self.available[runtime.name] = False
+            if runtime.name in self._went_down:
+                self._went_down[runtime.name].set()
             self.reasons[runtime.name] = reason or f"It did not answer within {PROBE_TIMEOUT:g} s"
             return None
         previous = self.available.get(runtime.name)
@@ -60,7 +65,13 @@ class RuntimeMonitor:
         await asyncio.gather(*(self._probe(rt) for rt in self._registry))
 
     async def _probe(self, runtime: ContainerRuntime) -> None:
+        went_down = self._went_down[runtime.name]
         while True:
+            went_down.clear()
             await self.check(runtime)
-            down = self.available.get(runtime.name) is False
-            await asyncio.sleep(min(self._interval, DOWN_INTERVAL) if down else self._interval)
+            if self.available.get(runtime.name) is False:
+                await asyncio.sleep(min(self._interval, DOWN_INTERVAL))
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await went_down.wait()

@@ -805,8 +805,14 @@ class KubernetesRuntime:
                     },
                     timeout=self._watch_read_timeout,
                 )
-            except Unavailable:
-                self._watch_trouble.setdefault(path, "The pod watch is being reopened")
+            except _Gone:
+                raise
+            except RuntimeFailure as exc:
+                self._watch_trouble[path] = (
+                    f"The pod watch cannot be opened ({exc.detail})"
+                    if exc.detail
+                    else "The pod watch cannot be opened"
+                )
                 raise
             self._watch_trouble.pop(path, None)
             ended = False
