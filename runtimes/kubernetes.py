@@ -275,9 +275,7 @@ class KubernetesRuntime:
         )
         failures = [r for r in results if isinstance(r, BaseException)]
         down = next((f for f in failures if isinstance(f, Unavailable)), None)
-        if down is not None and self._outage is None:
-            log.warning("Kubernetes API down (%s): calls answer at once until a probe passes", down)
-        self._outage = (down.detail or "The Kubernetes API cannot be reached") if down else None
+        self._outage = (down.detail or "The Kubernetes runtime is not available") if down else None
         if failures:
             raise failures[0]
         version = results[0]

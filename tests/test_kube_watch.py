@@ -8,6 +8,7 @@ still answers /version from memory. The fast tier covers what the fake apiserver
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,8 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient
 
-from nekzus.keys import MONITOR
+from nekzus.keys import MONITOR, WATCHERS
+from nekzus.watcher import StateWatcher
 
 from .conftest import ClientFactory, watching
 from .fake_kube import FakeKube
@@ -36,12 +38,19 @@ from .test_kube_real import (
 )
 
 
+class _Link:
+    """One client connection through the proxy; once frozen, it stays frozen."""
+
+    def __init__(self, frozen: bool) -> None:
+        self.frozen = frozen
+
+
 class FreezableProxy:
     """A TCP proxy on 127.0.0.1 in front of ``port``.
 
-    ``freeze()``: every connection, open or new, stays open but forwards nothing either way (the
-    end closing its side is not passed on either). ``thaw()``: new connections go through again;
-    the frozen ones stay silent until their client hangs up, as behind a proxy that lost them.
+    ``freeze()``: every connection, open or new, stays open but forwards nothing either way (an
+    end of either side is not passed on either). ``thaw()``: new connections go through again; the
+    frozen ones stay silent until their client hangs up, as behind a proxy that lost them.
     """
 
     def __init__(self, port: int) -> None:
@@ -49,10 +58,8 @@ class FreezableProxy:
         self._frozen = False
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
-        self._frozen_links: set[asyncio.StreamWriter] = set()
+        self._links: set[_Link] = set()
         self.port = 0
-        # Frozen connections the client closed: what the gateway gave up on.
-        self.hung_up = 0
 
     async def __aenter__(self) -> FreezableProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -69,6 +76,8 @@ class FreezableProxy:
 
     def freeze(self) -> None:
         self._frozen = True
+        for link in self._links:
+            link.frozen = True
 
     def thaw(self) -> None:
         self._frozen = False
@@ -77,42 +86,29 @@ class FreezableProxy:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
-        frozen = self._frozen
+        link = _Link(self._frozen)
+        self._links.add(link)
         upstream_w: asyncio.StreamWriter | None = None
         pump: asyncio.Task[None] | None = None
 
-        def forwarding() -> bool:
-            return not (frozen or self._frozen)
-
-        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> bool:
-            """Until ``src`` ends; True when its end was passed on (not frozen)."""
-            nonlocal frozen
-            with_eof = True
-            try:
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            """Forwards until ``src`` ends, then passes its end on; frozen, nothing at all."""
+            with contextlib.suppress(OSError):
                 while data := await src.read(65536):
-                    frozen = frozen or self._frozen
-                    if forwarding():
+                    if not link.frozen:
                         dst.write(data)
                         await dst.drain()
-            except OSError:
-                pass
-            frozen = frozen or self._frozen
-            if frozen:
-                with_eof = False
-            else:
+            if not link.frozen:
                 dst.close()
-            return with_eof
 
         try:
-            if not frozen:
+            if link.frozen:
+                while await client_r.read(65536):
+                    pass
+            else:
                 upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self._target)
                 pump = asyncio.create_task(copy(upstream_r, client_w), name="proxy-upstream")
                 await copy(client_r, upstream_w)
-            else:
-                while await client_r.read(65536):
-                    pass
-            if frozen:
-                self.hung_up += 1
         finally:
             if pump is not None:
                 pump.cancel()
@@ -120,6 +116,7 @@ class FreezableProxy:
             for writer in (client_w, upstream_w):
                 if writer is not None:
                     writer.close()
+            self._links.discard(link)
             self._handlers.discard(task)
 
 
@@ -176,9 +173,11 @@ async def test_frozen_apiserver_path_is_noticed_bounded_and_recovered(
             body = await expect(resp, 503, "RUNTIME_UNAVAILABLE")
             assert took < 1, took
             assert "did not answer" in body["message"]
-            # Changed while the gateway sees nothing, and past the watch's silence deadline.
+            # Changed while the gateway sees nothing; past its silence deadline the watch is given up
+            # (reopening it is refused at once while the probe fails), so the stream is not open.
             await create_pod(kube_plane, ns, "during")
-            await eventually(lambda: _given_up(proxy), timeout=WATCH_TIMEOUT + 10, what="the watch given up")
+            [watcher] = client.server.app[WATCHERS]
+            await eventually(lambda: _closed(watcher), timeout=WATCH_TIMEOUT + 10, what="the watch given up")
         finally:
             proxy.thaw()
         # The old watch connection stays silent: only a watch opened again reports the pod.
@@ -192,10 +191,8 @@ async def test_frozen_apiserver_path_is_noticed_bounded_and_recovered(
             assert took < 1, took
 
 
-async def _given_up(proxy: FreezableProxy) -> bool:
-    """The gateway has closed at least two frozen connections: the timed-out call's and the
-    silent watch's (probes add their own)."""
-    return proxy.hung_up >= 2
+async def _closed(watcher: StateWatcher) -> bool:
+    return not watcher.watching.is_set()
 
 
 async def test_etcd_down_is_unready_fails_fast_and_recovers(
