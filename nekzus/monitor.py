@@ -26,7 +26,7 @@ class RuntimeMonitor:
         self._registry = registry
         self._interval = interval
         self.available: dict[str, bool | None] = {rt.name: None for rt in registry}
-        # Why each runtime is down, in the runtime's client-facing words ("" when it gave none).
+        # Why each runtime is down, in the runtime's client-facing words when it gave some.
         self.reasons: dict[str, str] = {}
         # Set when a check (a probe request's too) finds a runtime down: its probe loop wakes.
         self._went_down = {rt.name: asyncio.Event() for rt in registry}
@@ -35,7 +35,10 @@ class RuntimeMonitor:
         try:
             info = await asyncio.wait_for(runtime.ping(), timeout=PROBE_TIMEOUT)
         except (RuntimeFailure, TimeoutError) as exc:
-            reason = exc.detail if isinstance(exc, RuntimeFailure) else ""
+            if isinstance(exc, RuntimeFailure):
+                reason = exc.detail or "It answered its probe with an error"
+            else:
+                reason = f"It did not answer within {PROBE_TIMEOUT:g} s"
             if self.available.get(runtime.name) is not False:
                 log.error(
                     "%s runtime is unavailable (%s); its requests answer 503 RUNTIME_UNAVAILABLE "
@@ -46,7 +49,7 @@ class RuntimeMonitor:
             self.available[runtime.name] = False
             if runtime.name in self._went_down:
                 self._went_down[runtime.name].set()
-            self.reasons[runtime.name] = reason or f"It did not answer within {PROBE_TIMEOUT:g} s"
+            self.reasons[runtime.name] = reason
             return None
         previous = self.available.get(runtime.name)
         if previous is not True:

@@ -280,8 +280,9 @@ class KubernetesRuntime:
             raise failures[0]
         version = results[0]
         assert isinstance(version, dict)
-        for path, trouble in self._watch_trouble.items():
-            raise Unavailable(f"pod watch {path}: {trouble}", detail=trouble)
+        trouble = next(iter(self._watch_trouble.values()), None)
+        if trouble is not None:
+            raise Unavailable(f"pod watch: {trouble}", detail=trouble)
         return RuntimeInfo(self.name, str(version.get("gitVersion", "")), "v1")
 
     async def _readiness(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient
+from pydantic import ValidationError
 
 from nekzus.keys import MONITOR, WATCHERS
 from nekzus.watcher import StateWatcher
@@ -289,3 +290,11 @@ async def test_an_unready_apiserver_fails_calls_at_once_until_a_probe_passes(
     # The monitor probes a runtime that is down every second.
     await eventually(probed, timeout=5, what="a probe to pass")
     assert (await client.get(f"/api/v1/containers/{NS}/web")).status == 200
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("watch_timeout", 1), ("request_timeout", 0), ("request_timeout", 301)]
+)
+def test_watch_and_request_timeouts_are_checked_in_the_config(tmp_path: Path, key: str, value: float) -> None:
+    with pytest.raises(ValidationError, match=rf"runtimes\.kubernetes\.{key}"):
+        kube_config(tmp_path / "kubeconfig", **{key: value})
