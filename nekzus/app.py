@@ -71,7 +71,15 @@ def build_registry(config: Config) -> RuntimeRegistry:
         from runtimes.kubernetes import KubernetesRuntime, kubeconfig_loader
 
         loader = kubeconfig_loader(kube.kubeconfig, kube.context, in_cluster=kube.in_cluster)
-        registry.add(KubernetesRuntime(loader, namespaces=kube.namespaces, ready_timeout=kube.ready_timeout))
+        registry.add(
+            KubernetesRuntime(
+                loader,
+                namespaces=kube.namespaces,
+                ready_timeout=kube.ready_timeout,
+                request_timeout=kube.request_timeout,
+                watch_timeout=kube.watch_timeout,
+            )
+        )
     return registry
 
 

@@ -220,6 +220,12 @@ class KubernetesRuntimeConfig(_Section):
     namespaces: list[str] = Field(default_factory=list)
     # Seconds a start or restart waits for the workload's ready replicas before it fails.
     ready_timeout: float = Field(120.0, gt=0, le=3600)
+    # Seconds one apiserver call (not a stream) may take in all; then it is 503 and its connection
+    # is closed. A list of 300 pods takes about 0.1 s.
+    request_timeout: float = Field(5.0, ge=0.5, le=300)
+    # Seconds a pod watch may stay silent before it is taken for dead and opened again; the
+    # apiserver is asked to end each watch after three quarters of this.
+    watch_timeout: float = Field(30.0, ge=2, le=3600)
 
     @field_validator("namespaces")
     @classmethod

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,9 +58,11 @@ log = logging.getLogger(__name__)
 
 ConfigurationSource = k8s.Configuration | Callable[[], Awaitable[k8s.Configuration]]
 
-_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=5)
 _STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=None)
-_WATCH_SECONDS = 300  # a watch is renewed from its last resourceVersion after this long
+# The readiness probe's bound: the apiserver takes 2 s to report a dead etcd on its /readyz, and the
+# gateway's monitor gives a probe 5 s in all.
+_PROBE_TIMEOUT = aiohttp.ClientTimeout(total=4, sock_connect=4)
+_FAILED_CHECK = re.compile(r"^\[-\]([\w./-]+) failed", re.MULTILINE)
 _NODE_CACHE_SECONDS = 60.0
 _APPS = "/apis/apps/v1"
 _RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what ``kubectl rollout restart`` sets
@@ -122,17 +125,35 @@ class KubernetesRuntime:
         *,
         namespaces: Sequence[str] = (),
         ready_timeout: float = 120.0,
+        request_timeout: float = 5.0,
+        watch_timeout: float = 30.0,
         name: str = "kubernetes",
     ) -> None:
         self._name = name
         self._source = configuration
         self._namespaces = tuple(namespaces)
         self._ready_timeout = ready_timeout
+        self._request_timeout = aiohttp.ClientTimeout(
+            total=request_timeout, sock_connect=min(request_timeout, 5)
+        )
+        # A watch silent this long is dead. The apiserver is asked to end each watch a quarter
+        # earlier, so a healthy one is always renewed before the deadline, bookmarks or not.
+        self._watch_timeout = watch_timeout
+        self._watch_seconds = max(1, int(watch_timeout * 3 / 4))
+        # aiohttp's sock_read is the deadline: it measures the peer's silence, headers included.
+        self._watch_read_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=min(watch_timeout, 5), sock_read=watch_timeout
+        )
         self._api: k8s.ApiClient | None = None
         self._api_lock = asyncio.Lock()
         self._nodes: dict[str, tuple[float, dict[str, Any]]] = {}
         # Stops of workloads, under way or finished a short while ago, by (namespace, kind, name).
         self._stops: dict[tuple[str, str, str], _WorkloadStop] = {}
+        # Set while the last readiness probe failed (its client-facing sentence): calls answer
+        # Unavailable at once instead of each waiting out its timeout, until a probe succeeds.
+        self._outage: str | None = None
+        # Watches (by path) that went silent or broke and are not open again yet.
+        self._watch_trouble: dict[str, str] = {}
 
     @property
     def name(self) -> str:
@@ -162,9 +183,18 @@ class KubernetesRuntime:
         query: Mapping[str, Any] | None = None,
         body: Any = None,
         content_type: str = "application/json",
-        timeout: aiohttp.ClientTimeout = _TIMEOUT,
+        timeout: aiohttp.ClientTimeout | None = None,
+        gated: bool = True,
+        checked: bool = True,
     ) -> aiohttp.ClientResponse:
-        """The apiserver's response to one call; an error status is raised as a runtime error."""
+        """The apiserver's response to one call; an error status is raised as a runtime error
+        (unless ``checked`` is false). ``timeout`` defaults to the configured request timeout.
+
+        While the last readiness probe failed, a ``gated`` call answers Unavailable at once.
+        """
+        if gated and self._outage is not None:
+            raise Unavailable(f"not calling {method} {path}: {self._outage}", detail=self._outage)
+        timeout = timeout or self._request_timeout
         api = await self._client()
         try:
             response: aiohttp.ClientResponse = await api.call_api(
@@ -177,12 +207,21 @@ class KubernetesRuntime:
                 _preload_content=False,
                 _request_timeout=timeout,
             )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise Unavailable(f"the Kubernetes API did not answer {method} {path}: {exc!r}") from exc
-        if response.status >= 400:
+        except TimeoutError as exc:
+            # aiohttp closes a connection whose request failed: it never goes back to the pool.
+            seconds = timeout.total or timeout.sock_read or timeout.sock_connect
+            detail = f"The Kubernetes API did not answer within {seconds:g} s"
+            raise Unavailable(f"{detail} ({method} {path})", detail=detail) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise Unavailable(
+                f"the Kubernetes API did not answer {method} {path}: {exc!r}",
+                detail="The Kubernetes API cannot be reached",
+            ) from exc
+        if checked and response.status >= 400:
             try:
                 text = await response.text()
             except (TimeoutError, aiohttp.ClientError):
+                response.close()
                 text = ""
             finally:
                 response.release()
@@ -193,7 +232,12 @@ class KubernetesRuntime:
         response = await self._open(method, path, **kwargs)
         try:
             data: dict[str, Any] = await response.json(content_type=None)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except TimeoutError as exc:
+            response.close()  # part of the body is still on its way: the connection is not reusable
+            detail = "The Kubernetes API did not answer in time"
+            raise Unavailable(f"{detail} ({method} {path})", detail=detail) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            response.close()
             raise Unavailable(f"the Kubernetes API broke off {method} {path}: {exc!r}") from exc
         except ValueError as exc:
             raise OperationFailed(f"{method} {path} answered no JSON") from exc
@@ -243,8 +287,52 @@ class KubernetesRuntime:
     # -- queries --------------------------------------------------------------------------------
 
     async def ping(self) -> RuntimeInfo:
-        version = await self._json("GET", "/version", timeout=aiohttp.ClientTimeout(total=5))
+        """The readiness probe: the apiserver's version, if its own /readyz passes.
+
+        /version is answered from memory even with etcd dead; /readyz checks etcd (and fails in
+        about 2 s without it), so it is what tells whether calls can work. Its verdict opens or
+        closes the gate every other call passes (``_open``). A pod watch that is silent or being
+        reopened makes the probe fail too, but closes no gate: calls still reach the apiserver.
+        """
+        results = await asyncio.gather(
+            self._json("GET", "/version", timeout=_PROBE_TIMEOUT, gated=False),
+            self._readiness(),
+            return_exceptions=True,
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        down = next((f for f in failures if isinstance(f, Unavailable)), None)
+        self._outage = (down.detail or "The Kubernetes runtime is not available") if down else None
+        if failures:
+            raise failures[0]
+        version = results[0]
+        assert isinstance(version, dict)
+        trouble = next(iter(self._watch_trouble.values()), None)
+        if trouble is not None:
+            raise Unavailable(f"pod watch: {trouble}", detail=trouble)
         return RuntimeInfo(self.name, str(version.get("gitVersion", "")), "v1")
+
+    async def _readiness(self) -> None:
+        """Unavailable unless the apiserver's /readyz answers 200."""
+        response = await self._open("GET", "/readyz", timeout=_PROBE_TIMEOUT, gated=False, checked=False)
+        try:
+            text = await response.text()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            response.close()
+            detail = "The Kubernetes API did not answer its readiness check in time"
+            raise Unavailable(f"{detail}: {exc!r}", detail=detail) from exc
+        finally:
+            response.release()
+        if response.status == 200:
+            return
+        if response.status in (403, 404):  # an account without the (default) /readyz permission
+            self._raise(response.status, text, "GET /readyz")
+        failing = ", ".join(_FAILED_CHECK.findall(text))
+        raise Unavailable(
+            f"the Kubernetes API server is not ready: [{response.status}] {text[:300]}",
+            detail=f"The Kubernetes API server is not ready (failing: {failing})"
+            if failing
+            else f"The Kubernetes API server is not ready ({response.status})",
+        )
 
     def _scopes(self, namespace: str | None) -> list[str]:
         """Namespaces to read ("" = all of them at once)."""
@@ -917,19 +1005,37 @@ class KubernetesRuntime:
                 log.info("pod watch expired (410 Gone); listing again")
 
     async def _watch(self, path: str, version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Watch events from ``version`` on, renewed from the last one seen until 410 or an error."""
+        """Watch events from ``version`` on, renewed from the last one seen until 410 or an error.
+
+        The apiserver ends each watch after ``timeoutSeconds``, shorter than the silence deadline:
+        a stream silent past the deadline is dead (a proxy that holds the connection but forwards
+        nothing), so it is closed and opened again from the last version seen. Until a watch is
+        open again, the readiness probe reports it.
+        """
         while True:
-            response = await self._open(
-                "GET",
-                path,
-                query={
-                    "watch": "1",
-                    "resourceVersion": version,
-                    "allowWatchBookmarks": "true",
-                    "timeoutSeconds": _WATCH_SECONDS,
-                },
-                timeout=_STREAM_TIMEOUT,
-            )
+            try:
+                response = await self._open(
+                    "GET",
+                    path,
+                    query={
+                        "watch": "1",
+                        "resourceVersion": version,
+                        "allowWatchBookmarks": "true",
+                        "timeoutSeconds": self._watch_seconds,
+                    },
+                    timeout=self._watch_read_timeout,
+                )
+            except _Gone:
+                raise
+            except RuntimeFailure as exc:
+                self._watch_trouble[path] = (
+                    f"The pod watch cannot be opened ({exc.detail})"
+                    if exc.detail
+                    else "The pod watch cannot be opened"
+                )
+                raise
+            self._watch_trouble.pop(path, None)
+            ended = False
             try:
                 async for line in response.content:
                     if not line.strip():
@@ -944,10 +1050,21 @@ class KubernetesRuntime:
                     version = str((obj.get("metadata") or {}).get("resourceVersion", version))
                     if kind != "BOOKMARK":
                         yield kind, obj
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                ended = True  # the apiserver ended the watch after timeoutSeconds
+            except aiohttp.ServerTimeoutError:
+                log.warning("pod watch %s silent for %g s; opening it again", path, self._watch_timeout)
+                self._watch_trouble[path] = (
+                    f"The pod watch was silent for {self._watch_timeout:g} s and is being reopened"
+                )
+            except (aiohttp.ClientError, OSError) as exc:
+                self._watch_trouble[path] = "The pod watch broke off and is being reopened"
                 raise Unavailable(f"the pod watch broke off: {exc!r}") from exc
             finally:
-                response.release()
+                # A stream that ended cleanly leaves a reusable connection; any other is closed.
+                if ended:
+                    response.release()
+                else:
+                    response.close()
 
     def _pod_event(
         self, action: str, pod: Mapping[str, Any], owners: Mapping[tuple[str, str], str]

@@ -218,6 +218,8 @@ class FakeKube:
         self.token, self.user = token, user
         self.ready_delay, self.delete_delay = ready_delay, delete_delay
         self.metrics_enabled = True
+        # Checks /readyz reports as failing, as the real server lists "[-]etcd failed" without etcd.
+        self.failing_checks: list[str] = []
         self.request_log: list[tuple[str, str]] = []
         self.objects: dict[str, dict[tuple[str, str], Obj]] = {r: {} for r in KINDS}
         self.port = 0
@@ -758,6 +760,7 @@ class FakeKube:
         scalable = "{res:deployments|statefulsets}"
         routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
             ("GET", "/version", self._version),
+            ("GET", "/readyz", self._readyz),
             ("GET", core + "/{res:pods|nodes}", self._list),
             ("GET", core + "/namespaces/{ns}/{res:pods}", self._list),
             ("POST", core + "/namespaces/{ns}/pods", self._create_pod),
@@ -787,6 +790,12 @@ class FakeKube:
 
     async def _version(self, request: web.Request) -> web.Response:
         return web.json_response(VERSION)
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if not self.failing_checks:
+            return web.Response(text="ok")
+        lines = [f"[-]{check} failed: reason withheld" for check in self.failing_checks]
+        return web.Response(status=500, text="[+]ping ok\n" + "\n".join(lines) + "\nreadyz check failed\n")
 
     @staticmethod
     def _matches(obj: Obj, request: web.Request) -> bool:

@@ -753,3 +753,15 @@ class ControlPlane:
         }
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         path.chmod(0o600)
+
+    def stop_etcd(self) -> None:
+        """Stops etcd (SIGTERM) and leaves the apiserver running without its storage."""
+        if self._etcd is not None:
+            self._etcd.stop()
+
+    def start_etcd(self, timeout: float = 60) -> None:
+        """Starts etcd again on its ports and data directory, and waits until the apiserver is
+        ready with it."""
+        if self._etcd is None or not self._etcd.running():
+            self._start_etcd(timeout)
+        wait_until(self._ready, timeout=timeout, what="kube-apiserver /readyz with etcd back")

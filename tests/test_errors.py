@@ -48,9 +48,13 @@ async def test_unreachable_runtime_is_503(gateway: ClientFactory, dead_socket: s
     resp = await client.post("/api/v1/containers/batch", json={"action": "start", "containerIds": ["abc"]})
     await expect(resp, 503, "RUNTIME_UNAVAILABLE")
     body = await expect(await client.get("/readyz"), 503, "RUNTIME_UNAVAILABLE")
-    assert body["runtimes"] == {"docker": {"status": "unavailable"}}
+    # A LAN caller also learns why: the runtime's own sentence, as the 503s above carry it.
+    reason = f"the Docker Engine at {dead_socket} does not answer"
+    assert body["runtimes"]["docker"]["status"] == "unavailable"
+    assert body["runtimes"]["docker"]["reason"].startswith(reason)
     health = await (await client.get("/api/v1/health")).json()
     assert health["status"] == "unhealthy"
+    assert health["runtimes"]["docker"]["reason"].startswith(reason)
     assert (await client.get("/healthz")).status == 200
 
 

@@ -107,7 +107,10 @@ async def create_pod(plane: ControlPlane, ns: str, name: str, env: dict[str, str
 
 async def running_pods(client: TestClient[Any, Any], prefix: str, count: int) -> list[str]:
     async def check() -> list[str] | None:
-        rows = await (await client.get("/api/v1/containers?all=true")).json()
+        resp = await client.get("/api/v1/containers?all=true")
+        if resp.status != 200:  # 503 until the gateway's probe sees a restarted apiserver ready
+            return None
+        rows = await resp.json()
         names = [c["id"] for c in rows if c["id"].startswith(f"{prefix}-") and c["state"] == "running"]
         return sorted(names) if len(names) == count else None
 

@@ -21,7 +21,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def _check_all(request: web.Request) -> dict[str, dict[str, Any]]:
-    """Each runtime's status, version and API version."""
+    """Each runtime's status, with its version and API version, or why it is unavailable."""
     registry = request.app[REGISTRY]
     monitor = request.app[MONITOR]
     runtimes = list(registry)
@@ -29,7 +29,7 @@ async def _check_all(request: web.Request) -> dict[str, dict[str, Any]]:
     report: dict[str, dict[str, Any]] = {}
     for runtime, info in zip(runtimes, infos, strict=True):
         if info is None:
-            report[runtime.name] = {"status": "unavailable"}
+            report[runtime.name] = {"status": "unavailable", "reason": monitor.reasons.get(runtime.name, "")}
         else:
             report[runtime.name] = {
                 "status": "healthy",
@@ -39,15 +39,23 @@ async def _check_all(request: web.Request) -> dict[str, dict[str, Any]]:
     return report
 
 
-def _statuses(report: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Only each runtime's status: versions tell an attacker which exploits to try."""
-    return {name: {"status": runtime["status"]} for name, runtime in report.items()}
+def _identified(request: web.Request) -> bool:
+    """A LAN or authenticated caller, who may see details."""
+    return identify(request, request.app[AUTHORITY], request.app[CONFIG].auth) is not None
+
+
+def _statuses(report: dict[str, dict[str, Any]], *, reasons: bool) -> dict[str, dict[str, Any]]:
+    """Only each runtime's status (with ``reasons``, also why it is unavailable): versions tell
+    an attacker which exploits to try."""
+    kept = ("status", "reason") if reasons else ("status",)
+    return {name: {k: v for k, v in runtime.items() if k in kept} for name, runtime in report.items()}
 
 
 @public
 async def readyz(request: web.Request) -> web.Response:
-    # Public for orchestrators' probes, so it shows statuses only, never versions.
-    report = _statuses(await _check_all(request))
+    # Public for orchestrators' probes, so it shows statuses only, never versions; why a runtime
+    # is unavailable only to a LAN or authenticated caller (a kubelet probes from the pod network).
+    report = _statuses(await _check_all(request), reasons=_identified(request))
     if any(r["status"] == "healthy" for r in report.values()):
         return web.json_response({"status": "ready", "runtimes": report})
     return error_response(503, "RUNTIME_UNAVAILABLE", "No container runtime answers", runtimes=report)
@@ -60,7 +68,7 @@ async def health(request: web.Request) -> web.Response:
     report = await _check_all(request)
     healthy = sum(1 for r in report.values() if r["status"] == "healthy")
     status = "healthy" if report and healthy == len(report) else "degraded" if healthy else "unhealthy"
-    if identify(request, request.app[AUTHORITY], request.app[CONFIG].auth) is None:
+    if not _identified(request):
         return web.json_response({"status": status})
     return web.json_response(
         {

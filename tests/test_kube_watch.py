@@ -1,0 +1,300 @@
+"""A silent pod watch, a frozen path to the apiserver and a dead etcd: noticed, bounded, recovered.
+
+The real tier puts a loopback TCP proxy between the gateway and the apiserver that can freeze
+(keep every connection open and forward nothing), and stops etcd under a running apiserver, which
+still answers /version from memory. The fast tier covers what the fake apiserver can show on cue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp.test_utils import TestClient
+from pydantic import ValidationError
+
+from nekzus.keys import MONITOR, WATCHERS
+from nekzus.watcher import StateWatcher
+
+from .conftest import ClientFactory, watching
+from .fake_kube import FakeKube
+from .kube_plane import ControlPlane
+from .test_errors import expect
+from .test_kube_fast import NS, WEB, kube_config, write_kubeconfig
+from .test_kube_real import (
+    accepted,
+    api,
+    connect,
+    create_deployment,
+    create_pod,
+    eventually,
+    real_config,
+    running_pods,
+)
+
+
+class _Link:
+    """One client connection through the proxy; once frozen, it stays frozen."""
+
+    def __init__(self, frozen: bool) -> None:
+        self.frozen = frozen
+
+
+class FreezableProxy:
+    """A TCP proxy on 127.0.0.1 in front of ``port``.
+
+    ``freeze()``: every connection, open or new, stays open but forwards nothing either way (an
+    end of either side is not passed on either). ``thaw()``: new connections go through again; the
+    frozen ones stay silent until their client hangs up, as behind a proxy that lost them.
+    """
+
+    def __init__(self, port: int) -> None:
+        self._target = port
+        self._frozen = False
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._links: set[_Link] = set()
+        self.port = 0
+
+    async def __aenter__(self) -> FreezableProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+    def freeze(self) -> None:
+        self._frozen = True
+        for link in self._links:
+            link.frozen = True
+
+    def thaw(self) -> None:
+        self._frozen = False
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        link = _Link(self._frozen)
+        self._links.add(link)
+        upstream_w: asyncio.StreamWriter | None = None
+        pump: asyncio.Task[None] | None = None
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            """Forwards until ``src`` ends, then passes its end on; frozen, nothing at all."""
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    if not link.frozen:
+                        dst.write(data)
+                        await dst.drain()
+            if not link.frozen:
+                dst.close()
+
+        try:
+            if link.frozen:
+                while await client_r.read(65536):
+                    pass
+            else:
+                upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self._target)
+                pump = asyncio.create_task(copy(upstream_r, client_w), name="proxy-upstream")
+                await copy(client_r, upstream_w)
+        finally:
+            if pump is not None:
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+            for writer in (client_w, upstream_w):
+                if writer is not None:
+                    writer.close()
+            self._links.discard(link)
+            self._handlers.discard(task)
+
+
+def proxied_kubeconfig(plane: ControlPlane, port: int, path: Path) -> Path:
+    """The admin kubeconfig with its server moved to ``port`` (the certificate names 127.0.0.1)."""
+    config = yaml.safe_load(plane.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def timed(request: Any) -> tuple[Any, float]:
+    """The response of an awaited request, and the seconds it took."""
+    started = time.monotonic()
+    response = await request
+    return response, time.monotonic() - started
+
+
+async def ready(client: TestClient[Any, Any]) -> bool:
+    return (await client.get("/readyz")).status == 200
+
+
+# -- real control plane --------------------------------------------------------------------------
+
+REQUEST_TIMEOUT = 2.0
+WATCH_TIMEOUT = 4.0
+
+
+async def test_frozen_apiserver_path_is_noticed_bounded_and_recovered(
+    gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str, tmp_path: Path
+) -> None:
+    ns = kube_namespace
+    async with FreezableProxy(kube_plane.apiserver_port) as proxy:
+        kubeconfig = proxied_kubeconfig(kube_plane, proxy.port, tmp_path / "proxied.kubeconfig")
+        client = await gateway(
+            real_config(kubeconfig, ns, request_timeout=REQUEST_TIMEOUT, watch_timeout=WATCH_TIMEOUT)
+        )
+        await create_deployment(kube_plane, ns, "steady", 1)
+        [pod] = await running_pods(client, "steady", 1)
+        ws = await connect(client)
+        await watching(client)
+        proxy.freeze()
+        try:
+            # A call through a frozen connection ends with the request timeout, not after 30 s.
+            resp, took = await timed(client.get(f"/api/v1/containers/{ns}/{pod}"))
+            await expect(resp, 503, "RUNTIME_UNAVAILABLE")
+            assert took < REQUEST_TIMEOUT + 1.5, took
+            # The readiness probe cannot get through either: /readyz says so, and from then on
+            # calls answer at once.
+            body = await expect(await client.get("/readyz"), 503, "RUNTIME_UNAVAILABLE")
+            assert body["runtimes"]["kubernetes"]["status"] == "unavailable"
+            assert "did not answer" in body["runtimes"]["kubernetes"]["reason"]
+            resp, took = await timed(client.get("/api/v1/containers"))
+            body = await expect(resp, 503, "RUNTIME_UNAVAILABLE")
+            assert took < 1, took
+            assert "did not answer" in body["message"]
+            # Changed while the gateway sees nothing; past its silence deadline the watch is given up
+            # (reopening it is refused at once while the probe fails), so the stream is not open.
+            await create_pod(kube_plane, ns, "during")
+            [watcher] = client.server.app[WATCHERS]
+            await eventually(lambda: _closed(watcher), timeout=WATCH_TIMEOUT + 10, what="the watch given up")
+        finally:
+            proxy.thaw()
+        # The old watch connection stays silent: only a watch opened again reports the pod.
+        state = await ws.until("container.state", containerId="during", timeout=WATCH_TIMEOUT + 20)
+        assert state["data"]["namespace"] == ns
+        await eventually(lambda: ready(client), what="/readyz to be ready again")
+        # No connection that timed out went back to the pool: every call is quick again.
+        for _ in range(5):
+            resp, took = await timed(client.get(f"/api/v1/containers/{ns}/{pod}"))
+            assert resp.status == 200, await resp.text()
+            assert took < 1, took
+
+
+async def _closed(watcher: StateWatcher) -> bool:
+    return not watcher.watching.is_set()
+
+
+async def test_etcd_down_is_unready_fails_fast_and_recovers(
+    gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    client = await gateway(real_config(kube_plane.kubeconfig, ns))
+    await create_deployment(kube_plane, ns, "steady", 1)
+    [pod] = await running_pods(client, "steady", 1)
+    ws = await connect(client)
+    await asyncio.to_thread(kube_plane.stop_etcd)
+    try:
+        # The apiserver still answers /version from memory; its /readyz fails in about 2 s.
+        resp, took = await timed(client.get("/readyz"))
+        body = await expect(resp, 503, "RUNTIME_UNAVAILABLE")
+        assert took < 6, took
+        reason = "The Kubernetes API server is not ready (failing: etcd)"
+        assert body["runtimes"] == {"kubernetes": {"status": "unavailable", "reason": reason}}
+        health = await (await client.get("/api/v1/health")).json()
+        assert health["status"] == "unhealthy"
+        assert health["runtimes"]["kubernetes"] == {"status": "unavailable", "reason": reason}
+        # Known to be down: every call answers at once instead of after 31 s.
+        for method, path in [
+            ("GET", "/api/v1/containers"),
+            ("GET", f"/api/v1/containers/{ns}/{pod}"),
+            ("POST", f"/api/v1/containers/{ns}/{pod}/stop"),
+        ]:
+            resp, took = await timed(client.request(method, path))
+            body = await expect(resp, 503, "RUNTIME_UNAVAILABLE")
+            assert took < 1, (path, took)
+            assert body["message"] == f"Container runtime not available: {reason}"
+    finally:
+        await asyncio.to_thread(kube_plane.start_etcd)
+    await eventually(lambda: ready(client), what="/readyz to be ready with etcd back")
+    health = await (await client.get("/api/v1/health")).json()
+    assert health["runtimes"]["kubernetes"]["status"] == "healthy"
+    op = await accepted(await client.post(f"/api/v1/containers/{ns}/{pod}/stop?timeout=1"))
+    await ws.until("container.stop.completed", operationId=op, timeout=60)
+    deployment = await api(kube_plane, "GET", f"/apis/apps/v1/namespaces/{ns}/deployments/steady")
+    assert deployment["spec"]["replicas"] == 0
+
+
+# -- fake apiserver ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def kube() -> AsyncIterator[FakeKube]:
+    async with FakeKube(ready_delay=0.01, delete_delay=0.01) as fake:
+        yield fake
+
+
+async def test_a_watch_that_cannot_open_makes_the_runtime_unready(
+    gateway: ClientFactory, kube: FakeKube, tmp_path: Path
+) -> None:
+    kube.add_pod(NS, "web", containers=WEB)
+    kube.forbid("watch", "pods")
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.url, kube.token)
+    client = await gateway(kube_config(kubeconfig))
+    reason = 'The pod watch cannot be opened (Forbidden by the cluster\'s RBAC rules: cannot watch "pods")'
+
+    async def stalled() -> dict[str, Any] | None:
+        resp = await client.get("/readyz")
+        return await resp.json() if resp.status == 503 else None
+
+    body = await eventually(stalled, timeout=10, what="/readyz to report the watch")
+    assert body["runtimes"]["kubernetes"] == {"status": "unavailable", "reason": reason}
+    # The apiserver itself answers: calls are not refused for a watch that cannot open.
+    assert (await client.get(f"/api/v1/containers/{NS}/web")).status == 200
+    kube.allow("watch", "pods")
+    await eventually(lambda: ready(client), timeout=15, what="/readyz once the watch is open")
+
+
+async def test_an_unready_apiserver_fails_calls_at_once_until_a_probe_passes(
+    gateway: ClientFactory, kube: FakeKube, tmp_path: Path
+) -> None:
+    kube.add_pod(NS, "web", containers=WEB)
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.url, kube.token)
+    client = await gateway(kube_config(kubeconfig))
+    assert await ready(client)
+    kube.failing_checks = ["etcd"]
+    body = await expect(await client.get("/readyz"), 503, "RUNTIME_UNAVAILABLE")
+    reason = "The Kubernetes API server is not ready (failing: etcd)"
+    assert body["runtimes"]["kubernetes"]["reason"] == reason
+    calls = len(kube.request_log)
+    body = await expect(await client.get(f"/api/v1/containers/{NS}/web"), 503, "RUNTIME_UNAVAILABLE")
+    assert body["message"] == f"Container runtime not available: {reason}"
+    assert [p for _, p in kube.request_log[calls:] if "/pods/web" in p] == []  # never asked
+    kube.failing_checks = []
+    monitor = client.server.app[MONITOR]
+
+    async def probed() -> bool:
+        return monitor.available.get("kubernetes") is True
+
+    # The monitor probes a runtime that is down every second.
+    await eventually(probed, timeout=5, what="a probe to pass")
+    assert (await client.get(f"/api/v1/containers/{NS}/web")).status == 200
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("watch_timeout", 1), ("request_timeout", 0), ("request_timeout", 301)]
+)
+def test_watch_and_request_timeouts_are_checked_in_the_config(tmp_path: Path, key: str, value: float) -> None:
+    with pytest.raises(ValidationError, match=rf"runtimes\.kubernetes\.{key}"):
+        kube_config(tmp_path / "kubeconfig", **{key: value})
