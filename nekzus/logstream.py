@@ -25,7 +25,7 @@ from runtimes import ContainerRef, ContainerRuntime, NotFound, RuntimeFailure, U
 from .errors import from_runtime
 from .events import now
 from .hub import Connection, OutboxClosed, dumps
-from .params import is_valid_container_id, is_valid_namespace
+from .params import KUBERNETES, is_valid_container_id, is_valid_container_name, is_valid_namespace
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ _RFC3339 = re.compile(
 # The last second of 9999-12-31: the same end of time as RFC 3339's four-digit years.
 MAX_SINCE = 253_402_300_799
 _SINCE_FORMS = "since must be an RFC 3339 time or Unix seconds"
+CONTAINER_ID_RULE = (
+    "containerId must be a container id or name (for Kubernetes, a pod name or deployment/name)"
+)
 
 
 class InvalidSubscription(ValueError):
@@ -110,16 +113,18 @@ class Subscription:
         if not isinstance(data, dict):
             raise InvalidSubscription("data must be an object")
         cid = data.get("containerId")
-        if not is_valid_container_id(cid):
-            raise InvalidSubscription("containerId must be a container id or name")
+        if not isinstance(cid, str):
+            raise InvalidSubscription(CONTAINER_ID_RULE)
         namespace = data.get("namespace", "")
         runtime = data.get("runtime")
         if not isinstance(namespace, str) or (runtime is not None and not isinstance(runtime, str)):
             raise InvalidSubscription("namespace and runtime must be strings")
         if namespace and not is_valid_namespace(namespace):
             raise InvalidSubscription("namespace must be a Kubernetes namespace name")
+        if not is_valid_container_id(cid, runtime=runtime or (KUBERNETES if namespace else None)):
+            raise InvalidSubscription(CONTAINER_ID_RULE)
         container = data.get("container", "")
-        if container != "" and not is_valid_container_id(container):
+        if container != "" and not is_valid_container_name(container):
             raise InvalidSubscription("container must be the name of a container in the pod")
         tail = data.get("tail", DEFAULT_TAIL)
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
