@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import logging
+import re
 import struct
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -84,6 +85,10 @@ STATS_INTERVAL = 1.0
 STATS_WAIT = 0.1
 STATS_STALE = 3.0
 _FRESH_KEEP = 512  # recent samples kept by container before the stale ones are swept
+
+
+# What Docker accepts as a container name (ids are hex, so they fit too).
+_CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
 
 def map_state(docker_state: str) -> ContainerState:
@@ -244,7 +249,14 @@ def _health_from_status(status: str) -> str | None:
 
 
 def _container_path(container: str, endpoint: str) -> str:
-    """``containers/{id}/{endpoint}``; security: the id is one percent-encoded segment."""
+    """``containers/{id}/{endpoint}``, for an id or name that Docker could have given a container.
+
+    Security: the Engine decodes the path before routing it (``%2F`` is a slash to it), so
+    percent-encoding alone would not keep a value in its segment: anything that is not a Docker
+    id or name is NotFound here, never sent.
+    """
+    if not _CONTAINER_NAME.fullmatch(container):
+        raise NotFound(f"{container!r} is not a Docker container id or name")
     return f"containers/{segment(container)}/{endpoint}"
 
 

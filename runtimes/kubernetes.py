@@ -198,13 +198,12 @@ class KubernetesRuntime:
 
     @staticmethod
     def _pod_path(namespace: str, name: str = "") -> str:
-        # Security: every part a client chose is one percent-encoded segment (runtimes.urlpath).
-        base = f"/api/v1/namespaces/{segment(namespace)}/pods"
-        return f"{base}/{segment(name)}" if name else base
+        base = f"/api/v1/namespaces/{_label(namespace)}/pods"
+        return f"{base}/{_object_name(name)}" if name else base
 
     @staticmethod
     def _workload_path(kind: str, namespace: str, name: str) -> str:
-        return f"{_APPS}/namespaces/{segment(namespace)}/{ko.SCALABLE[kind]}/{segment(name)}"
+        return f"{_APPS}/namespaces/{_label(namespace)}/{ko.SCALABLE[kind]}/{_object_name(name)}"
 
     def _namespace(self, ref: ContainerRef) -> str:
         """The namespace a request means: its own, else the only configured one, else "default".
@@ -236,7 +235,7 @@ class KubernetesRuntime:
 
     async def _list(self, kind_path: str, scope: str, selector: str | None = None) -> dict[str, Any]:
         prefix = "/api/v1" if kind_path == "pods" else _APPS
-        path = f"{prefix}/namespaces/{segment(scope)}/{kind_path}" if scope else f"{prefix}/{kind_path}"
+        path = f"{prefix}/namespaces/{_label(scope)}/{kind_path}" if scope else f"{prefix}/{kind_path}"
         return await self._json("GET", path, query={"labelSelector": selector})
 
     async def list_containers(self, *, namespace: str | None = None) -> list[ContainerSummary]:
@@ -635,7 +634,8 @@ class KubernetesRuntime:
         name = str((pod.get("metadata") or {}).get("name", ""))
         try:
             metrics = await self._json(
-                "GET", f"/apis/metrics.k8s.io/v1beta1/namespaces/{segment(namespace)}/pods/{segment(name)}"
+                "GET",
+                f"/apis/metrics.k8s.io/v1beta1/namespaces/{_label(namespace)}/pods/{_object_name(name)}",
             )
         except NotFound as exc:
             # The apiserver answers a plain "404 page not found" for an API group it does not serve.
@@ -663,7 +663,7 @@ class KubernetesRuntime:
         if cached is not None and time.monotonic() - cached[0] < _NODE_CACHE_SECONDS:
             return cached[1]
         try:
-            doc = await self._json("GET", f"/api/v1/nodes/{segment(node)}")
+            doc = await self._json("GET", f"/api/v1/nodes/{_object_name(node)}")
         except (NotFound, Forbidden):
             return {}
         allocatable = dict((doc.get("status") or {}).get("allocatable") or {})
@@ -837,6 +837,21 @@ class KubernetesRuntime:
             raise Unavailable(f"the log stream of {namespace}/{pod_name} broke off: {exc!r}") from exc
         finally:
             response.release()
+
+
+def _label(value: str) -> str:
+    """A namespace as one path segment. Security: the apiserver splits the decoded path (``%2F``
+    is a slash to it), so only a name Kubernetes could hold is sent, percent-encoded as well."""
+    if not ko.is_label(value):
+        raise NotFound(f"{value!r} is not a Kubernetes namespace name")
+    return segment(value)
+
+
+def _object_name(value: str) -> str:
+    """A pod, workload or node name as one path segment, on the same terms as ``_label``."""
+    if not ko.is_object_name(value):
+        raise NotFound(f"{value!r} is not a Kubernetes object name")
+    return segment(value)
 
 
 def _ready(workload: Mapping[str, Any]) -> int:
