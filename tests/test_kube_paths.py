@@ -2,21 +2,28 @@
 subscription, stats and logs of a workload entry, and log follows that outlive the apiserver.
 
 Helpers come from tests/test_kube_real.py; each test has its namespace (and, where it needs one,
-a second) and a gateway of its own.
+a second) and a gateway of its own. The last test runs on the fake apiserver: the limit on how
+long a follow waits for the apiserver is minutes, which a test does not wait for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from nekzus import logstream
 from nekzus.logstream import parse_since
 
 from .conftest import ClientFactory
+from .fake_kube import FakeKube
 from .kube_fixtures import create_namespace, delete_namespace, install_metrics_api, remove_metrics_api
 from .kube_plane import ControlPlane
 from .test_errors import expect
+from .test_kube_fast import NS, WEB, kube_config, write_kubeconfig
 from .test_kube_real import (
     _state,
     accepted,
@@ -167,3 +174,24 @@ async def test_a_log_follow_resumes_when_the_apiserver_returns(
     sent_before = [split(m) for m in ws.seen[: ws.seen.index(resumed)] if m["type"] == "container.logs"]
     assert parse_since(resumed["data"]["since"]) == parse_since(sent_before[-1][0])
     assert not any(m["type"] in ("container.logs.ended", "container.logs.error") for m in ws.seen)
+
+
+async def test_a_log_follow_ends_when_the_apiserver_stays_away(
+    gateway: ClientFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On the fake apiserver: the real limit is minutes, which a test does not wait for.
+    monkeypatch.setattr(logstream, "OUTAGE_LIMIT", 1.0)
+    async with FakeKube(ready_delay=0.02, delete_delay=0.02, seed=5) as kube:
+        kube.add_pod(NS, "web", containers=WEB)
+        client = await gateway(kube_config(write_kubeconfig(tmp_path / "kubeconfig", kube.url, kube.token)))
+        kube.append_log(NS, "web", "app", "before")
+        ws = await connect(client)
+        await ws.send("container.logs.subscribe", containerId="web", namespace=NS, tail=1)
+        assert (await ws.until("container.logs", containerId="web"))["data"]["message"] == "before"
+        await kube.stop_serving()
+        error = await ws.until("container.logs.error", containerId="web")
+        assert error["data"]["error"] == "RUNTIME_UNAVAILABLE"
+        assert "did not answer for 1 s, so the log stream ends" in error["data"]["message"]
+        ended = await ws.until("container.logs.ended", containerId="web")
+        assert ended["data"]["reason"] == "error"
+        assert not any(m["type"] == "container.logs.resumed" for m in ws.seen)
