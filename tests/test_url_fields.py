@@ -179,9 +179,18 @@ async def test_hostile_values_never_reach_the_apiserver(
     await walk_http(client, None)  # Kubernetes is the primary runtime: its rules without a namespace
     await walk_ws(client, NS)
     await walk_ws(client, None)
-    # A workload's log is read from one of its pods, not from "pods/deployment/web".
+    # Docker names that no pod can have: refused by the rules of the runtime addressed, named or
+    # implied by a namespace or (Kubernetes is the primary here) by neither.
     ws = WS(await client.ws_connect("/api/v1/ws"))
     await ws.until("hello")
+    for name in ("Web", "web_1", "a..b", "-web", "deployment/Web"):
+        for path in (f"/api/v1/containers/{NS}/{in_path(name)}", f"/api/v1/containers/{in_path(name)}"):
+            resp = await client.get(URL(path, encoded=True))
+            assert (resp.status, (await resp.json())["error"]) == (400, "INVALID_CONTAINER_ID"), path
+        for fields in ({"containerId": name, "namespace": NS}, {"containerId": name}):
+            await ws.send("container.logs.subscribe", **fields)
+            assert (await ws.until("error"))["data"]["error"] == "INVALID_MESSAGE", fields
+    # A workload's log is read from one of its pods, not from "pods/deployment/web".
     await ws.send("container.logs.subscribe", containerId="deployment/web", namespace=NS, follow=False)
     ended = await ws.until("container.logs.ended", containerId="deployment/web")
     assert ended["data"]["reason"] == "stopped"
