@@ -575,7 +575,13 @@ class KubernetesRuntime:
             pods = await self._running_pods(namespace, ref.id)
         else:
             pods = [await self._pod(ref)]
-        usages = await asyncio.gather(*(self._usage(namespace, pod) for pod in pods))
+        usages: list[tuple[float, float]] = []
+        for result in await asyncio.gather(
+            *(self._usage(namespace, p) for p in pods), return_exceptions=True
+        ):
+            if isinstance(result, BaseException):  # raised once every call has ended: none leaks
+                raise result
+            usages.append(result)
         cores = sum(cpu for cpu, _ in usages)
         memory = int(sum(used for _, used in usages))
         # A pod without limits may use its node: each such node's allocatable counts once.
@@ -632,11 +638,9 @@ class KubernetesRuntime:
     async def _usage(self, namespace: str, pod: Mapping[str, Any]) -> tuple[float, float]:
         """(cores, memory bytes) the metrics API reports for one pod."""
         name = str((pod.get("metadata") or {}).get("name", ""))
+        path = f"/apis/metrics.k8s.io/v1beta1/namespaces/{_label(namespace)}/pods/{_object_name(name)}"
         try:
-            metrics = await self._json(
-                "GET",
-                f"/apis/metrics.k8s.io/v1beta1/namespaces/{_label(namespace)}/pods/{_object_name(name)}",
-            )
+            metrics = await self._json("GET", path)
         except NotFound as exc:
             # The apiserver answers a plain "404 page not found" for an API group it does not serve.
             served = "page not found" not in str(exc)
