@@ -312,20 +312,20 @@ class LogSession:
         await self._notice("container.logs.error", error=error.code, message=error.message)
 
     async def _running(self, ref: ContainerRef) -> bool | None:
-        """Whether the container still runs; None when that cannot be told (runtime error).
+        """Whether the container still runs, or is about to (a pending workload entry replacing its
+        pods); None when that cannot be told (runtime error).
 
         A runtime that does not answer is waited for (see ``_outage``).
         """
         try:
-            current = await self.runtime.get(ref)
+            current: ContainerSummary | None = await self.runtime.get(ref)
         except NotFound:
             return False
         except Unavailable:
-            found = await self._outage(ref)
-            return found is not None and found.state.is_running
+            current = await self._outage(ref)
         except RuntimeFailure:
             return None
-        return current.state.is_running
+        return current is not None and (current.state.is_running or current.state is ContainerState.PENDING)
 
     async def _outage(self, ref: ContainerRef) -> ContainerSummary | None:
         """Wait for a runtime that went away during a follow, backing off, for at most

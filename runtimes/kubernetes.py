@@ -573,6 +573,10 @@ class KubernetesRuntime:
         namespace = self._namespace(ref)
         if ko.WORKLOAD_ID.fullmatch(ref.id):
             pods = await self._running_pods(namespace, ref.id)
+            if not pods:
+                raise Conflict(
+                    f"{ref.id} has no running pod", detail=f"{ref.id} has no running pod to measure"
+                )
         else:
             pods = [await self._pod(ref)]
         usages: list[tuple[float, float]] = []
@@ -618,15 +622,15 @@ class KubernetesRuntime:
 
     async def _running_pods(self, namespace: str, workload_id: str) -> list[dict[str, Any]]:
         """The running pods of a workload entry, ready ones first, then the oldest first (the pod
-        ``kubectl logs deploy/web`` picks comes first). A workload without one is Conflict."""
+        ``kubectl logs deploy/web`` picks comes first); none while it replaces them all. A workload
+        scaled to 0 is Conflict: it is not running."""
         kind, _, name = workload_id.partition("/")
         workload = await self._workload(kind, namespace, name)
-        pods = [p for p in await self._pods_of(workload) if ko.pod_state(p) is ContainerState.RUNNING]
-        if not pods:
+        if not int((workload.get("spec") or {}).get("replicas") or 0):
             raise Conflict(
-                f"{workload_id} has no running pod",
-                detail=f"{workload_id} is not running: it has no running pod",
+                f"{workload_id} is scaled to 0", detail=f"{workload_id} is not running: it is stopped"
             )
+        pods = [p for p in await self._pods_of(workload) if ko.pod_state(p) is ContainerState.RUNNING]
         pods.sort(
             key=lambda p: (
                 ko.pod_health(p) != "healthy",
@@ -811,8 +815,16 @@ class KubernetesRuntime:
         namespace = self._namespace(ref)
         if ko.WORKLOAD_ID.fullmatch(ref.id):
             # One pod of the workload, the one kubectl would pick; when it goes, the log session
-            # asks again and goes on with another from the last line's time.
-            pod = (await self._running_pods(namespace, ref.id))[0]
+            # asks again and goes on with another from the last line's time. While the workload
+            # replaces all its pods at once, this waits for one to run.
+            running: list[dict[str, Any]] = []
+
+            async def some_running() -> bool:
+                running[:] = await self._running_pods(namespace, ref.id)
+                return bool(running)
+
+            await self._until(some_running, f"{ref.id} to have a running pod", self._ready_timeout)
+            pod = running[0]
         else:
             pod = await self._pod(ref)
         pod_name = str((pod.get("metadata") or {}).get("name", ""))

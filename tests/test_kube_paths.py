@@ -115,7 +115,7 @@ async def test_stats_of_a_workload_sum_its_running_pods(
         body = await expect(
             await client.get(f"/api/v1/containers/{ns}/deployment%2Fweb/stats"), 409, "CONTAINER_NOT_RUNNING"
         )
-        assert body["message"] == "deployment/web is not running: it has no running pod"
+        assert body["message"] == "deployment/web is not running: it is stopped"
         # Its log likewise: nothing runs whose log could be read.
         await ws.send("container.logs.subscribe", containerId="deployment/web", namespace=ns)
         error = await ws.until("container.logs.error", containerId="deployment/web")
