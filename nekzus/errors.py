@@ -54,10 +54,10 @@ def container_not_found(container_id: str) -> ApiError:
     return ApiError(404, "CONTAINER_NOT_FOUND", f"Container {container_id!r} does not exist")
 
 
-def container_not_running(exc: RuntimeFailure, container_id: str) -> ApiError:
+def container_not_running(container_id: str, detail: str = "") -> ApiError:
     """409 for a reading (stats, logs) of an entry with nothing running to read, such as a stopped
-    Kubernetes workload; the runtime's detail says why."""
-    return ApiError(409, "CONTAINER_NOT_RUNNING", exc.detail or f"Container {container_id!r} is not running")
+    Kubernetes workload; ``detail``, the runtime's sentence, says why."""
+    return ApiError(409, "CONTAINER_NOT_RUNNING", detail or f"Container {container_id!r} is not running")
 
 
 def from_runtime(

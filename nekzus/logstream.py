@@ -281,7 +281,7 @@ class LogSession:
             return
         if current.controller == current.id and current.state is ContainerState.STOPPED:
             # A workload entry (its own controller) scaled to 0 has no pod whose log could be read.
-            await self._not_running(Conflict(f"{current.id} is stopped", detail=f"{current.id} is stopped"))
+            await self._not_running(f"{current.id} is not running: it is stopped")
             return
         await self._notice("container.logs.started")
         self.started = True
@@ -289,7 +289,7 @@ class LogSession:
         try:
             reason = await self._stream(ref)
         except Conflict as exc:
-            await self._not_running(exc)
+            await self._not_running(exc.detail)
             reason = "error"
         except Unavailable as exc:
             log.info("log stream of %s gave up on its runtime: %s", sub.container_id, exc)
@@ -307,8 +307,8 @@ class LogSession:
             reason = "error"
         await self._notice("container.logs.ended", reason=reason)
 
-    async def _not_running(self, exc: Conflict) -> None:
-        error = container_not_running(exc, self.sub.container_id)
+    async def _not_running(self, detail: str) -> None:
+        error = container_not_running(self.sub.container_id, detail)
         await self._notice("container.logs.error", error=error.code, message=error.message)
 
     async def _running(self, ref: ContainerRef) -> bool | None:

@@ -124,7 +124,7 @@ async def container_stats(request: web.Request) -> web.Response:
     try:
         sample = await runtime.stats(ContainerRef(cid, namespace_value(request)))
     except Conflict as exc:  # nothing runs to measure (a stopped workload): the client's 409
-        raise container_not_running(exc, cid) from exc
+        raise container_not_running(cid, exc.detail) from exc
     except RuntimeFailure as exc:
         raise runtime_error(exc, "CONTAINER_STATS_FAILED", "Failed to get container stats", cid) from exc
     return web.json_response(stats_json(sample))
