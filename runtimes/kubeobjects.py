@@ -23,11 +23,13 @@ STOPPED_REPLICAS = "nekzus/stopped-replicas"
 # Workloads a stop can scale to 0 through their scale subresource, by lower-case kind.
 SCALABLE = {"deployment": "deployments", "statefulset": "statefulsets", "replicaset": "replicasets"}
 WORKLOAD_KINDS = "|".join(SCALABLE)
-# Kubernetes' own name rules (DNS-1123), always applied with fullmatch: "^…$" with match() also
-# accepts a trailing newline. Namespaces and container names are labels (at most 63 characters);
-# pods and workloads are subdomains (dot-separated labels, at most 253 characters).
+# Kubernetes' own name rules (DNS-1123, as its apimachinery validation has them), always applied
+# with fullmatch: "^…$" with match() also accepts a trailing newline. Namespaces and container
+# names are labels (at most 63 characters); pods and workloads are subdomains (dot-separated
+# parts of the same characters, at most 253 characters in all, each part of any length).
 _LABEL = "[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
-_SUBDOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
+_PART = "[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+_SUBDOMAIN = rf"{_PART}(?:\.{_PART})*"
 MAX_NAME = 253
 DNS_LABEL = re.compile(_LABEL)
 DNS_SUBDOMAIN = re.compile(_SUBDOMAIN)

@@ -26,6 +26,7 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from runtimes import ContainerRef, NotFound
+from runtimes import kubeobjects as ko
 from runtimes.docker import DockerRuntime, _container_path
 from runtimes.kubernetes import KubernetesRuntime, kubeconfig_loader
 from runtimes.urlpath import segment
@@ -255,6 +256,33 @@ def test_path_builders_send_only_names_their_daemon_could_hold(value: str) -> No
     for build in builders[1:] if value == "x" * 300 else builders:  # a valid Docker name, too long for a pod
         with pytest.raises(NotFound):
             build()
+
+
+NAME_253 = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+
+
+@pytest.mark.parametrize(
+    ("value", "label", "name", "object_id"),
+    [
+        ("web", True, True, True),
+        ("a" * 63, True, True, True),
+        ("a" * 64, False, True, True),  # a label is at most 63 characters, a subdomain's labels too
+        ("web.v1", False, True, True),
+        (NAME_253, False, True, True),
+        (NAME_253 + "d", False, False, False),
+        ("deployment/" + NAME_253, False, False, True),
+        ("statefulset/db-0", False, False, True),
+        ("daemonset/agent", False, False, False),  # not a workload the gateway can stop and start
+        ("Web", False, False, False),
+        ("-web", False, False, False),
+        ("web-", False, False, False),
+        ("a..b", False, False, False),
+        ("web\n", False, False, False),
+        ("", False, False, False),
+    ],
+)
+def test_kubernetes_name_rules(value: str, label: bool, name: bool, object_id: bool) -> None:
+    assert (ko.is_label(value), ko.is_object_name(value), ko.is_object_id(value)) == (label, name, object_id)
 
 
 # -- Docker ------------------------------------------------------------------------------------
