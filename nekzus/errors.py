@@ -54,6 +54,12 @@ def container_not_found(container_id: str) -> ApiError:
     return ApiError(404, "CONTAINER_NOT_FOUND", f"Container {container_id!r} does not exist")
 
 
+def container_not_running(container_id: str, detail: str = "") -> ApiError:
+    """409 for a reading (stats, logs) of an entry with nothing running to read, such as a stopped
+    Kubernetes workload; ``detail``, the runtime's sentence, says why."""
+    return ApiError(409, "CONTAINER_NOT_RUNNING", detail or f"Container {container_id!r} is not running")
+
+
 def from_runtime(
     exc: Exception,
     *,

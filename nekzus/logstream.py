@@ -20,24 +20,38 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring as encode_string  # the C encoder
 from typing import Any
 
-from runtimes import ContainerRef, ContainerRuntime, Forbidden, NotFound, RuntimeFailure, Unavailable
+from runtimes import (
+    Conflict,
+    ContainerRef,
+    ContainerRuntime,
+    ContainerState,
+    ContainerSummary,
+    Forbidden,
+    NotFound,
+    RuntimeFailure,
+    Unavailable,
+)
 
-from .errors import from_runtime
+from .errors import container_not_running, from_runtime
 from .events import now
 from .hub import Connection, OutboxClosed, dumps
-from .params import is_valid_container_id, is_valid_namespace
+from .params import KUBERNETES, is_valid_container_id, is_valid_container_name, is_valid_namespace
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TAIL = 100
 MAX_TAIL = 1000
 RESUME_FIRST, RESUME_MAX = 0.5, 5.0  # seconds before re-opening a follow stream that gave nothing
+OUTAGE_LIMIT = 300.0  # seconds a follow waits for a runtime that went away before it ends
 _RFC3339 = re.compile(
     r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
 # The last second of 9999-12-31: the same end of time as RFC 3339's four-digit years.
 MAX_SINCE = 253_402_300_799
 _SINCE_FORMS = "since must be an RFC 3339 time or Unix seconds"
+CONTAINER_ID_RULE = (
+    "containerId must be a container id or name (for Kubernetes, a pod name or deployment/name)"
+)
 
 
 class InvalidSubscription(ValueError):
@@ -110,16 +124,18 @@ class Subscription:
         if not isinstance(data, dict):
             raise InvalidSubscription("data must be an object")
         cid = data.get("containerId")
-        if not is_valid_container_id(cid):
-            raise InvalidSubscription("containerId must be a container id or name")
+        if not isinstance(cid, str):
+            raise InvalidSubscription(CONTAINER_ID_RULE)
         namespace = data.get("namespace", "")
         runtime = data.get("runtime")
         if not isinstance(namespace, str) or (runtime is not None and not isinstance(runtime, str)):
             raise InvalidSubscription("namespace and runtime must be strings")
         if namespace and not is_valid_namespace(namespace):
             raise InvalidSubscription("namespace must be a Kubernetes namespace name")
+        if not is_valid_container_id(cid, runtime=runtime or (KUBERNETES if namespace else None)):
+            raise InvalidSubscription(CONTAINER_ID_RULE)
         container = data.get("container", "")
-        if container != "" and not is_valid_container_id(container):
+        if container != "" and not is_valid_container_name(container):
             raise InvalidSubscription("container must be the name of a container in the pod")
         tail = data.get("tail", DEFAULT_TAIL)
         if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
@@ -248,7 +264,7 @@ class LogSession:
         sub = self.sub
         ref = ContainerRef(sub.container_id, sub.namespace, sub.container)
         try:
-            await self.runtime.get(ref)
+            current = await self.runtime.get(ref)
         except NotFound:
             await self._notice(
                 "container.logs.error", error="CONTAINER_NOT_FOUND", message="Container not found"
@@ -263,11 +279,24 @@ class LogSession:
                 "container.logs.error", error="LOG_STREAM_FAILED", message="Failed to open the log stream"
             )
             return
+        if current.controller == current.id and current.state is ContainerState.STOPPED:
+            # A workload entry (its own controller) scaled to 0 has no pod whose log could be read.
+            await self._not_running(f"{current.id} is not running: it is stopped")
+            return
         await self._notice("container.logs.started")
         self.started = True
         reason = "stopped"
         try:
             reason = await self._stream(ref)
+        except Conflict as exc:
+            await self._not_running(exc.detail)
+            reason = "error"
+        except Unavailable as exc:
+            log.info("log stream of %s gave up on its runtime: %s", sub.container_id, exc)
+            await self._notice(
+                "container.logs.error", error="RUNTIME_UNAVAILABLE", message=from_runtime(exc).message
+            )
+            reason = "error"
         except RuntimeFailure as exc:
             log.info("log stream of %s ended with an error: %s", sub.container_id, exc)
             await self._notice(
@@ -278,34 +307,84 @@ class LogSession:
             reason = "error"
         await self._notice("container.logs.ended", reason=reason)
 
+    async def _not_running(self, detail: str) -> None:
+        error = container_not_running(self.sub.container_id, detail)
+        await self._notice("container.logs.error", error=error.code, message=error.message)
+
     async def _running(self, ref: ContainerRef) -> bool | None:
-        """Whether the container still runs; None when that cannot be told (runtime error)."""
+        """Whether the container still runs, or is about to (a pending workload entry replacing its
+        pods); None when that cannot be told (runtime error).
+
+        A runtime that does not answer is waited for (see ``_outage``).
+        """
         try:
-            current = await self.runtime.get(ref)
+            current: ContainerSummary | None = await self.runtime.get(ref)
         except NotFound:
             return False
+        except Unavailable:
+            current = await self._outage(ref)
         except RuntimeFailure:
             return None
-        return current.state.is_running
+        return current is not None and (current.state.is_running or current.state is ContainerState.PENDING)
+
+    async def _outage(self, ref: ContainerRef) -> ContainerSummary | None:
+        """Wait for a runtime that went away during a follow, backing off, for at most
+        ``OUTAGE_LIMIT`` seconds (then its Unavailable ends the stream). Once it answers, the client
+        is told with ``container.logs.resumed`` and the stream goes on from the last line sent.
+        None when the container went meanwhile: there is nothing to resume."""
+        log.info("log stream of %s waits for its runtime to come back", self.sub.container_id)
+        deadline = time.monotonic() + OUTAGE_LIMIT
+        delay = RESUME_FIRST
+        while True:
+            try:
+                current = await self.runtime.get(ref)
+            except NotFound:
+                return None
+            except Unavailable as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Unavailable(
+                        f"no answer within {OUTAGE_LIMIT:g} s: {exc}",
+                        detail=f"it did not answer for {OUTAGE_LIMIT:g} s, so the log stream ends",
+                    ) from exc
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, RESUME_MAX)
+                continue
+            await self._notice("container.logs.resumed", since=self.last_stamp)
+            return current
+
+    async def _follow(
+        self,
+        ref: ContainerRef,
+        *,
+        tail: int | None,
+        since: tuple[int, int] | None,
+        skip_until: tuple[int, int] | None,
+    ) -> bool:
+        """One read of a follow stream; when its runtime goes away meanwhile, wait until it is back
+        (answering True: the next read comes at once, from the last line delivered)."""
+        try:
+            return await self._pump(ref, follow=True, tail=tail, since=since, skip_until=skip_until)
+        except Unavailable:
+            await self._outage(ref)
+            return True
 
     async def _stream(self, ref: ContainerRef) -> str:
         """Deliver the lines, then answer why the stream ended (the ``ended`` reason)."""
         sub = self.sub
         opened = _now_nanos()
         since = sub.since
-        delivered = await self._pump(
-            ref,
-            follow=sub.follow,
-            tail=sub.tail if since is None else None,
-            since=since,
-            skip_until=since if sub.since_exclusive else None,
-        )
+        tail = sub.tail if since is None else None
+        skip_until = since if sub.since_exclusive else None
         if not sub.follow:
+            await self._pump(ref, follow=False, tail=tail, since=since, skip_until=skip_until)
             return "stopped"
+        delivered = await self._follow(ref, tail=tail, since=since, skip_until=skip_until)
         # A follow stream ends when the container stops, or when the server cuts it while the
-        # container still runs (Kubernetes closes follow streams after about 4 h). Then it goes
-        # on from the last line delivered, skipping what was already sent: nothing is lost or
-        # repeated. A stream that keeps ending at once (a crash-looping container) backs off.
+        # container still runs (Kubernetes closes follow streams after about 4 h), or when the
+        # runtime goes away (then it is waited for). Then it goes on from the last line
+        # delivered, skipping what was already sent: nothing is lost or repeated. A stream that
+        # keeps ending at once (a crash-looping container) backs off.
         delay = RESUME_FIRST
         while (running := await self._running(ref)) is True:
             if not delivered:
@@ -314,7 +393,7 @@ class LogSession:
             else:
                 delay = RESUME_FIRST
             last = _nanos(self.last_stamp) if self.last_stamp else opened
-            delivered = await self._pump(ref, follow=True, tail=None, since=last, skip_until=last)
+            delivered = await self._follow(ref, tail=None, since=last, skip_until=last)
         # Docker ends a follow stream when the container stops and may not have sent the last
         # line yet (a final line without a newline, notably): read once more from the last line.
         last = _nanos(self.last_stamp) if self.last_stamp else opened

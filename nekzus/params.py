@@ -8,20 +8,24 @@ from typing import Any, TypeGuard
 
 from aiohttp import web
 
-from runtimes.kubeobjects import WORKLOAD_KINDS
+from runtimes import NoRuntime, UnknownRuntime
+from runtimes import kubeobjects as ko
 
 from . import jsoninput
 from .errors import ApiError, invalid_request
 from .jsoninput import InvalidJson
+from .keys import REGISTRY
 
 DEFAULT_TIMEOUT = 10
 MIN_TIMEOUT, MAX_TIMEOUT = 1, 300
 
-# Every pattern here is applied with fullmatch: "^…$" with match() also accepts a trailing newline.
-# Docker ids and names, Kubernetes object names, and a stopped workload's "deployment/web".
-# Anything else (another slash, "..", a space) is refused before it can reach a runtime's URL.
-_CONTAINER_ID = re.compile(rf"(?:(?:{WORKLOAD_KINDS})/)?[A-Za-z0-9][A-Za-z0-9_.-]{{0,252}}")
-_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# Security: the one validation of every value a client puts in a runtime's URL, for REST and the
+# WebSocket alike. Patterns are applied with fullmatch: "^…$" with match() also accepts a trailing
+# newline. Docker ids and names (and, on the runtime that has them, a workload's "deployment/web");
+# Kubernetes' own DNS-1123 rules for pods, workloads, namespaces and container names
+# (runtimes.kubeobjects). Anything else (a slash, "..", "%", a space) never reaches a runtime.
+_CONTAINER_ID = re.compile(rf"(?:(?:{ko.WORKLOAD_KINDS})/)?[A-Za-z0-9][A-Za-z0-9_.-]{{0,252}}")
+KUBERNETES = ko.RUNTIME
 # ASCII digits only: int() also reads "٣" and "５", which no client means as a number.
 _TIMEOUT = re.compile(r"[+-]?[0-9]{1,6}")
 _TRUE = {"true", "1", "yes", "on"}
@@ -64,12 +68,25 @@ def bool_query(request: web.Request, name: str) -> bool:
 
 
 def container_id(request: web.Request) -> str:
+    """The path's id, by the rules of the runtime the request addresses (a pod name for Kubernetes)."""
     value = request.match_info.get("id", "")
-    if not _CONTAINER_ID.fullmatch(value):
+    if not is_valid_container_id(value, runtime=_addressed_runtime(request)):
         raise ApiError(
             400, "INVALID_CONTAINER_ID", "Container ID is required and must be a container id or name"
         )
     return value
+
+
+def _addressed_runtime(request: web.Request) -> str | None:
+    """The name of the runtime whose id rules apply: the one named, Kubernetes for a namespace,
+    else the primary. None when that is not a runtime (the handler refuses it next)."""
+    named = request.query.get("runtime") or None
+    if named is None and (request.match_info.get("namespace") or request.query.get("namespace")):
+        named = KUBERNETES
+    try:
+        return request.app[REGISTRY].get(named).name
+    except (UnknownRuntime, NoRuntime):
+        return None
 
 
 def namespace_value(request: web.Request) -> str:
@@ -81,7 +98,13 @@ def namespace_value(request: web.Request) -> str:
 
 
 def is_valid_namespace(value: Any) -> TypeGuard[str]:
-    return isinstance(value, str) and bool(_NAMESPACE.fullmatch(value))
+    """A Kubernetes namespace name: a DNS-1123 label (at most 63 characters)."""
+    return ko.is_label(value)
+
+
+def is_valid_container_name(value: Any) -> TypeGuard[str]:
+    """The name of one container of a pod: a DNS-1123 label."""
+    return ko.is_label(value)
 
 
 MAX_BATCH = 500
@@ -105,7 +128,11 @@ def container_ids(body: dict[str, Any], field: str) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def is_valid_container_id(value: Any) -> TypeGuard[str]:
+def is_valid_container_id(value: Any, *, runtime: str | None = None) -> TypeGuard[str]:
+    """A container id or name for ``runtime``: for Kubernetes a pod name (DNS-1123 subdomain, at
+    most 253 characters) or a workload id; for any other, or not known yet, a Docker id or name."""
+    if runtime == KUBERNETES:
+        return ko.is_object_id(value)
     return isinstance(value, str) and bool(_CONTAINER_ID.fullmatch(value))
 
 

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import logging
+import re
 import struct
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -36,6 +37,7 @@ from .base import (
 from .errors import AlreadyInState, Conflict, NotFound, OperationFailed, RuntimeFailure, Unavailable
 from .redact import mask_env_list
 from .stats import CpuHistory, sample_from_docker
+from .urlpath import segment
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,10 @@ STATS_INTERVAL = 1.0
 STATS_WAIT = 0.1
 STATS_STALE = 3.0
 _FRESH_KEEP = 512  # recent samples kept by container before the stale ones are swept
+
+
+# What Docker accepts as a container name (ids are hex, so they fit too).
+_CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
 
 def map_state(docker_state: str) -> ContainerState:
@@ -240,6 +246,18 @@ def _health_from_status(status: str) -> str | None:
         if status.endswith(marker):
             return verdict
     return None
+
+
+def _container_path(container: str, endpoint: str) -> str:
+    """``containers/{id}/{endpoint}``, for an id or name that Docker could have given a container.
+
+    Security: the Engine decodes the path before routing it (``%2F`` is a slash to it), so
+    percent-encoding alone would not keep a value in its segment: anything that is not a Docker
+    id or name is NotFound here, never sent.
+    """
+    if not _CONTAINER_NAME.fullmatch(container):
+        raise NotFound(f"{container!r} is not a Docker container id or name")
+    return f"containers/{segment(container)}/{endpoint}"
 
 
 def without_userinfo(address: str) -> str:
@@ -436,7 +454,7 @@ class DockerRuntime:
         )
 
     async def _inspect_raw(self, ref: ContainerRef) -> dict[str, Any]:
-        doc: dict[str, Any] = await self._json(f"containers/{ref.id}/json")
+        doc: dict[str, Any] = await self._json(_container_path(ref.id, "json"))
         return doc
 
     async def get(self, ref: ContainerRef) -> ContainerSummary:
@@ -471,18 +489,20 @@ class DockerRuntime:
         current = await self.get(ref)
         if current.state is ContainerState.PAUSED:
             # "Start" on a paused container means "make it run": resume its frozen processes.
-            await self._post(f"containers/{ref.id}/unpause", params={}, timeout=_READ_TIMEOUT)
+            await self._post(_container_path(ref.id, "unpause"), params={}, timeout=_READ_TIMEOUT)
             return
-        if await self._post(f"containers/{ref.id}/start", params={}, timeout=60) == 304:
+        if await self._post(_container_path(ref.id, "start"), params={}, timeout=60) == 304:
             raise AlreadyInState(f"container {ref.id} is already running")
 
     async def stop(self, ref: ContainerRef, *, timeout: int) -> None:
-        status = await self._post(f"containers/{ref.id}/stop", params={"t": timeout}, timeout=timeout + 30)
+        status = await self._post(
+            _container_path(ref.id, "stop"), params={"t": timeout}, timeout=timeout + 30
+        )
         if status == 304:
             raise AlreadyInState(f"container {ref.id} is already stopped")
 
     async def restart(self, ref: ContainerRef, *, timeout: int) -> None:
-        await self._post(f"containers/{ref.id}/restart", params={"t": timeout}, timeout=timeout + 60)
+        await self._post(_container_path(ref.id, "restart"), params={"t": timeout}, timeout=timeout + 60)
 
     # -- stats ----------------------------------------------------------------------------------
 
@@ -546,7 +566,7 @@ class DockerRuntime:
 
     async def _sample(self, ref: ContainerRef) -> dict[str, Any]:
         doc: dict[str, Any] = await self._json(
-            f"containers/{ref.id}/stats", params={"stream": "false", "one-shot": "true"}
+            _container_path(ref.id, "stats"), params={"stream": "false", "one-shot": "true"}
         )
         return doc
 
@@ -581,7 +601,7 @@ class DockerRuntime:
 
     async def _fetch_image(self, image_id: str) -> dict[str, Any]:
         try:
-            doc: dict[str, Any] = await self._json(f"images/{image_id}/json")
+            doc: dict[str, Any] = await self._json(f"images/{segment(image_id)}/json")
         except NotFound:
             doc = {}  # the image was removed since the container was made: compare with nothing
         return doc
@@ -675,7 +695,7 @@ class DockerRuntime:
             params["since"] = str(since)
         try:
             async with self._docker._query(
-                f"containers/{ref.id}/logs",
+                _container_path(ref.id, "logs"),
                 params=params,
                 timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
             ) as response:

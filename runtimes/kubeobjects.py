@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeGuard
 
 from .base import ContainerState, ContainerSummary, PortMapping
 from .redact import MASK, mask_value
@@ -23,7 +23,37 @@ STOPPED_REPLICAS = "nekzus/stopped-replicas"
 # Workloads a stop can scale to 0 through their scale subresource, by lower-case kind.
 SCALABLE = {"deployment": "deployments", "statefulset": "statefulsets", "replicaset": "replicasets"}
 WORKLOAD_KINDS = "|".join(SCALABLE)
-WORKLOAD_ID = re.compile(rf"({WORKLOAD_KINDS})/([a-z0-9][a-z0-9.-]*)")  # used with fullmatch
+# Kubernetes' own name rules (DNS-1123, as its apimachinery validation has them), always applied
+# with fullmatch: "^…$" with match() also accepts a trailing newline. Namespaces and container
+# names are labels (at most 63 characters); pods and workloads are subdomains (dot-separated
+# parts of the same characters, at most 253 characters in all, each part of any length).
+_LABEL = "[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+_PART = "[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+_SUBDOMAIN = rf"{_PART}(?:\.{_PART})*"
+MAX_NAME = 253
+DNS_LABEL = re.compile(_LABEL)
+DNS_SUBDOMAIN = re.compile(_SUBDOMAIN)
+# A workload entry's id: "deployment/web".
+WORKLOAD_ID = re.compile(rf"({WORKLOAD_KINDS})/({_SUBDOMAIN})")
+
+
+def is_label(value: Any) -> TypeGuard[str]:
+    """A DNS-1123 label: a namespace or a container name."""
+    return isinstance(value, str) and bool(DNS_LABEL.fullmatch(value))
+
+
+def is_object_name(value: Any) -> TypeGuard[str]:
+    """A DNS-1123 subdomain: the name of a pod, a node or a workload."""
+    return isinstance(value, str) and len(value) <= MAX_NAME and bool(DNS_SUBDOMAIN.fullmatch(value))
+
+
+def is_object_id(value: Any) -> TypeGuard[str]:
+    """How a client names a Kubernetes entry: a pod name, or a workload id like "deployment/web"."""
+    if not isinstance(value, str):
+        return False
+    match = WORKLOAD_ID.fullmatch(value)
+    return is_object_name(match.group(2) if match else value)
+
 
 _PHASES: Mapping[str, ContainerState] = {
     "Pending": ContainerState.PENDING,
@@ -171,7 +201,8 @@ def workload_summary(kind: str, obj: Mapping[str, Any]) -> ContainerSummary:
             f"Scaled to 0 (was {meta.get('annotations', {}).get(STOPPED_REPLICAS, '?')})",
         )
     else:
-        state = ContainerState.RUNNING if ready >= replicas else ContainerState.PENDING
+        # Running while any replica is ready (its pods have logs and stats), pending before that.
+        state = ContainerState.RUNNING if ready > 0 else ContainerState.PENDING
         status = f"{ready}/{replicas} ready"
     return ContainerSummary(
         id=wid,

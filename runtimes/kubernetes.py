@@ -53,6 +53,7 @@ from .errors import (
     Unavailable,
     Unsupported,
 )
+from .urlpath import segment
 
 log = logging.getLogger(__name__)
 
@@ -267,19 +268,25 @@ class KubernetesRuntime:
 
     @staticmethod
     def _pod_path(namespace: str, name: str = "") -> str:
-        base = f"/api/v1/namespaces/{namespace}/pods"
-        return f"{base}/{name}" if name else base
+        base = f"/api/v1/namespaces/{_label(namespace)}/pods"
+        return f"{base}/{_object_name(name)}" if name else base
 
     @staticmethod
     def _workload_path(kind: str, namespace: str, name: str) -> str:
-        return f"{_APPS}/namespaces/{namespace}/{ko.SCALABLE[kind]}/{name}"
+        return f"{_APPS}/namespaces/{_label(namespace)}/{ko.SCALABLE[kind]}/{_object_name(name)}"
 
     def _namespace(self, ref: ContainerRef) -> str:
         """The namespace a request means: its own, else the only configured one, else "default".
 
-        A namespace outside the configured ones is not managed: its pods do not exist here.
+        A namespace outside the configured ones is not managed: its pods do not exist here. Nor
+        does anything whose name Kubernetes would refuse: a caller that skipped the gateway's
+        validation gets NotFound, and the apiserver never sees the value.
         """
         namespace = ref.namespace or (self._namespaces[0] if len(self._namespaces) == 1 else "default")
+        if not ko.is_label(namespace) or not ko.is_object_id(ref.id):
+            raise NotFound(f"{namespace!r}/{ref.id!r} is not a Kubernetes namespace and object name")
+        if ref.container and not ko.is_label(ref.container):
+            raise NotFound(f"{ref.container!r} is not a container name")
         if self._namespaces and namespace not in self._namespaces:
             raise NotFound(f"namespace {namespace!r} is not one the gateway manages")
         return namespace
@@ -342,7 +349,7 @@ class KubernetesRuntime:
 
     async def _list(self, kind_path: str, scope: str, selector: str | None = None) -> dict[str, Any]:
         prefix = "/api/v1" if kind_path == "pods" else _APPS
-        path = f"{prefix}/namespaces/{scope}/{kind_path}" if scope else f"{prefix}/{kind_path}"
+        path = f"{prefix}/namespaces/{_label(scope)}/{kind_path}" if scope else f"{prefix}/{kind_path}"
         return await self._json("GET", path, query={"labelSelector": selector})
 
     async def list_containers(self, *, namespace: str | None = None) -> list[ContainerSummary]:
@@ -861,46 +868,41 @@ class KubernetesRuntime:
     # -- stats ----------------------------------------------------------------------------------
 
     async def stats(self, ref: ContainerRef) -> StatsSample:
+        """A pod's usage; a workload entry's is the sum over its running pods (limits summed too)."""
         namespace = self._namespace(ref)
         if ko.WORKLOAD_ID.fullmatch(ref.id):
-            await self._resolve(ref)
-            raise Conflict(f"{ref.id} is a workload entry", detail=f"{ref.id} has no running pod to measure")
-        pod = await self._pod(ref)
-        try:
-            metrics = await self._json(
-                "GET", f"/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/{ref.id}"
-            )
-        except NotFound as exc:
-            # The apiserver answers a plain "404 page not found" for an API group it does not serve.
-            served = "page not found" not in str(exc)
-            raise OperationFailed(
-                f"no pod metrics for {namespace}/{ref.id}: {exc}",
-                detail="The metrics API (metrics.k8s.io) has no metrics for this pod yet"
-                if served
-                else "The metrics API (metrics.k8s.io) is not served by this cluster: install metrics-server",
-            ) from exc
-        except Unavailable as exc:
-            raise OperationFailed(
-                f"metrics API unavailable: {exc}", detail="The metrics API (metrics.k8s.io) is not available"
-            ) from exc
-        containers = (pod.get("spec") or {}).get("containers") or []
-        cores = sum(
-            ko.parse_quantity((c.get("usage") or {}).get("cpu", 0)) for c in metrics.get("containers") or ()
-        )
-        memory = int(
-            sum(
-                ko.parse_quantity((c.get("usage") or {}).get("memory", 0))
-                for c in metrics.get("containers") or ()
-            )
-        )
-        cpu_limit = _limit_sum(containers, "cpu")
-        memory_limit = _limit_sum(containers, "memory")
-        if cpu_limit is None or memory_limit is None:
-            allocatable = await self._allocatable(str((pod.get("spec") or {}).get("nodeName", "")))
-            cpu_limit = cpu_limit if cpu_limit is not None else ko.parse_quantity(allocatable.get("cpu", 0))
-            memory_limit = (
-                memory_limit if memory_limit is not None else ko.parse_quantity(allocatable.get("memory", 0))
-            )
+            pods = await self._running_pods(namespace, ref.id)
+            if not pods:
+                raise Conflict(
+                    f"{ref.id} has no running pod", detail=f"{ref.id} has no running pod to measure"
+                )
+        else:
+            pods = [await self._pod(ref)]
+        usages: list[tuple[float, float]] = []
+        for result in await asyncio.gather(
+            *(self._usage(namespace, p) for p in pods), return_exceptions=True
+        ):
+            if isinstance(result, BaseException):  # raised once every call has ended: none leaks
+                raise result
+            usages.append(result)
+        cores = sum(cpu for cpu, _ in usages)
+        memory = int(sum(used for _, used in usages))
+        # A pod without limits may use its node: each such node's allocatable counts once.
+        cpu_limit = memory_limit = 0.0
+        unlimited: dict[str, tuple[bool, bool]] = {}
+        for pod in pods:
+            containers = (pod.get("spec") or {}).get("containers") or []
+            cpu, mem = _limit_sum(containers, "cpu"), _limit_sum(containers, "memory")
+            cpu_limit += cpu or 0.0
+            memory_limit += mem or 0.0
+            if cpu is None or mem is None:
+                node = str((pod.get("spec") or {}).get("nodeName", ""))
+                seen = unlimited.get(node, (False, False))
+                unlimited[node] = (seen[0] or cpu is None, seen[1] or mem is None)
+        for node, (no_cpu, no_memory) in unlimited.items():
+            allocatable = await self._allocatable(node)
+            cpu_limit += ko.parse_quantity(allocatable.get("cpu", 0)) if no_cpu else 0.0
+            memory_limit += ko.parse_quantity(allocatable.get("memory", 0)) if no_memory else 0.0
         limit = int(memory_limit)
         return StatsSample(
             container_id=ref.id,
@@ -917,6 +919,49 @@ class KubernetesRuntime:
             timestamp=int(time.time()),
         )
 
+    async def _running_pods(self, namespace: str, workload_id: str) -> list[dict[str, Any]]:
+        """The running pods of a workload entry, ready ones first, then the oldest first (the pod
+        ``kubectl logs deploy/web`` picks comes first); none while it replaces them all. A workload
+        scaled to 0 is Conflict: it is not running."""
+        kind, _, name = workload_id.partition("/")
+        workload = await self._workload(kind, namespace, name)
+        if not int((workload.get("spec") or {}).get("replicas") or 0):
+            raise Conflict(
+                f"{workload_id} is scaled to 0", detail=f"{workload_id} is not running: it is stopped"
+            )
+        pods = [p for p in await self._pods_of(workload) if ko.pod_state(p) is ContainerState.RUNNING]
+        pods.sort(
+            key=lambda p: (
+                ko.pod_health(p) != "healthy",
+                str((p.get("metadata") or {}).get("creationTimestamp")),
+            )
+        )
+        return pods
+
+    async def _usage(self, namespace: str, pod: Mapping[str, Any]) -> tuple[float, float]:
+        """(cores, memory bytes) the metrics API reports for one pod."""
+        name = str((pod.get("metadata") or {}).get("name", ""))
+        path = f"/apis/metrics.k8s.io/v1beta1/namespaces/{_label(namespace)}/pods/{_object_name(name)}"
+        try:
+            metrics = await self._json("GET", path)
+        except NotFound as exc:
+            # The apiserver answers a plain "404 page not found" for an API group it does not serve.
+            served = "page not found" not in str(exc)
+            raise OperationFailed(
+                f"no pod metrics for {namespace}/{name}: {exc}",
+                detail="The metrics API (metrics.k8s.io) has no metrics for this pod yet"
+                if served
+                else "The metrics API (metrics.k8s.io) is not served by this cluster: install metrics-server",
+            ) from exc
+        except Unavailable as exc:
+            raise OperationFailed(
+                f"metrics API unavailable: {exc}", detail="The metrics API (metrics.k8s.io) is not available"
+            ) from exc
+        containers = metrics.get("containers") or ()
+        cores = sum(ko.parse_quantity((c.get("usage") or {}).get("cpu", 0)) for c in containers)
+        memory = sum(ko.parse_quantity((c.get("usage") or {}).get("memory", 0)) for c in containers)
+        return cores, memory
+
     async def _allocatable(self, node: str) -> dict[str, Any]:
         """The node's allocatable resources, kept a minute (they change only with the node)."""
         if not node:
@@ -925,7 +970,7 @@ class KubernetesRuntime:
         if cached is not None and time.monotonic() - cached[0] < _NODE_CACHE_SECONDS:
             return cached[1]
         try:
-            doc = await self._json("GET", f"/api/v1/nodes/{node}")
+            doc = await self._json("GET", f"/api/v1/nodes/{_object_name(node)}")
         except NotFound:
             return {}
         except Forbidden as exc:
@@ -1106,13 +1151,27 @@ class KubernetesRuntime:
         since: int | None = None,
     ) -> AsyncIterator[LogChunk]:
         namespace = self._namespace(ref)
-        pod = await self._pod(ref)
+        if ko.WORKLOAD_ID.fullmatch(ref.id):
+            # One pod of the workload, the one kubectl would pick; when it goes, the log session
+            # asks again and goes on with another from the last line's time. While the workload
+            # replaces all its pods at once, this waits for one to run.
+            running: list[dict[str, Any]] = []
+
+            async def some_running() -> bool:
+                running[:] = await self._running_pods(namespace, ref.id)
+                return bool(running)
+
+            await self._until(some_running, f"{ref.id} to have a running pod", self._ready_timeout)
+            pod = running[0]
+        else:
+            pod = await self._pod(ref)
+        pod_name = str((pod.get("metadata") or {}).get("name", ""))
         names = [str(c.get("name", "")) for c in (pod.get("spec") or {}).get("containers") or ()]
         container = ref.container or (names[0] if names else "")
         if container not in names:
             raise NotFound(
-                f"pod {ref.id} has no container {container!r}",
-                detail=f"Pod {ref.id} has no container {container!r}; it has {', '.join(names)}",
+                f"pod {pod_name} has no container {container!r}",
+                detail=f"Pod {pod_name} has no container {container!r}; it has {', '.join(names)}",
             )
         query: dict[str, Any] = {
             "container": container,
@@ -1122,16 +1181,31 @@ class KubernetesRuntime:
             "sinceTime": ko.rfc3339(since) if since is not None else None,
         }
         response = await self._open(
-            "GET", f"{self._pod_path(namespace, ref.id)}/log", query=query, timeout=_STREAM_TIMEOUT
+            "GET", f"{self._pod_path(namespace, pod_name)}/log", query=query, timeout=_STREAM_TIMEOUT
         )
         try:
             # Kubernetes sends plain text (no stream headers) and does not tell stdout from stderr.
             async for data in response.content.iter_any():
                 yield LogChunk("stdout", data)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise Unavailable(f"the log stream of {namespace}/{ref.id} broke off: {exc!r}") from exc
+            raise Unavailable(f"the log stream of {namespace}/{pod_name} broke off: {exc!r}") from exc
         finally:
             response.release()
+
+
+def _label(value: str) -> str:
+    """A namespace as one path segment. Security: the apiserver splits the decoded path (``%2F``
+    is a slash to it), so only a name Kubernetes could hold is sent, percent-encoded as well."""
+    if not ko.is_label(value):
+        raise NotFound(f"{value!r} is not a Kubernetes namespace name")
+    return segment(value)
+
+
+def _object_name(value: str) -> str:
+    """A pod, workload or node name as one path segment, on the same terms as ``_label``."""
+    if not ko.is_object_name(value):
+        raise NotFound(f"{value!r} is not a Kubernetes object name")
+    return segment(value)
 
 
 def _ready(workload: Mapping[str, Any]) -> int:

@@ -10,10 +10,10 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from runtimes import ContainerRef, ContainerState, ContainerSummary, RuntimeFailure
+from runtimes import Conflict, ContainerRef, ContainerState, ContainerSummary, RuntimeFailure
 
 from ..auth import READ_CONTAINERS, WRITE_CONTAINERS, requires
-from ..errors import ApiError
+from ..errors import ApiError, container_not_running
 from ..events import now
 from ..keys import OPERATIONS, STATE
 from ..operations import Action, accepted_message, failure_code, refusal
@@ -123,6 +123,8 @@ async def container_stats(request: web.Request) -> web.Response:
     runtime = runtime_for(request)
     try:
         sample = await runtime.stats(ContainerRef(cid, namespace_value(request)))
+    except Conflict as exc:  # nothing runs to measure (a stopped workload): the client's 409
+        raise container_not_running(cid, exc.detail) from exc
     except RuntimeFailure as exc:
         raise runtime_error(exc, "CONTAINER_STATS_FAILED", "Failed to get container stats", cid) from exc
     return web.json_response(stats_json(sample))

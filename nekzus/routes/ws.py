@@ -41,7 +41,8 @@ from ..guard import from_foreign_page
 from ..hub import CLOSE_INTERNAL_ERROR, Connection, OutboxClosed, close_socket, dumps
 from ..jsoninput import InvalidJson
 from ..keys import AUTHORITY, CONFIG, HUB, PRINCIPAL, REGISTRY
-from ..logstream import InvalidSubscription, LogSession, Subscription
+from ..logstream import CONTAINER_ID_RULE, InvalidSubscription, LogSession, Subscription
+from ..params import is_valid_container_id
 from ..ratelimit import rate_pool
 from .common import NamespaceWithoutPods, implied_runtime
 
@@ -344,6 +345,9 @@ async def _subscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
     except (UnknownRuntime, NoRuntime):
         await _runtime_refused(conn, sub, "Invalid runtime specified")
         return
+    # The runtime's own id rules, also when it is the primary one the message did not name.
+    if not is_valid_container_id(sub.container_id, runtime=runtime.name):
+        raise InvalidMessage(f"container.logs.subscribe: {CONTAINER_ID_RULE}")
     previous = conn.streams.pop(sub.key, None)
     if previous is not None:
         await _stop(conn, previous)
