@@ -360,6 +360,14 @@ class ControlPlane:
             timeout=timeout,
             what="the default namespace",
         )
+        if self.gateway_kubeconfig.exists():
+            # A restarted apiserver serves before its RBAC caches are filled, refusing every
+            # ServiceAccount for a moment: the gateway's bindings hold again before this returns.
+            wait_until(
+                lambda: self.allowed((GATEWAY_NAMESPACE, GATEWAY_ACCOUNT), "get", "nodes"),
+                timeout=timeout,
+                what="RBAC to grant the gateway's ServiceAccount again",
+            )
 
     def processes(self) -> dict[str, ManagedProcess]:
         found = {

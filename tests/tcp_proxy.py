@@ -1,82 +1,99 @@
-"""A loopback TCP proxy a test can cut: ``refuse`` makes the upstream unreachable for the client
-(open connections reset, new ones refused), ``freeze`` keeps connections open but forwards nothing
-(a stalled middlebox), and ``resume`` puts things back. Bytes pass through untouched (TLS too)."""
+"""A loopback TCP proxy in front of the test control plane's apiserver that a test can freeze."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
+
+import yaml
 
 
-class TcpProxy:
-    def __init__(self, host: str, port: int) -> None:
-        self._upstream = (host, port)
-        self.port = 0
+class _Link:
+    """One client connection through the proxy; once frozen, it stays frozen."""
+
+    def __init__(self, frozen: bool) -> None:
+        self.frozen = frozen
+
+
+class FreezableProxy:
+    """A TCP proxy on 127.0.0.1 in front of ``port``.
+
+    ``freeze()``: every connection, open or new, stays open but forwards nothing either way (an
+    end of either side is not passed on either). ``thaw()``: new connections go through again; the
+    frozen ones stay silent until their client hangs up, as behind a proxy that lost them.
+    """
+
+    def __init__(self, port: int) -> None:
+        self._target = port
+        self._frozen = False
         self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._flowing = asyncio.Event()
-        self._flowing.set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._links: set[_Link] = set()
+        self.port = 0
 
-    async def start(self) -> None:
-        """Listen on 127.0.0.1 (a free port the first time, the same one after ``refuse``)."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
+    async def __aenter__(self) -> FreezableProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
+        return self
 
-    async def refuse(self) -> None:
-        """Stop listening and reset every open connection."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        await self._settle()
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
 
     def freeze(self) -> None:
-        """Keep connections (old and new) open, forward nothing in either direction."""
-        self._flowing.clear()
+        self._frozen = True
+        for link in self._links:
+            link.frozen = True
 
-    async def resume(self) -> None:
-        self._flowing.set()
-        if self._server is None:
-            await self.start()
+    def thaw(self) -> None:
+        self._frozen = False
 
-    async def close(self) -> None:
-        self._flowing.set()
-        await self.refuse()
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        link = _Link(self._frozen)
+        self._links.add(link)
+        upstream_w: asyncio.StreamWriter | None = None
+        pump: asyncio.Task[None] | None = None
 
-    async def _settle(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            """Forwards until ``src`` ends, then passes its end on; frozen, nothing at all."""
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    if not link.frozen:
+                        dst.write(data)
+                        await dst.drain()
+            if not link.frozen:
+                dst.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self._upstream)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.update((writer, up_writer))
-        pumps = [
-            asyncio.create_task(self._pump(reader, up_writer)),
-            asyncio.create_task(self._pump(up_reader, writer)),
-        ]
-        self._tasks.update(pumps)
-        try:
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            if link.frozen:
+                while await client_r.read(65536):
+                    pass
+            else:
+                upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self._target)
+                pump = asyncio.create_task(copy(upstream_r, client_w), name="proxy-upstream")
+                await copy(client_r, upstream_w)
         finally:
-            for task in pumps:
-                task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
-            self._tasks.difference_update(pumps)
-            for w in (writer, up_writer):
-                self._writers.discard(w)
-                w.transport.abort()
+            if pump is not None:
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+            for writer in (client_w, upstream_w):
+                if writer is not None:
+                    writer.close()
+            self._links.discard(link)
+            self._handlers.discard(task)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, ConnectionError):
-            while data := await reader.read(65536):
-                await self._flowing.wait()
-                writer.write(data)
-                await writer.drain()
+
+def proxied_kubeconfig(kubeconfig: Path, port: int, path: Path) -> Path:
+    """``kubeconfig`` with its server moved to ``port`` (the certificate names 127.0.0.1)."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    path.write_text(yaml.safe_dump(config))
+    return path

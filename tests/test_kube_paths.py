@@ -92,7 +92,7 @@ async def test_stats_of_a_workload_sum_its_running_pods(
     gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str
 ) -> None:
     ns = kube_namespace
-    client = await gateway(real_config(kube_plane.kubeconfig, ns))
+    client = await gateway(real_config(kube_plane.gateway_kubeconfig, ns))
     await create_deployment(kube_plane, ns, "web", 2, {"CPU_USAGE": "250m", "MEM_USAGE": "64Mi"})
     await running_pods(client, "web", 2)
     await asyncio.to_thread(install_metrics_api, kube_plane)
@@ -129,7 +129,7 @@ async def test_a_workload_subscription_follows_its_pods(
     gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str
 ) -> None:
     ns = kube_namespace
-    client = await gateway(real_config(kube_plane.kubeconfig, ns))
+    client = await gateway(real_config(kube_plane.gateway_kubeconfig, ns))
     await create_deployment(kube_plane, ns, "web", 2, {"LOG_LINES": "5", "LOG_INTERVAL": "0.1"})
     pods = await running_pods(client, "web", 2)
     ws = await connect(client)
@@ -153,7 +153,7 @@ async def test_a_log_follow_resumes_when_the_apiserver_returns(
     kube_plane: ControlPlane, kube_namespace: str, gateway: ClientFactory
 ) -> None:
     ns = kube_namespace
-    client = await gateway(real_config(kube_plane.kubeconfig, ns))
+    client = await gateway(real_config(kube_plane.gateway_kubeconfig, ns))
     await create_pod(kube_plane, ns, "talker", {"LOG_LINES": "5", "LOG_INTERVAL": "0.1"})
     await eventually(lambda: _state(client, ns, "talker", "running"), what="the pod to run")
     ws = await connect(client)

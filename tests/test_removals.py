@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
 from aiohttp.test_utils import TestClient
 
 from nekzus.config import AppConfig
@@ -21,7 +20,7 @@ from runtimes import ContainerSummary
 from .conftest import ClientFactory, Containers, watching
 from .fakes import FakeRuntime, summary
 from .kube_plane import ControlPlane
-from .tcp_proxy import TcpProxy
+from .tcp_proxy import FreezableProxy, proxied_kubeconfig
 from .test_kube_real import api, create_deployment, create_pod, eventually, real_config, running_pods
 from .test_websocket import connect
 
@@ -114,24 +113,13 @@ def removed_ids(seen: list[dict[str, Any]], *, distinct: bool = True) -> Any:
     return set(ids) if distinct else ids
 
 
-def through(kubeconfig: Path, port: int, directory: Path) -> Path:
-    """A copy of ``kubeconfig`` whose cluster is reached on ``port`` of 127.0.0.1."""
-    doc = yaml.safe_load(kubeconfig.read_text())
-    for cluster in doc["clusters"]:
-        cluster["cluster"]["server"] = f"https://127.0.0.1:{port}"
-    path = directory / "through-proxy.kubeconfig"
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
 async def test_pods_deleted_while_the_apiserver_was_out_of_reach_are_announced_once(
     gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str, tmp_path: Path
 ) -> None:
     ns = kube_namespace
-    proxy = TcpProxy("127.0.0.1", kube_plane.apiserver_port)
-    await proxy.start()
-    try:
-        client = await gateway(real_config(through(kube_plane.gateway_kubeconfig, proxy.port, tmp_path), ns))
+    async with FreezableProxy(kube_plane.apiserver_port) as proxy:
+        kubeconfig = proxied_kubeconfig(kube_plane.gateway_kubeconfig, proxy.port, tmp_path / "proxied")
+        client = await gateway(real_config(kubeconfig, ns, request_timeout=2, watch_timeout=2))
         await create_deployment(kube_plane, ns, "fleet", 3)
         for i in range(3):
             await create_pod(kube_plane, ns, f"lone-{i}")
@@ -139,7 +127,7 @@ async def test_pods_deleted_while_the_apiserver_was_out_of_reach_are_announced_o
         lone = await running_pods(client, "lone", 3)
         await watching(client)
         ws = await connect(client)
-        await proxy.refuse()
+        proxy.freeze()
         # Deleted by hand and by a scale to 0, all while the gateway cannot reach the apiserver.
         for pod in lone:
             await api(kube_plane, "DELETE", f"/api/v1/namespaces/{ns}/pods/{pod}?gracePeriodSeconds=0")
@@ -156,7 +144,7 @@ async def test_pods_deleted_while_the_apiserver_was_out_of_reach_are_announced_o
             return not pods["items"]
 
         await eventually(all_gone, what="every pod to be deleted")
-        await proxy.resume()
+        proxy.thaw()
         pods = {*fleet, *lone}
         # The relist after the reconnect announces every vanished pod, in no particular order.
         async with asyncio.timeout(30):
@@ -184,5 +172,3 @@ async def test_pods_deleted_while_the_apiserver_was_out_of_reach_are_announced_o
         await create_pod(kube_plane, ns, "marker")
         await ws.until("container.state", containerId="marker", state="running", timeout=30)
         assert Counter(removed_ids(ws.seen, distinct=False)) == Counter(pods)
-    finally:
-        await proxy.close()
