@@ -163,7 +163,10 @@ async def test_a_watch_that_cannot_open_makes_the_runtime_unready(
     kube.forbid("watch", "pods")
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.url, kube.token)
     client = await gateway(kube_config(kubeconfig))
-    reason = 'The pod watch cannot be opened (Forbidden by the cluster\'s RBAC rules: cannot watch "pods" at the cluster scope)'
+    reason = (
+        "The pod watch cannot be opened (Forbidden by the cluster's RBAC rules: "
+        'cannot watch "pods" at the cluster scope)'
+    )
 
     async def stalled() -> dict[str, Any] | None:
         resp = await client.get("/readyz")
