@@ -273,9 +273,14 @@ async def test_watch_survives_the_apiserver_going_away(
     finally:
         await asyncio.to_thread(kube_plane.start_apiserver)
     await running_pods(kclient, "steady", 1)
-    # A change made after the restart reaches clients: the watch is back.
+    # A change made after the restart reaches clients: the watch is back. The watch may reopen
+    # only after the pod is gone (it waits for a probe to pass): then the relist says "removed".
     await api(kube_plane, "DELETE", f"/api/v1/namespaces/{ns}/pods/{pod}")
-    state = await ws.until("container.state", containerId=pod, state="stopped", timeout=60)
+    async with asyncio.timeout(60):
+        while (state := await ws.until("container.state", containerId=pod, timeout=60))["data"][
+            "state"
+        ] not in ("stopped", "removed"):
+            pass
     assert state["data"]["namespace"] == ns and state["data"]["runtime"] == "kubernetes"
 
 
