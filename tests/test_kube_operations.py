@@ -40,24 +40,6 @@ MERGE = "application/merge-patch+json"
 HOLD = "nekzus.test/hold"
 
 
-async def create_held_deployment(plane: ControlPlane, ns: str, name: str, replicas: int) -> None:
-    """A Deployment whose pods carry the HOLD finalizer."""
-    body = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}, "annotations": LINKED, "finalizers": [HOLD]},
-                "spec": {"containers": [container()], "terminationGracePeriodSeconds": 1},
-            },
-        },
-    }
-    await api(plane, "POST", f"{APPS}/{ns}/deployments", body)
-
-
 async def pods_of(plane: ControlPlane, ns: str, name: str) -> list[dict[str, Any]]:
     listing = await api(plane, "GET", f"/api/v1/namespaces/{ns}/pods?labelSelector=app%3D{name}")
     return list(listing["items"])
@@ -111,7 +93,7 @@ async def test_a_stop_outlives_the_apiserver_going_away(
 ) -> None:
     ns = kube_namespace
     client = await gateway(real_config(kube_plane.gateway_kubeconfig, ns, ready_timeout=120))
-    await create_held_deployment(kube_plane, ns, "held", 2)
+    await create_deployment(kube_plane, ns, "held", 2, finalizers=(HOLD,))
     try:
         pods = await running_pods(client, "held", 2)
         ws = await connect(client)

@@ -77,8 +77,18 @@ def container(env: dict[str, str] | None = None, name: str = "app") -> dict[str,
 
 
 async def create_deployment(
-    plane: ControlPlane, ns: str, name: str, replicas: int, env: dict[str, str] | None = None
+    plane: ControlPlane,
+    ns: str,
+    name: str,
+    replicas: int,
+    env: dict[str, str] | None = None,
+    *,
+    finalizers: tuple[str, ...] = (),
 ) -> None:
+    """A Deployment of linked busybox pods; ``finalizers`` go on each pod (a test releases them)."""
+    template_meta: dict[str, Any] = {"labels": {"app": name}, "annotations": LINKED}
+    if finalizers:
+        template_meta["finalizers"] = list(finalizers)
     body = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -87,7 +97,7 @@ async def create_deployment(
             "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
             "template": {
-                "metadata": {"labels": {"app": name}, "annotations": LINKED},
+                "metadata": template_meta,
                 "spec": {"containers": [container(env)], "terminationGracePeriodSeconds": 1},
             },
         },
@@ -277,10 +287,9 @@ async def test_watch_survives_the_apiserver_going_away(
     # only after the pod is gone (it waits for a probe to pass): then the relist says "removed".
     await api(kube_plane, "DELETE", f"/api/v1/namespaces/{ns}/pods/{pod}")
     async with asyncio.timeout(60):
-        while (state := await ws.until("container.state", containerId=pod, timeout=60))["data"][
-            "state"
-        ] not in ("stopped", "removed"):
-            pass
+        state = await ws.until("container.state", containerId=pod, timeout=60)
+        while state["data"]["state"] not in ("stopped", "removed"):
+            state = await ws.until("container.state", containerId=pod, timeout=60)
     assert state["data"]["namespace"] == ns and state["data"]["runtime"] == "kubernetes"
 
 
