@@ -19,6 +19,7 @@ from aiohttp import web
 from .conftest import ClientFactory
 from .fake_kube import FakeKube, status_body
 from .kube_plane import ControlPlane
+from .tcp_proxy import FreezableProxy, proxied_kubeconfig
 from .test_errors import expect
 from .test_kube_fast import kube_config, write_kubeconfig
 from .test_kube_real import (
@@ -89,33 +90,40 @@ async def outcomes(ws: WS, operations: list[str], timeout: float = 60) -> dict[s
 
 
 async def test_a_stop_outlives_the_apiserver_going_away(
-    gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str
+    gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str, tmp_path: Path
 ) -> None:
     ns = kube_namespace
-    client = await gateway(real_config(kube_plane.gateway_kubeconfig, ns, ready_timeout=120))
-    await create_deployment(kube_plane, ns, "held", 2, finalizers=(HOLD,))
-    try:
-        pods = await running_pods(client, "held", 2)
-        ws = await connect(client)
-        op = await accepted(await client.post(f"/api/v1/containers/{ns}/{pods[0]}/stop?timeout=1"))
-
-        async def terminating() -> bool:
-            found = await pods_of(kube_plane, ns, "held")
-            return len(found) == 2 and all(p["metadata"].get("deletionTimestamp") for p in found)
-
-        # Scaled to 0 and both pods terminating: the stop is in its wait for the pods to go.
-        await eventually(terminating, what="both pods to be terminating")
-        await asyncio.to_thread(kube_plane.stop_apiserver)
+    # The gateway reaches the apiserver through a proxy that holds its traffic until the restarted
+    # apiserver grants the gateway's ServiceAccount again (it serves a moment before its RBAC
+    # caches are filled, refusing everyone): the outage the stop must outlive is the kill.
+    async with FreezableProxy(kube_plane.apiserver_port) as proxy:
+        kubeconfig = proxied_kubeconfig(kube_plane.gateway_kubeconfig, proxy.port, tmp_path / "proxied")
+        client = await gateway(real_config(kubeconfig, ns, ready_timeout=120))
+        await create_deployment(kube_plane, ns, "held", 2, finalizers=(HOLD,))
         try:
-            await expect(await client.get("/api/v1/containers"), 503, "RUNTIME_UNAVAILABLE")
+            pods = await running_pods(client, "held", 2)
+            ws = await connect(client)
+            op = await accepted(await client.post(f"/api/v1/containers/{ns}/{pods[0]}/stop?timeout=1"))
+
+            async def terminating() -> bool:
+                found = await pods_of(kube_plane, ns, "held")
+                return len(found) == 2 and all(p["metadata"].get("deletionTimestamp") for p in found)
+
+            # Scaled to 0 and both pods terminating: the stop is in its wait for the pods to go.
+            await eventually(terminating, what="both pods to be terminating")
+            await asyncio.to_thread(kube_plane.stop_apiserver)
+            try:
+                await expect(await client.get("/api/v1/containers"), 503, "RUNTIME_UNAVAILABLE")
+                proxy.freeze()
+            finally:
+                await asyncio.to_thread(kube_plane.start_apiserver)
+                proxy.thaw()
+            record = await (await client.get(f"/api/v1/operations/{op}")).json()
+            assert record["state"] == "pending", record
+            await release(kube_plane, ns, "held")
+            assert await outcomes(ws, [op], timeout=120) == {op: "container.stop.completed"}
         finally:
-            await asyncio.to_thread(kube_plane.start_apiserver)
-        record = await (await client.get(f"/api/v1/operations/{op}")).json()
-        assert record["state"] == "pending", record
-        await release(kube_plane, ns, "held")
-        assert await outcomes(ws, [op], timeout=120) == {op: "container.stop.completed"}
-    finally:
-        await release(kube_plane, ns, "held")
+            await release(kube_plane, ns, "held")
     held = await deployment(kube_plane, ns, "held")
     assert held["spec"]["replicas"] == 0
     assert held["metadata"]["annotations"]["nekzus/stopped-replicas"] == "2"
