@@ -29,6 +29,7 @@ from runtimes import ContainerRef, NotFound
 from runtimes import kubeobjects as ko
 from runtimes.docker import DockerRuntime, _container_path
 from runtimes.kubernetes import KubernetesRuntime, kubeconfig_loader
+from runtimes.kubernetes.paths import pod_path, workload_path
 from runtimes.urlpath import segment
 
 from .conftest import JSON, ClientFactory, make_config
@@ -248,10 +249,10 @@ def test_path_builders_send_only_names_their_daemon_could_hold(value: str) -> No
     """Both daemons decode the path before routing it: ``%2F`` would still be a slash to them."""
     builders: list[Callable[[], str]] = [
         lambda: _container_path(value, "json"),
-        lambda: KubernetesRuntime._pod_path(value, "web"),
-        lambda: KubernetesRuntime._pod_path(NS, value),
-        lambda: KubernetesRuntime._workload_path("deployment", value, "web"),
-        lambda: KubernetesRuntime._workload_path("deployment", NS, value),
+        lambda: pod_path(value, "web"),
+        lambda: pod_path(NS, value),
+        lambda: workload_path("deployment", value, "web"),
+        lambda: workload_path("deployment", NS, value),
     ]
     for build in builders[1:] if value == "x" * 300 else builders:  # a valid Docker name, too long for a pod
         with pytest.raises(NotFound):
