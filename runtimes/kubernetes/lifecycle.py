@@ -1,4 +1,4 @@
-"""Start, stop and restart of pods and workload entries.
+"""Start, stop and restart of pods and workload entries, where Nekzus went wrong:
 
 - stop scales the owning workload to 0 and start restores its count (:mod:`.scaling`); the
   stopped workload stays listed as ``deployment/web`` so a client can start it again;

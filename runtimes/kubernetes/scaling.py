@@ -1,4 +1,4 @@
-"""Stop and start of workloads by their replica count, where Nekzus went wrong.
+"""Stop and start of workloads by their replica count.
 
 Stop scales the owning Deployment / StatefulSet / ReplicaSet to 0 through its scale subresource
 and records the replica count it had in an annotation (:mod:`.stops`); start restores exactly that
