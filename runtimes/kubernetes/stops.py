@@ -50,7 +50,8 @@ class StopLedger:
         return stop is not None and not stop.result.done()
 
     def begin(self, key: StopKey) -> WorkloadStop:
-        """A new stop of the workload, replacing what the ledger had for it."""
+        """A new stop of the workload, replacing what the ledger had for it; stops finished long
+        ago are forgotten first, so the ledger does not grow with every workload ever stopped."""
         self._forget_finished()
         stop = WorkloadStop(asyncio.get_running_loop().create_future())
         self._stops[key] = stop
