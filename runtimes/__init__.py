@@ -14,6 +14,7 @@ from .base import (
     RuntimeInfo,
     StatsSample,
 )
+from .compose import ServiceDraft
 from .errors import (
     AlreadyInState,
     Conflict,
@@ -46,6 +47,7 @@ __all__ = [
     "RuntimeFailure",
     "RuntimeInfo",
     "RuntimeRegistry",
+    "ServiceDraft",
     "StatsSample",
     "Unavailable",
     "UnknownRuntime",

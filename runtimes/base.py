@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from .compose import ServiceDraft
+
 
 class ContainerState(enum.StrEnum):
     """The contract's container states (Container API Reference, "Container States")."""
@@ -126,13 +128,16 @@ class LogChunk:
 class ExportSource:
     """What a compose export needs to know of one container, as its runtime keeps it (unmasked).
 
-    ``kind`` "docker": ``container`` is the Engine's inspect document, ``image`` its image's, and
-    ``log_driver`` the daemon's default logging driver. ``kind`` "pod": ``container`` is the pod
-    (for a stopped workload, its pod template as a pod).
+    ``id`` is the runtime's own identity of the container (Docker's full id, a pod's uid), so two
+    ids that name one container are exported once; ``name`` names the files of a single export.
+    ``container`` is the runtime's document of it (the Engine's inspect document, or the pod: for
+    a stopped workload, its pod template as a pod); Docker adds its ``image``'s inspect document
+    and the daemon's default ``log_driver``. Only the runtime that made it reads them.
     """
 
     runtime: str
-    kind: str
+    id: str
+    name: str
     container: Mapping[str, Any]
     image: Mapping[str, Any] = field(default_factory=dict)
     log_driver: str = ""
@@ -200,6 +205,13 @@ class ContainerRuntime(Protocol):
 
     async def export_source(self, ref: ContainerRef) -> ExportSource:
         """The container's full configuration, secrets included, for a compose export."""
+        ...
+
+    def compose_services(
+        self, source: ExportSource, *, include_volumes: bool, include_networks: bool
+    ) -> list[ServiceDraft]:
+        """``source`` (from this runtime's :meth:`export_source`) as compose services, one per
+        container it runs; a :class:`~runtimes.errors.RuntimeFailure` if it has no compose form."""
         ...
 
     def events(self, *, since: int | None = None) -> AsyncIterator[RuntimeEvent]:

@@ -34,6 +34,8 @@ from .base import (
     RuntimeInfo,
     StatsSample,
 )
+from .compose import ServiceDraft
+from .docker_compose import container_name, docker_service
 from .errors import AlreadyInState, Conflict, NotFound, OperationFailed, RuntimeFailure, Unavailable
 from .redact import mask_env_list
 from .stats import CpuHistory, sample_from_docker
@@ -579,7 +581,22 @@ class DockerRuntime:
     async def export_source(self, ref: ContainerRef) -> ExportSource:
         doc = await self._inspect_raw(ref)
         image = await self._image(str(doc.get("Image", "")))
-        return ExportSource(self.name, "docker", doc, image, await self._default_log_driver())
+        return ExportSource(
+            self.name, str(doc["Id"]), container_name(doc), doc, image, await self._default_log_driver()
+        )
+
+    def compose_services(
+        self, source: ExportSource, *, include_volumes: bool, include_networks: bool
+    ) -> list[ServiceDraft]:
+        return [
+            docker_service(
+                source.container,
+                source.image,
+                source.log_driver,
+                include_volumes=include_volumes,
+                include_networks=include_networks,
+            )
+        ]
 
     async def _image(self, image_id: str) -> dict[str, Any]:
         """The image's inspect document. An id names immutable content, so a cached document never

@@ -15,11 +15,14 @@ from runtimes import (
     ExportSource,
     LogChunk,
     NotFound,
+    OperationFailed,
     RuntimeEvent,
     RuntimeInfo,
     RuntimeRegistry,
+    ServiceDraft,
     StatsSample,
 )
+from runtimes.docker_compose import docker_service
 
 
 def summary(
@@ -122,7 +125,22 @@ class FakeRuntime:
         self._maybe_fail("export")
         c = self._find(ref)
         doc = {"Id": c.full_id, "Name": f"/{c.name}", "Config": {"Image": c.image}, "HostConfig": {}}
-        return ExportSource(self._name, self.export_kind, doc)
+        return ExportSource(self._name, c.full_id, c.name, doc)
+
+    def compose_services(
+        self, source: ExportSource, *, include_volumes: bool, include_networks: bool
+    ) -> list[ServiceDraft]:
+        if self.export_kind != "docker":
+            raise OperationFailed(f"no compose form for a {self.export_kind!r} container")
+        return [
+            docker_service(
+                source.container,
+                source.image,
+                source.log_driver,
+                include_volumes=include_volumes,
+                include_networks=include_networks,
+            )
+        ]
 
     async def events(self, *, since: int | None = None) -> AsyncIterator[RuntimeEvent]:
         self._maybe_fail("events")

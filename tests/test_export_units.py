@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from nekzus.export import build, unique_names
-from nekzus.export.docker import docker_service, duration
-from nekzus.export.pod import pod_services
+from runtimes.docker_compose import docker_service, duration
+from runtimes.kubernetes.compose import pod_services
 
 IMAGE = {
     "Config": {

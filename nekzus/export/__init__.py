@@ -1,5 +1,9 @@
-"""Export containers to a docker-compose file that deploys and recreates them as they are."""
+"""Export containers to a docker-compose file that deploys and recreates them as they are.
 
-from .stack import ComposeExport, ExportError, build, drafts_for, unique_names
+Each runtime turns its own containers into service drafts; this package merges them into one
+stack: unique names, secrets as variables, YAML and a zip.
+"""
 
-__all__ = ["ComposeExport", "ExportError", "build", "drafts_for", "unique_names"]
+from .stack import ComposeExport, build, unique_names
+
+__all__ = ["ComposeExport", "build", "unique_names"]

@@ -15,19 +15,11 @@ from typing import Any
 
 import yaml
 
-from runtimes import ExportSource
+from runtimes import ServiceDraft
 from runtimes.redact import WHOLE, Part, has_secret, secret_parts
-
-from .docker import docker_service
-from .model import ServiceDraft
-from .pod import pod_services
 
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter where it is installed
 _NOT_VARIABLE = re.compile(r"[^A-Za-z0-9_]")
-
-
-class ExportError(Exception):
-    """A source the exporter cannot turn into a service."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,22 +46,6 @@ class ComposeExport:
             archive.writestr(self.filename, self.content)
             archive.writestr(self.env_filename, self.env_content)
         return buffer.getvalue()
-
-
-def drafts_for(source: ExportSource, *, include_volumes: bool, include_networks: bool) -> list[ServiceDraft]:
-    if source.kind == "docker":
-        return [
-            docker_service(
-                source.container,
-                source.image,
-                source.log_driver,
-                include_volumes=include_volumes,
-                include_networks=include_networks,
-            )
-        ]
-    if source.kind == "pod":
-        return pod_services(source.container)
-    raise ExportError(f"no compose form for a {source.kind!r} container of runtime {source.runtime}")
 
 
 def _escape(value: Any) -> Any:

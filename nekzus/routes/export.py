@@ -17,7 +17,7 @@ from runtimes import ContainerRef, ExportSource, NotFound, RuntimeFailure, Unava
 
 from ..auth import READ_CONTAINERS, WRITE_CONTAINERS, requires
 from ..errors import ApiError, from_runtime, invalid_request
-from ..export import ComposeExport, ExportError, build, drafts_for
+from ..export import ComposeExport, build
 from ..keys import PRINCIPAL
 from ..params import ID_LIST_FIELDS, container_id, container_ids, json_fields, namespace_value
 from ..ratelimit import rate_pool
@@ -76,21 +76,15 @@ def _single(preview: bool) -> Any:
         runtime = runtime_for(request)
         try:
             source = await runtime.export_source(ContainerRef(cid, namespace_value(request)))
-            drafts = drafts_for(
+            drafts = runtime.compose_services(
                 source, include_volumes=flags["include_volumes"], include_networks=flags["include_networks"]
             )
         except RuntimeFailure as exc:
             raise runtime_error(
                 exc, "EXPORT_FAILED", "Failed to export container configuration", cid
             ) from exc
-        except ExportError as exc:
-            log.warning("export of %s failed: %s", cid, exc)
-            raise ApiError(500, "EXPORT_FAILED", "Failed to export container configuration") from exc
-        base = (
-            drafts[0].name if len(drafts) == 1 else str(source.container.get("metadata", {}).get("name", cid))
-        )
-        export = build(drafts, base=base, sanitize=flags["sanitize_secrets"])
-        return _respond(export, fmt, base)
+        export = build(drafts, base=source.name, sanitize=flags["sanitize_secrets"])
+        return _respond(export, fmt, source.name)
 
     handler.__name__ = "export_preview" if preview else "export_container"
     return handler
@@ -128,11 +122,8 @@ def _batch(preview: bool) -> Any:
                 raise result
             else:
                 # Two ids (a short id and a name, say) may name one container: export it once.
-                key = str(
-                    result.container.get("Id") or result.container.get("metadata", {}).get("uid") or cid
-                )
-                if key not in seen:
-                    seen.add(key)
+                if result.id not in seen:
+                    seen.add(result.id)
                     sources.append(result)
         if not sources:
             unavailable = [r for r in results if isinstance(r, Unavailable)]
@@ -145,15 +136,14 @@ def _batch(preview: bool) -> Any:
             drafts = [
                 draft
                 for source in sources
-                for draft in drafts_for(
+                for draft in runtime.compose_services(
                     source,
                     include_volumes=flags["include_volumes"],
                     include_networks=flags["include_networks"],
                 )
             ]
-        except ExportError as exc:
-            log.warning("batch export failed: %s", exc)
-            raise ApiError(500, "BATCH_EXPORT_FAILED", "Failed to batch export containers") from exc
+        except RuntimeFailure as exc:
+            raise runtime_error(exc, "BATCH_EXPORT_FAILED", "Failed to batch export containers") from exc
         export = build(drafts, base=stack, sanitize=flags["sanitize_secrets"], warnings=warnings)
         failed = sum(1 for r in results if isinstance(r, BaseException))
         return _respond(export, fmt, stack, 206 if failed else 200)

@@ -15,7 +15,9 @@ from ..base import (
     RuntimeInfo,
     StatsSample,
 )
+from ..compose import ServiceDraft
 from .client import ApiSession, ConfigurationSource
+from .compose import pod_services
 from .lifecycle import Lifecycle
 from .logs import stream_logs
 from .paths import ManagedNamespaces
@@ -87,13 +89,23 @@ class KubernetesRuntime:
     async def export_source(self, ref: ContainerRef) -> ExportSource:
         summary, obj = await self._queries.resolve(ref)
         if not ko.WORKLOAD_ID.fullmatch(ref.id):
-            return ExportSource(self.name, "pod", obj)
+            uid = str((obj.get("metadata") or {}).get("uid") or ref.id)
+            return ExportSource(self.name, uid, summary.name, obj)
         # A workload entry (stopped, so without pods): its pod template stands for the pod.
         template = (obj.get("spec") or {}).get("template") or {}
         meta = {**(template.get("metadata") or {}), "name": summary.name, "namespace": summary.namespace}
         return ExportSource(
-            self.name, "pod", {"kind": "Pod", "metadata": meta, "spec": template.get("spec") or {}}
+            self.name,
+            ref.id,
+            summary.name,
+            {"kind": "Pod", "metadata": meta, "spec": template.get("spec") or {}},
         )
+
+    def compose_services(
+        self, source: ExportSource, *, include_volumes: bool, include_networks: bool
+    ) -> list[ServiceDraft]:
+        """A pod's volumes and networks have no compose form (the drafts say so), whatever the flags."""
+        return pod_services(source.container)
 
     def events(self, *, since: int | None = None) -> AsyncIterator[RuntimeEvent]:
         """Pod changes (see :mod:`.watch`). ``since`` is not needed: each (re)list covers it."""

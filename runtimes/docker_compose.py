@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .model import ServiceDraft
+from .compose import ServiceDraft
 
 # The capabilities Docker gives every container (moby's oci/caps/defaults.go).
 DEFAULT_CAPS = frozenset(
@@ -154,6 +154,12 @@ def _networking(doc: Mapping[str, Any], draft: ServiceDraft, include_networks: b
         draft.body["networks"] = {k: v or {} for k, v in service_networks.items()}
 
 
+def container_name(doc: Mapping[str, Any]) -> str:
+    """The container's name without Docker's leading slash (its short id if it has none): the
+    service's name and the export's file name."""
+    return str(doc.get("Name", "")).lstrip("/") or str(doc.get("Id", ""))[:12]
+
+
 def docker_service(
     doc: Mapping[str, Any],
     image: Mapping[str, Any],
@@ -165,7 +171,7 @@ def docker_service(
     config = doc.get("Config") or {}
     host = doc.get("HostConfig") or {}
     image_config = image.get("Config") or {}
-    name = str(doc.get("Name", "")).lstrip("/") or str(doc.get("Id", ""))[:12]
+    name = container_name(doc)
     draft = ServiceDraft(name=name)
     body = draft.body
     body["image"] = config.get("Image", "")

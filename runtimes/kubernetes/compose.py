@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .model import ServiceDraft
+from ..compose import ServiceDraft
 
 
 def pod_services(pod: Mapping[str, Any]) -> list[ServiceDraft]:

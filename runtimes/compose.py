@@ -1,4 +1,8 @@
-"""One service on its way into a compose file, before secrets and names are settled."""
+"""One service on its way into a compose file, before secrets and names are settled.
+
+Each runtime translates its own containers into drafts (it alone knows their documents); the
+gateway merges the drafts of a stack into one file.
+"""
 
 from __future__ import annotations
 
