@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp_cors
 from aiohttp import web
 
-from runtimes import RuntimeRegistry
-from runtimes.docker import DockerRuntime
+from runtimes import RuntimeRegistry, factory
 
 from .accesslog import access_log_middleware, log_websocket_upgrade
 from .auth import auth_middleware, authority_from_config, identity_middleware
@@ -64,16 +63,14 @@ def build_registry(config: Config) -> RuntimeRegistry:
     """The runtimes the configuration enables; clients are created here, inside the event loop."""
     registry = RuntimeRegistry(config.runtimes.primary)
     if config.runtimes.docker.enabled:
-        registry.add(DockerRuntime(config.runtimes.docker.host))
+        registry.add(factory.docker_runtime(config.runtimes.docker.host))
     kube = config.runtimes.kubernetes
     if kube.enabled:
-        # Imported only when enabled: kubernetes_asyncio loads every API model (about 35 MB).
-        from runtimes.kubernetes import KubernetesRuntime, kubeconfig_loader
-
-        loader = kubeconfig_loader(kube.kubeconfig, kube.context, in_cluster=kube.in_cluster)
         registry.add(
-            KubernetesRuntime(
-                loader,
+            factory.kubernetes_runtime(
+                kubeconfig=kube.kubeconfig,
+                context=kube.context,
+                in_cluster=kube.in_cluster,
                 namespaces=kube.namespaces,
                 ready_timeout=kube.ready_timeout,
                 request_timeout=kube.request_timeout,

@@ -1,6 +1,8 @@
 """Container runtime backends behind one Protocol; nothing here knows about HTTP."""
 
 from .base import (
+    ACTIONS,
+    Action,
     ContainerRef,
     ContainerRow,
     ContainerRuntime,
@@ -13,9 +15,12 @@ from .base import (
     RuntimeEvent,
     RuntimeInfo,
     StatsSample,
+    state_refusal,
 )
 from .errors import (
     AlreadyInState,
+    AlreadyRunning,
+    AlreadyStopped,
     Conflict,
     Forbidden,
     NotFound,
@@ -24,10 +29,14 @@ from .errors import (
     Unavailable,
     Unsupported,
 )
-from .registry import NoRuntime, RuntimeRegistry, UnknownRuntime
+from .registry import NoRuntime, NotNamespaced, RuntimeRegistry, UnknownRuntime
 
 __all__ = [
+    "ACTIONS",
+    "Action",
     "AlreadyInState",
+    "AlreadyRunning",
+    "AlreadyStopped",
     "Conflict",
     "ContainerRef",
     "ContainerRow",
@@ -39,6 +48,7 @@ __all__ = [
     "LogChunk",
     "NoRuntime",
     "NotFound",
+    "NotNamespaced",
     "OperationFailed",
     "PortMapping",
     "RowSource",
@@ -50,4 +60,5 @@ __all__ = [
     "Unavailable",
     "UnknownRuntime",
     "Unsupported",
+    "state_refusal",
 ]

@@ -34,6 +34,7 @@ from kubernetes_asyncio import config as k8s_config
 
 from . import kubeobjects as ko
 from .base import (
+    Action,
     ContainerRef,
     ContainerState,
     ContainerSummary,
@@ -44,7 +45,8 @@ from .base import (
     StatsSample,
 )
 from .errors import (
-    AlreadyInState,
+    AlreadyRunning,
+    AlreadyStopped,
     Conflict,
     Forbidden,
     NotFound,
@@ -159,6 +161,16 @@ class KubernetesRuntime:
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def namespaced(self) -> bool:
+        return True
+
+    def accepts_id(self, value: object) -> bool:
+        return ko.is_object_id(value)
+
+    def refusal(self, container: ContainerSummary, action: Action, *, force: bool) -> RuntimeFailure | None:
+        return ko.refusal(container, action, force=force)
 
     async def close(self) -> None:
         if self._api is not None:
@@ -465,7 +477,7 @@ class KubernetesRuntime:
     async def start(self, ref: ContainerRef) -> None:
         summary = await self._retry(lambda: self.get(ref), f"{ref.id} to be read")
         if summary.state is ContainerState.RUNNING and not ko.WORKLOAD_ID.fullmatch(ref.id):
-            raise AlreadyInState(f"pod {ref.id} is already running")
+            raise AlreadyRunning(f"pod {ref.id} is already running")
         workload = summary.controller or ""
         kind, _, name = workload.partition("/")
         if kind not in ko.SCALABLE:
@@ -538,11 +550,8 @@ class KubernetesRuntime:
             )
             await self._wait_gone(namespace, ref.id, timeout + 30)
             return
-        if kind not in ko.SCALABLE:
-            raise Unsupported(
-                f"{summary.controller} cannot be scaled",
-                detail=f"Pods of a {kind} cannot be stopped: it has no replica count to scale to 0",
-            )
+        if (refused := ko.controller_refusal(summary, "stop", force=True)) is not None:
+            raise refused
         await self._stop_workload(kind, namespace, name, timeout)
 
     async def _stop_workload(self, kind: str, namespace: str, name: str, timeout: int) -> None:
@@ -584,7 +593,7 @@ class KubernetesRuntime:
         pods.update(str((p.get("metadata") or {}).get("name", "")) for p in listed)
         replicas = int((obj.get("spec") or {}).get("replicas") or 0)
         if replicas == 0 and not _marked(obj):
-            raise AlreadyInState(f"{kind}/{name} is already scaled to 0")
+            raise AlreadyStopped(f"{kind}/{name} is already scaled to 0")
         if replicas > 0:
             # The count goes on record before the scale-down, so a crash in between loses nothing.
             await self._retry(lambda: self._mark_stopped(path, replicas), f"{kind}/{name} to be marked")

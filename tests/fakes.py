@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from runtimes import (
+    Action,
     ContainerRef,
     ContainerRuntime,
     ContainerState,
@@ -16,9 +17,11 @@ from runtimes import (
     LogChunk,
     NotFound,
     RuntimeEvent,
+    RuntimeFailure,
     RuntimeInfo,
     RuntimeRegistry,
     StatsSample,
+    state_refusal,
 )
 
 
@@ -59,6 +62,16 @@ class FakeRuntime:
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def namespaced(self) -> bool:
+        return False
+
+    def accepts_id(self, value: object) -> bool:
+        return isinstance(value, str) and bool(value)
+
+    def refusal(self, container: ContainerSummary, action: Action, *, force: bool) -> RuntimeFailure | None:
+        return state_refusal(container, action)
 
     def _maybe_fail(self, method: str) -> None:
         if method in self.fail:

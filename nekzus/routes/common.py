@@ -15,6 +15,7 @@ from runtimes import (
     ContainerRuntime,
     ContainerSummary,
     NoRuntime,
+    NotNamespaced,
     RuntimeFailure,
     StatsSample,
     UnknownRuntime,
@@ -23,63 +24,43 @@ from runtimes import (
 from ..errors import ApiError, from_runtime
 from ..keys import LINKER, REGISTRY, SELF_CONTAINER_ID, STATE
 from ..linking import is_self
+from ..params import addressed
 from ..state import ContainerModel
 
 log = logging.getLogger(__name__)
 
 
-KUBERNETES = "kubernetes"
-
-
-class NamespaceWithoutPods(ValueError):
-    """A request names a namespace and a runtime that has no namespaces: a contradiction."""
-
-
-def implied_runtime(named: str | None, namespace: str) -> str | None:
-    """The runtime a request means: the one it names, else Kubernetes when it names a namespace
-    (only pods have one), else None for the primary runtime. REST and WebSocket share this rule."""
-    if namespace and named not in (None, KUBERNETES):
-        raise NamespaceWithoutPods(f"A namespace names Kubernetes pods; {named!r} has none")
-    return named or (KUBERNETES if namespace else None)
-
-
-def _named_runtime(request: web.Request) -> str | None:
-    """The runtime a request names with ``?runtime=``, or implies with a namespace; None for the primary.
+def _lookup_error(request: web.Request, exc: LookupError) -> ApiError:
+    """A runtime the request cannot have: INVALID_RUNTIME (NO_RUNTIME when none is configured).
 
     A namespace means a pod: the path form ``/containers/{namespace}/{pod}`` and ``?namespace=`` both
-    imply Kubernetes, and naming another runtime with one is a contradiction, refused.
+    address the runtime with namespaces, and naming another runtime with one is a contradiction.
     """
-    named = request.query.get("runtime") or None
-    in_path = "namespace" in request.match_info
-    namespace = request.match_info.get("namespace") or request.query.get("namespace", "")
-    try:
-        return implied_runtime(named, namespace)
-    except NamespaceWithoutPods as exc:
-        if in_path:
-            raise ApiError(
-                400, "INVALID_RUNTIME", "The path form /containers/{namespace}/{pod} is for Kubernetes"
-            ) from exc
-        raise ApiError(400, "INVALID_RUNTIME", str(exc)) from exc
+    if isinstance(exc, NotNamespaced) and "namespace" in request.match_info:
+        return ApiError(
+            400, "INVALID_RUNTIME", "The path form /containers/{namespace}/{pod} is for Kubernetes"
+        )
+    return from_runtime(exc)
 
 
 def runtime_for(request: web.Request) -> ContainerRuntime:
-    """The one runtime a request addresses (see ``_named_runtime``), else the primary one."""
+    """The one runtime a request addresses (see ``RuntimeRegistry.addressed``), else the primary one."""
     try:
-        return request.app[REGISTRY].get(_named_runtime(request))
-    except (UnknownRuntime, NoRuntime) as exc:
-        raise from_runtime(exc) from exc
+        return request.app[REGISTRY].addressed(*addressed(request))
+    except (UnknownRuntime, NoRuntime, NotNamespaced) as exc:
+        raise _lookup_error(request, exc) from exc
 
 
 def runtimes_for(request: web.Request) -> list[ContainerRuntime]:
     """The runtime a request names or implies, or every enabled runtime for a merged view.
 
-    ``?namespace=`` alone selects Kubernetes, so with Kubernetes disabled it is ``INVALID_RUNTIME``
-    rather than an empty list that looks like an empty namespace.
+    ``?namespace=`` alone selects the runtime with namespaces, so without one it is
+    ``INVALID_RUNTIME`` rather than an empty list that looks like an empty namespace.
     """
     try:
-        return request.app[REGISTRY].select(_named_runtime(request))
-    except (UnknownRuntime, NoRuntime) as exc:
-        raise from_runtime(exc) from exc
+        return request.app[REGISTRY].select(*addressed(request))
+    except (UnknownRuntime, NoRuntime, NotNamespaced) as exc:
+        raise _lookup_error(request, exc) from exc
 
 
 async def current_state(
@@ -181,5 +162,9 @@ def stats_json(s: StatsSample) -> dict[str, Any]:
     }
 
 
-def runtime_error(exc: RuntimeFailure, code: str, message: str, container_id: str = "") -> ApiError:
-    return from_runtime(exc, fallback=code, fallback_message=message, container_id=container_id)
+def runtime_error(
+    exc: RuntimeFailure, code: str, message: str, container_id: str = "", *, reading: bool = False
+) -> ApiError:
+    return from_runtime(
+        exc, fallback=code, fallback_message=message, container_id=container_id, reading=reading
+    )
