@@ -228,16 +228,12 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     r.add_post("/api/v1/containers/batch", bulk.batch)
     r.add_post("/api/v1/containers/batch/export", export.batch_export)
     r.add_post("/api/v1/containers/batch/export/preview", export.batch_export_preview)
-    r.add_get(f"/api/v1/containers/{_ID}", containers.inspect_container)
-    r.add_get("/api/v1/containers/{id}/stats", containers.container_stats)
-    r.add_post("/api/v1/containers/{id}/{action:start|stop|restart}", containers.container_action)
+    _container_routes(r, "/api/v1/containers", _ID)
     r.add_post("/api/v1/containers/{id}/export", export.export_container)
     r.add_post("/api/v1/containers/{id}/export/preview", export.export_preview)
     # The Kubernetes path form. "{id}/stats" above wins over a pod named "stats", and the actions
     # over pods named start, stop, restart or export: the query form (?namespace=…) reaches those.
-    r.add_get(f"/api/v1/containers/{{namespace}}/{_POD}", containers.inspect_container)
-    r.add_get("/api/v1/containers/{namespace}/{id}/stats", containers.container_stats)
-    r.add_post("/api/v1/containers/{namespace}/{id}/{action:start|stop|restart}", containers.container_action)
+    _container_routes(r, "/api/v1/containers/{namespace}", _POD)
     r.add_get("/api/v1/operations/{operation_id}", operations.get_operation)
     r.add_post("/api/v1/auth/login", auth.login)
     r.add_get("/api/v1/auth/status", auth.status)
@@ -245,6 +241,14 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     r.add_get("/api/v1/ws", ws.websocket)
     _setup_cors(app, config.server.cors_origins)
     return app
+
+
+def _container_routes(r: web.UrlDispatcher, base: str, id_route: str) -> None:
+    """Inspect, stats and the actions of one container under ``base``, whose inspect route takes
+    the id as ``id_route`` (which keeps the paths of other routes out of it)."""
+    r.add_get(f"{base}/{id_route}", containers.inspect_container)
+    r.add_get(f"{base}/{{id}}/stats", containers.container_stats)
+    r.add_post(f"{base}/{{id}}/{{action:start|stop|restart}}", containers.container_action)
 
 
 def _setup_cors(app: web.Application, origins: list[str]) -> None:

@@ -287,6 +287,8 @@ def without_userinfo(address: str) -> str:
 class DockerRuntime:
     """A Docker Engine reached at ``host`` (``unix://…`` or ``tcp://…``)."""
 
+    namespaced = False
+
     def __init__(self, host: str, *, name: str = "docker") -> None:
         self._name = name
         self.host = host
@@ -310,10 +312,6 @@ class DockerRuntime:
     @property
     def name(self) -> str:
         return self._name
-
-    @property
-    def namespaced(self) -> bool:
-        return False
 
     def accepts_id(self, value: object) -> bool:
         return is_container_id(value)

@@ -122,6 +122,8 @@ def kubeconfig_loader(
 class KubernetesRuntime:
     """Pods of the namespaces in ``namespaces`` (empty: all), through one kube-apiserver."""
 
+    namespaced = True
+
     def __init__(
         self,
         configuration: ConfigurationSource,
@@ -161,10 +163,6 @@ class KubernetesRuntime:
     @property
     def name(self) -> str:
         return self._name
-
-    @property
-    def namespaced(self) -> bool:
-        return True
 
     def accepts_id(self, value: object) -> bool:
         return ko.is_object_id(value)

@@ -46,6 +46,8 @@ def summary(
 class FakeRuntime:
     """Containers in a dict; ``fail`` maps a method name to the exception it raises."""
 
+    namespaced = False
+
     def __init__(self, containers: list[ContainerSummary], *, name: str = "docker") -> None:
         self._name = name
         self.containers = {c.full_id: c for c in containers}
@@ -62,10 +64,6 @@ class FakeRuntime:
     @property
     def name(self) -> str:
         return self._name
-
-    @property
-    def namespaced(self) -> bool:
-        return False
 
     def accepts_id(self, value: object) -> bool:
         return isinstance(value, str) and bool(value)

@@ -140,12 +140,7 @@ async def batch(request: web.Request) -> web.Response:
 
     async def resolve(cid: str) -> _Target | dict[str, Any]:
         try:
-            c = await current_state(
-                request,
-                runtime,
-                ContainerRef(cid, namespace),
-                lambda c: runtime.refusal(c, action, force=False) is None,
-            )
+            c = await current_state(request, runtime, ContainerRef(cid, namespace), action)
         except RuntimeFailure as exc:
             if isinstance(exc, Unavailable):
                 unavailable.append(exc)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
 from runtimes import (
+    Action,
     ContainerRef,
     ContainerRuntime,
     ContainerSummary,
@@ -67,19 +68,21 @@ async def current_state(
     request: web.Request,
     runtime: ContainerRuntime,
     ref: ContainerRef,
-    accepts: Callable[[ContainerSummary], bool],
+    action: Action,
+    *,
+    force: bool = False,
 ) -> ContainerSummary:
-    """One container as an action's pre-check needs it, ``accepts`` telling whether the action may go.
+    """One container as the pre-check of ``action`` needs it.
 
-    The runtime's warm state model answers when it accepts the action: no runtime call, so an Engine
-    busy with other actions does not slow the 202 down. The model is only as fresh as the event
-    stream, so a refusal is never taken from it but confirmed with the runtime; an action accepted
-    on a state the runtime had already left finds it done, and completes as such.
+    The runtime's warm state model answers when the runtime accepts the action on it: no runtime
+    call, so an Engine busy with other actions does not slow the 202 down. The model is only as
+    fresh as the event stream, so a refusal is never taken from it but confirmed with the runtime;
+    an action accepted on a state the runtime had already left finds it done, and completes as such.
     """
     model = request.app[STATE].models.get(runtime.name)
     if model is not None and not ref.namespace:
         found = model.find(ref.id, time.time())
-        if found is not None and accepts(found):
+        if found is not None and runtime.refusal(found, action, force=force) is None:
             return found
     return await runtime.get(ref)
 

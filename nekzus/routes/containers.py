@@ -99,12 +99,7 @@ async def container_action(request: web.Request) -> web.Response:
 
     # The synchronous pre-check, so a client learns of 404/409 at once.
     try:
-        current = await current_state(
-            request,
-            runtime,
-            ContainerRef(cid, namespace),
-            lambda c: runtime.refusal(c, action, force=force) is None,
-        )
+        current = await current_state(request, runtime, ContainerRef(cid, namespace), action, force=force)
         if (refused := runtime.refusal(current, action, force=force)) is not None:
             raise refused
     except RuntimeFailure as exc:
