@@ -23,6 +23,7 @@ from runtimes import (
     StatsSample,
     state_refusal,
 )
+from runtimes.docker import is_container_id
 
 
 def summary(
@@ -66,7 +67,7 @@ class FakeRuntime:
         return self._name
 
     def accepts_id(self, value: object) -> bool:
-        return isinstance(value, str) and bool(value)
+        return is_container_id(value)  # it stands in for a Docker Engine
 
     def refusal(self, container: ContainerSummary, action: Action, *, force: bool) -> RuntimeFailure | None:
         return state_refusal(container, action)
