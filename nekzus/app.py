@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp_cors
 from aiohttp import web
 
-from runtimes import RuntimeRegistry
-from runtimes.docker import DockerRuntime
+from runtimes import RuntimeRegistry, factory
 
 from .accesslog import access_log_middleware, log_websocket_upgrade
 from .auth import auth_middleware, authority_from_config, identity_middleware
@@ -64,16 +63,14 @@ def build_registry(config: Config) -> RuntimeRegistry:
     """The runtimes the configuration enables; clients are created here, inside the event loop."""
     registry = RuntimeRegistry(config.runtimes.primary)
     if config.runtimes.docker.enabled:
-        registry.add(DockerRuntime(config.runtimes.docker.host))
+        registry.add(factory.docker_runtime(config.runtimes.docker.host))
     kube = config.runtimes.kubernetes
     if kube.enabled:
-        # Imported only when enabled: kubernetes_asyncio loads every API model (about 35 MB).
-        from runtimes.kubernetes import KubernetesRuntime, kubeconfig_loader
-
-        loader = kubeconfig_loader(kube.kubeconfig, kube.context, in_cluster=kube.in_cluster)
         registry.add(
-            KubernetesRuntime(
-                loader,
+            factory.kubernetes_runtime(
+                kubeconfig=kube.kubeconfig,
+                context=kube.context,
+                in_cluster=kube.in_cluster,
                 namespaces=kube.namespaces,
                 ready_timeout=kube.ready_timeout,
                 request_timeout=kube.request_timeout,
@@ -231,16 +228,12 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     r.add_post("/api/v1/containers/batch", bulk.batch)
     r.add_post("/api/v1/containers/batch/export", export.batch_export)
     r.add_post("/api/v1/containers/batch/export/preview", export.batch_export_preview)
-    r.add_get(f"/api/v1/containers/{_ID}", containers.inspect_container)
-    r.add_get("/api/v1/containers/{id}/stats", containers.container_stats)
-    r.add_post("/api/v1/containers/{id}/{action:start|stop|restart}", containers.container_action)
+    _container_routes(r, "/api/v1/containers", _ID)
     r.add_post("/api/v1/containers/{id}/export", export.export_container)
     r.add_post("/api/v1/containers/{id}/export/preview", export.export_preview)
     # The Kubernetes path form. "{id}/stats" above wins over a pod named "stats", and the actions
     # over pods named start, stop, restart or export: the query form (?namespace=…) reaches those.
-    r.add_get(f"/api/v1/containers/{{namespace}}/{_POD}", containers.inspect_container)
-    r.add_get("/api/v1/containers/{namespace}/{id}/stats", containers.container_stats)
-    r.add_post("/api/v1/containers/{namespace}/{id}/{action:start|stop|restart}", containers.container_action)
+    _container_routes(r, "/api/v1/containers/{namespace}", _POD)
     r.add_get("/api/v1/operations/{operation_id}", operations.get_operation)
     r.add_post("/api/v1/auth/login", auth.login)
     r.add_get("/api/v1/auth/status", auth.status)
@@ -248,6 +241,14 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     r.add_get("/api/v1/ws", ws.websocket)
     _setup_cors(app, config.server.cors_origins)
     return app
+
+
+def _container_routes(r: web.UrlDispatcher, base: str, id_route: str) -> None:
+    """Inspect, stats and the actions of one container under ``base``, whose inspect route takes
+    the id as ``id_route`` (which keeps the paths of other routes out of it)."""
+    r.add_get(f"{base}/{id_route}", containers.inspect_container)
+    r.add_get(f"{base}/{{id}}/stats", containers.container_stats)
+    r.add_post(f"{base}/{{id}}/{{action:start|stop|restart}}", containers.container_action)
 
 
 def _setup_cors(app: web.Application, origins: list[str]) -> None:

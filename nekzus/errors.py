@@ -12,10 +12,13 @@ from typing import Any
 from aiohttp import web
 
 from runtimes import (
+    AlreadyRunning,
+    AlreadyStopped,
     Conflict,
     Forbidden,
     NoRuntime,
     NotFound,
+    NotNamespaced,
     RuntimeFailure,
     Unavailable,
     UnknownRuntime,
@@ -23,6 +26,16 @@ from runtimes import (
 )
 
 log = logging.getLogger(__name__)
+
+# How one container's result in a bulk or batch answer names its error, by code; any other code is
+# named by its message. Public: clients match on these.
+_PHRASES = {
+    "CONTAINER_NOT_FOUND": "container not found",
+    "RUNTIME_UNAVAILABLE": "container runtime not available",
+    "CONTAINER_ALREADY_STARTED": "container already running",
+    "CONTAINER_ALREADY_STOPPED": "container already stopped",
+    "CONTAINER_INSPECT_FAILED": "failed to inspect container",
+}
 
 
 class ApiError(Exception):
@@ -35,6 +48,11 @@ class ApiError(Exception):
         self.message = message
         self.headers = headers or {}
         self.extra = extra
+
+    @property
+    def phrase(self) -> str:
+        """The error as one container's result in a list of them (a bulk or batch answer)."""
+        return _PHRASES.get(self.code, self.message)
 
     def response(self) -> web.Response:
         response = error_response(self.status, self.code, self.message, **self.extra)
@@ -66,29 +84,46 @@ def from_runtime(
     fallback: str = "INTERNAL_ERROR",
     fallback_message: str = "An unexpected error occurred",
     container_id: str = "",
+    reading: bool = False,
+    broken: bool = False,
 ) -> ApiError:
-    """The API error for a runtime failure; ``fallback`` is the endpoint's own 500 code.
+    """The API error for a runtime failure: the one map, for REST answers, log streams and bulk
+    results alike. ``fallback`` is the endpoint's own code for a failure of no other kind.
 
-    A runtime error's ``detail`` (a sentence its backend wrote for clients) ends the message.
+    A runtime error's ``detail`` (a sentence its backend wrote for clients) ends the message. With
+    ``reading`` (stats, logs) a Conflict means nothing runs to read. ``broken``: the error ended a
+    stream the client was already reading, so only the runtime going away (and, reading, nothing
+    left to read) keeps its own code; any other is the fallback, told by its detail alone.
     """
     detail = exc.detail if isinstance(exc, RuntimeFailure) else ""
-    if isinstance(exc, NotFound):
-        return container_not_found(container_id)
     if isinstance(exc, Unavailable):
         # The detail names the address tried and the settings that change it, nothing more.
         message = "Container runtime not available"
         return ApiError(503, "RUNTIME_UNAVAILABLE", f"{message}: {detail}" if detail else message)
+    if reading and isinstance(exc, Conflict):
+        return container_not_running(container_id, detail)
+    if broken and isinstance(exc, RuntimeFailure):
+        log.info("%s: %s", fallback, exc)
+        return ApiError(500, fallback, detail or fallback_message)
+    if isinstance(exc, NotFound):
+        return container_not_found(container_id)
     if isinstance(exc, Forbidden):
         log.warning("runtime refused the request: %s", exc)
         return ApiError(403, "FORBIDDEN", detail or "The container runtime refused this request")
     if isinstance(exc, UnknownRuntime):
         return ApiError(400, "INVALID_RUNTIME", f"Invalid runtime specified: {exc.args[0]!r} is not enabled")
+    if isinstance(exc, NotNamespaced):
+        return ApiError(400, "INVALID_RUNTIME", str(exc))
     if isinstance(exc, NoRuntime):
         return ApiError(500, "NO_RUNTIME", "No container runtime configured")
     if isinstance(exc, Unsupported):
         return ApiError(
             409, "OPERATION_NOT_SUPPORTED", detail or "The runtime does not support this operation here"
         )
+    if isinstance(exc, AlreadyRunning):
+        return ApiError(409, "CONTAINER_ALREADY_STARTED", "Container is already running")
+    if isinstance(exc, AlreadyStopped):
+        return ApiError(409, "CONTAINER_ALREADY_STOPPED", "Container is already stopped")
     if isinstance(exc, Conflict | RuntimeFailure):
         log.warning("%s: %s", fallback, exc)
     else:

@@ -21,12 +21,10 @@ from json.encoder import encode_basestring as encode_string  # the C encoder
 from typing import Any
 
 from runtimes import (
-    Conflict,
     ContainerRef,
     ContainerRuntime,
     ContainerState,
     ContainerSummary,
-    Forbidden,
     NotFound,
     RuntimeFailure,
     Unavailable,
@@ -35,7 +33,7 @@ from runtimes import (
 from .errors import container_not_running, from_runtime
 from .events import now
 from .hub import Connection, OutboxClosed, dumps
-from .params import KUBERNETES, is_valid_container_id, is_valid_container_name, is_valid_namespace
+from .params import is_valid_container_id, is_valid_container_name, is_valid_namespace
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +130,7 @@ class Subscription:
             raise InvalidSubscription("namespace and runtime must be strings")
         if namespace and not is_valid_namespace(namespace):
             raise InvalidSubscription("namespace must be a Kubernetes namespace name")
-        if not is_valid_container_id(cid, runtime=runtime or (KUBERNETES if namespace else None)):
+        if not is_valid_container_id(cid):
             raise InvalidSubscription(CONTAINER_ID_RULE)
         container = data.get("container", "")
         if container != "" and not is_valid_container_name(container):
@@ -265,19 +263,8 @@ class LogSession:
         ref = ContainerRef(sub.container_id, sub.namespace, sub.container)
         try:
             current = await self.runtime.get(ref)
-        except NotFound:
-            await self._notice(
-                "container.logs.error", error="CONTAINER_NOT_FOUND", message="Container not found"
-            )
-            return
-        except (Unavailable, Forbidden) as exc:
-            error = from_runtime(exc)
-            await self._notice("container.logs.error", error=error.code, message=error.message)
-            return
-        except RuntimeFailure:
-            await self._notice(
-                "container.logs.error", error="LOG_STREAM_FAILED", message="Failed to open the log stream"
-            )
+        except RuntimeFailure as exc:
+            await self._error(exc, "Failed to open the log stream")
             return
         if current.controller == current.id and current.state is ContainerState.STOPPED:
             # A workload entry (its own controller) scaled to 0 has no pod whose log could be read.
@@ -288,24 +275,23 @@ class LogSession:
         reason = "stopped"
         try:
             reason = await self._stream(ref)
-        except Conflict as exc:
-            await self._not_running(exc.detail)
-            reason = "error"
-        except Unavailable as exc:
-            log.info("log stream of %s gave up on its runtime: %s", sub.container_id, exc)
-            await self._notice(
-                "container.logs.error", error="RUNTIME_UNAVAILABLE", message=from_runtime(exc).message
-            )
-            reason = "error"
         except RuntimeFailure as exc:
             log.info("log stream of %s ended with an error: %s", sub.container_id, exc)
-            await self._notice(
-                "container.logs.error",
-                error="LOG_STREAM_FAILED",
-                message=exc.detail or "The log stream failed",
-            )
+            await self._error(exc, "The log stream failed", broken=True)
             reason = "error"
         await self._notice("container.logs.ended", reason=reason)
+
+    async def _error(self, exc: RuntimeFailure, message: str, *, broken: bool = False) -> None:
+        """The runtime's failure as a ``container.logs.error``, mapped as over HTTP."""
+        error = from_runtime(
+            exc,
+            fallback="LOG_STREAM_FAILED",
+            fallback_message=message,
+            container_id=self.sub.container_id,
+            reading=True,
+            broken=broken,
+        )
+        await self._notice("container.logs.error", error=error.code, message=error.message)
 
     async def _not_running(self, detail: str) -> None:
         error = container_not_running(self.sub.container_id, detail)

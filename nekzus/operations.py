@@ -20,17 +20,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from runtimes import AlreadyInState, ContainerRef, ContainerRuntime, ContainerSummary, RuntimeFailure
-from runtimes.kubeobjects import SCALABLE  # workload kinds a stop can scale to 0
+from runtimes import ACTIONS, Action, AlreadyInState, ContainerRef, ContainerRuntime, RuntimeFailure
 
 from .events import EventBus, now
 from .operation_store import OperationStore, StoredOperation
 from .tasks import TaskGroup
 
 log = logging.getLogger(__name__)
-
-Action = Literal["start", "stop", "restart"]
-ACTIONS: tuple[Action, ...] = ("start", "stop", "restart")
 
 _PAST = {"start": "started", "stop": "stopped", "restart": "restarted"}
 INTERRUPTED = "OPERATION_INTERRUPTED"
@@ -46,27 +42,6 @@ def accepted_message(action: Action) -> str:
 
 def failure_code(action: Action) -> str:
     return f"CONTAINER_{action.upper()}_FAILED"
-
-
-def refusal(container: ContainerSummary, action: Action, *, force: bool = False) -> str | None:
-    """Why the gateway refuses an action on this container before accepting it, else None.
-
-    A standalone pod has no controller to bring it back: stopping deletes it for good, and a
-    restart recreates it from its spec; either only when the client says ``force``.
-    """
-    if container.controller is None or action == "start":
-        return None
-    kind = container.controller.partition("/")[0]
-    if not container.controller and not force:
-        return (
-            f"Pod {container.name} has no controller: a {action} would delete it for good. "
-            "Add ?force=true to do it anyway"
-        )
-    if container.controller and action == "stop" and kind not in SCALABLE:
-        return (
-            f"Pods of a {kind} cannot be stopped: only Deployments, StatefulSets and ReplicaSets scale to 0"
-        )
-    return None
 
 
 @dataclass(eq=False)

@@ -8,8 +8,7 @@ from typing import Any, TypeGuard
 
 from aiohttp import web
 
-from runtimes import NoRuntime, UnknownRuntime
-from runtimes import kubeobjects as ko
+from runtimes import ContainerRuntime, NoRuntime, NotNamespaced, UnknownRuntime, factory
 
 from . import jsoninput
 from .errors import ApiError, invalid_request
@@ -20,12 +19,9 @@ DEFAULT_TIMEOUT = 10
 MIN_TIMEOUT, MAX_TIMEOUT = 1, 300
 
 # Security: the one validation of every value a client puts in a runtime's URL, for REST and the
-# WebSocket alike. Patterns are applied with fullmatch: "^…$" with match() also accepts a trailing
-# newline. Docker ids and names (and, on the runtime that has them, a workload's "deployment/web");
-# Kubernetes' own DNS-1123 rules for pods, workloads, namespaces and container names
-# (runtimes.kubeobjects). Anything else (a slash, "..", "%", a space) never reaches a runtime.
-_CONTAINER_ID = re.compile(rf"(?:(?:{ko.WORKLOAD_KINDS})/)?[A-Za-z0-9][A-Za-z0-9_.-]{{0,252}}")
-KUBERNETES = ko.RUNTIME
+# WebSocket alike: each runtime's own rules (ContainerRuntime.accepts_id), and before the runtime is
+# known the rules of every backend (runtimes.factory). Anything else (a slash, "..", "%", a space)
+# never reaches a runtime.
 # ASCII digits only: int() also reads "٣" and "５", which no client means as a number.
 _TIMEOUT = re.compile(r"[+-]?[0-9]{1,6}")
 _TRUE = {"true", "1", "yes", "on"}
@@ -77,34 +73,38 @@ def container_id(request: web.Request) -> str:
     return value
 
 
-def _addressed_runtime(request: web.Request) -> str | None:
-    """The name of the runtime whose id rules apply: the one named, Kubernetes for a namespace,
-    else the primary. None when that is not a runtime (the handler refuses it next)."""
-    named = request.query.get("runtime") or None
-    if named is None and (request.match_info.get("namespace") or request.query.get("namespace")):
-        named = KUBERNETES
+def addressed(request: web.Request) -> tuple[str | None, str]:
+    """What a request addresses: the runtime it names with ``?runtime=`` (None for none), and the
+    namespace of the path form, else of ``?namespace=`` ("" for none)."""
+    namespace = request.match_info.get("namespace") or request.query.get("namespace", "")
+    return request.query.get("runtime") or None, namespace
+
+
+def _addressed_runtime(request: web.Request) -> ContainerRuntime | None:
+    """The runtime whose id rules apply: the one named, the namespaced one for a namespace, else
+    the primary. None when that is not a runtime (the handler refuses it next)."""
     try:
-        return request.app[REGISTRY].get(named).name
-    except (UnknownRuntime, NoRuntime):
+        return request.app[REGISTRY].addressed(*addressed(request))
+    except (UnknownRuntime, NoRuntime, NotNamespaced):
         return None
 
 
 def namespace_value(request: web.Request) -> str:
     """The Kubernetes namespace from the path form, else ``?namespace=``; "" for none."""
-    value = request.match_info.get("namespace") or request.query.get("namespace", "")
+    value = addressed(request)[1]
     if value and not is_valid_namespace(value):
         raise invalid_request("namespace must be a Kubernetes namespace name")
     return value
 
 
 def is_valid_namespace(value: Any) -> TypeGuard[str]:
-    """A Kubernetes namespace name: a DNS-1123 label (at most 63 characters)."""
-    return ko.is_label(value)
+    """A namespace name of the runtime that has namespaces."""
+    return factory.is_namespace(value)
 
 
 def is_valid_container_name(value: Any) -> TypeGuard[str]:
-    """The name of one container of a pod: a DNS-1123 label."""
-    return ko.is_label(value)
+    """The name of one container of a pod."""
+    return factory.is_container_name(value)
 
 
 MAX_BATCH = 500
@@ -128,12 +128,9 @@ def container_ids(body: dict[str, Any], field: str) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def is_valid_container_id(value: Any, *, runtime: str | None = None) -> TypeGuard[str]:
-    """A container id or name for ``runtime``: for Kubernetes a pod name (DNS-1123 subdomain, at
-    most 253 characters) or a workload id; for any other, or not known yet, a Docker id or name."""
-    if runtime == KUBERNETES:
-        return ko.is_object_id(value)
-    return isinstance(value, str) and bool(_CONTAINER_ID.fullmatch(value))
+def is_valid_container_id(value: Any, *, runtime: ContainerRuntime | None = None) -> TypeGuard[str]:
+    """A container id or name for ``runtime``, or, before the runtime is known, for any backend."""
+    return runtime.accepts_id(value) if runtime is not None else factory.is_container_id(value)
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:

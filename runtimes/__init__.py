@@ -1,6 +1,8 @@
 """Container runtime backends behind one Protocol; nothing here knows about HTTP."""
 
 from .base import (
+    ACTIONS,
+    Action,
     ContainerRef,
     ContainerRow,
     ContainerRuntime,
@@ -13,10 +15,13 @@ from .base import (
     RuntimeEvent,
     RuntimeInfo,
     StatsSample,
+    state_refusal,
 )
 from .compose import ServiceDraft
 from .errors import (
     AlreadyInState,
+    AlreadyRunning,
+    AlreadyStopped,
     Conflict,
     Forbidden,
     NotFound,
@@ -25,10 +30,14 @@ from .errors import (
     Unavailable,
     Unsupported,
 )
-from .registry import NoRuntime, RuntimeRegistry, UnknownRuntime
+from .registry import NoRuntime, NotNamespaced, RuntimeRegistry, UnknownRuntime
 
 __all__ = [
+    "ACTIONS",
+    "Action",
     "AlreadyInState",
+    "AlreadyRunning",
+    "AlreadyStopped",
     "Conflict",
     "ContainerRef",
     "ContainerRow",
@@ -40,6 +49,7 @@ __all__ = [
     "LogChunk",
     "NoRuntime",
     "NotFound",
+    "NotNamespaced",
     "OperationFailed",
     "PortMapping",
     "RowSource",
@@ -52,4 +62,5 @@ __all__ = [
     "Unavailable",
     "UnknownRuntime",
     "Unsupported",
+    "state_refusal",
 ]

@@ -9,9 +9,13 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from .compose import ServiceDraft
+from .errors import AlreadyRunning, AlreadyStopped, RuntimeFailure
+
+Action = Literal["start", "stop", "restart"]
+ACTIONS: tuple[Action, ...] = ("start", "stop", "restart")
 
 
 class ContainerState(enum.StrEnum):
@@ -30,6 +34,12 @@ class ContainerState(enum.StrEnum):
     def is_running(self) -> bool:
         """A container in this state has live processes (a paused one still holds them)."""
         return self in (ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING)
+
+    @property
+    def is_started(self) -> bool:
+        """A start has nothing to do: the container runs, or is coming back by itself. A paused
+        one is not started: a start resumes it."""
+        return self in (ContainerState.RUNNING, ContainerState.RESTARTING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +153,16 @@ class ExportSource:
     log_driver: str = ""
 
 
+def state_refusal(container: ContainerSummary, action: Action) -> RuntimeFailure | None:
+    """The refusal every runtime shares: a start of a started container, a stop of one with
+    nothing running; a restart is always possible."""
+    if action == "start" and container.state.is_started:
+        return AlreadyRunning(f"{container.id} is already running")
+    if action == "stop" and not container.state.is_running:
+        return AlreadyStopped(f"{container.id} is already stopped")
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class RuntimeInfo:
     name: str
@@ -178,6 +198,22 @@ class ContainerRuntime(Protocol):
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def namespaced(self) -> bool:
+        """Whether containers live in namespaces: a request that names a namespace means this runtime."""
+        ...
+
+    def accepts_id(self, value: object) -> bool:
+        """Whether ``value`` is an id or name this runtime could give a container (the one
+        validation of an id a client sends, before it goes anywhere near the runtime)."""
+        ...
+
+    def refusal(self, container: ContainerSummary, action: Action, *, force: bool) -> RuntimeFailure | None:
+        """The error an ``action`` on ``container`` is refused with before it is accepted, else None:
+        the one rule for single, bulk and batch actions. ``force`` is the client's word that it
+        means an action that cannot be undone."""
+        ...
 
     async def ping(self) -> RuntimeInfo:
         """Answer the runtime's version, or raise :class:`~runtimes.errors.Unavailable`."""

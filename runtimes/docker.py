@@ -16,13 +16,14 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeGuard
 from urllib.parse import urlsplit, urlunsplit
 
 import aiodocker
 import aiohttp
 
 from .base import (
+    Action,
     ContainerRef,
     ContainerRow,
     ContainerState,
@@ -33,10 +34,19 @@ from .base import (
     RuntimeEvent,
     RuntimeInfo,
     StatsSample,
+    state_refusal,
 )
 from .compose import ServiceDraft
 from .docker_compose import container_name, docker_service
-from .errors import AlreadyInState, Conflict, NotFound, OperationFailed, RuntimeFailure, Unavailable
+from .errors import (
+    AlreadyRunning,
+    AlreadyStopped,
+    Conflict,
+    NotFound,
+    OperationFailed,
+    RuntimeFailure,
+    Unavailable,
+)
 from .redact import mask_env_list
 from .stats import CpuHistory, sample_from_docker
 from .urlpath import segment
@@ -91,6 +101,7 @@ _FRESH_KEEP = 512  # recent samples kept by container before the stale ones are 
 
 # What Docker accepts as a container name (ids are hex, so they fit too).
 _CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+MAX_NAME = 253
 
 
 def map_state(docker_state: str) -> ContainerState:
@@ -250,6 +261,11 @@ def _health_from_status(status: str) -> str | None:
     return None
 
 
+def is_container_id(value: object) -> TypeGuard[str]:
+    """An id or name Docker could have given a container (names are at most 253 characters here)."""
+    return isinstance(value, str) and len(value) <= MAX_NAME and bool(_CONTAINER_NAME.fullmatch(value))
+
+
 def _container_path(container: str, endpoint: str) -> str:
     """``containers/{id}/{endpoint}``, for an id or name that Docker could have given a container.
 
@@ -272,6 +288,8 @@ def without_userinfo(address: str) -> str:
 
 class DockerRuntime:
     """A Docker Engine reached at ``host`` (``unix://…`` or ``tcp://…``)."""
+
+    namespaced = False
 
     def __init__(self, host: str, *, name: str = "docker") -> None:
         self._name = name
@@ -296,6 +314,12 @@ class DockerRuntime:
     @property
     def name(self) -> str:
         return self._name
+
+    def accepts_id(self, value: object) -> bool:
+        return is_container_id(value)
+
+    def refusal(self, container: ContainerSummary, action: Action, *, force: bool) -> RuntimeFailure | None:
+        return state_refusal(container, action)
 
     async def close(self) -> None:
         owned: list[asyncio.Future[Any]] = [*self._images.values(), *self._sampling.values()]
@@ -494,14 +518,14 @@ class DockerRuntime:
             await self._post(_container_path(ref.id, "unpause"), params={}, timeout=_READ_TIMEOUT)
             return
         if await self._post(_container_path(ref.id, "start"), params={}, timeout=60) == 304:
-            raise AlreadyInState(f"container {ref.id} is already running")
+            raise AlreadyRunning(f"container {ref.id} is already running")
 
     async def stop(self, ref: ContainerRef, *, timeout: int) -> None:
         status = await self._post(
             _container_path(ref.id, "stop"), params={"t": timeout}, timeout=timeout + 30
         )
         if status == 304:
-            raise AlreadyInState(f"container {ref.id} is already stopped")
+            raise AlreadyStopped(f"container {ref.id} is already stopped")
 
     async def restart(self, ref: ContainerRef, *, timeout: int) -> None:
         await self._post(_container_path(ref.id, "restart"), params={"t": timeout}, timeout=timeout + 60)

@@ -30,6 +30,14 @@ class AlreadyInState(Conflict):
     """The container is already in the state the action asked for (started, or stopped)."""
 
 
+class AlreadyRunning(AlreadyInState):
+    """A start found the container running already."""
+
+
+class AlreadyStopped(AlreadyInState):
+    """A stop found nothing running."""
+
+
 class Unavailable(RuntimeFailure):
     """The runtime is configured but cannot be reached (dead socket, refused connection, timeout)."""
 

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeGuard
 
-from .base import ContainerState, ContainerSummary, PortMapping
+from .base import Action, ContainerState, ContainerSummary, PortMapping, state_refusal
+from .errors import RuntimeFailure, Unsupported
 from .redact import MASK, mask_value
 
 RUNTIME = "kubernetes"
@@ -53,6 +54,40 @@ def is_object_id(value: Any) -> TypeGuard[str]:
         return False
     match = WORKLOAD_ID.fullmatch(value)
     return is_object_name(match.group(2) if match else value)
+
+
+def controller_refusal(
+    container: ContainerSummary, action: Action, *, force: bool = False
+) -> Unsupported | None:
+    """What a pod's workload rules out: a standalone pod has no controller to bring it back, so a
+    stop deletes it for good and a restart recreates it from its spec, either only with ``force``;
+    and only the workloads in SCALABLE have a replica count a stop can take to 0."""
+    if container.controller is None or action == "start":
+        return None
+    kind = container.controller.partition("/")[0]
+    if not container.controller and not force:
+        return Unsupported(
+            f"pod {container.name} has no controller",
+            detail=(
+                f"Pod {container.name} has no controller: a {action} would delete it for good. "
+                "Add ?force=true to do it anyway"
+            ),
+        )
+    if container.controller and action == "stop" and kind not in SCALABLE:
+        return Unsupported(
+            f"{container.controller} cannot be scaled",
+            detail=(
+                f"Pods of a {kind} cannot be stopped: only Deployments, StatefulSets and ReplicaSets "
+                "scale to 0"
+            ),
+        )
+    return None
+
+
+def refusal(container: ContainerSummary, action: Action, *, force: bool) -> RuntimeFailure | None:
+    """The Kubernetes runtime's answer to "may this action run": the shared state rule, then the
+    workload's."""
+    return state_refusal(container, action) or controller_refusal(container, action, force=force)
 
 
 _PHASES: Mapping[str, ContainerState] = {

@@ -15,6 +15,10 @@ class NoRuntime(LookupError):
     """No runtime is configured at all."""
 
 
+class NotNamespaced(LookupError):
+    """A request names a namespace, and the runtime it addresses keeps its containers in none."""
+
+
 class RuntimeRegistry:
     def __init__(self, primary: str) -> None:
         self._primary = primary
@@ -42,13 +46,32 @@ class RuntimeRegistry:
         except KeyError:
             raise UnknownRuntime(name) from None
 
-    def select(self, name: str | None) -> list[ContainerRuntime]:
-        """All runtimes when ``name`` is empty (a merged view), else the one named."""
-        if not name:
+    def namespaced(self) -> ContainerRuntime | None:
+        """The enabled runtime whose containers live in namespaces, which a namespace implies."""
+        return next((runtime for runtime in self._runtimes.values() if runtime.namespaced), None)
+
+    def addressed(self, name: str | None, namespace: str = "") -> ContainerRuntime:
+        """The runtime a request means: the one ``name``d, else the namespaced one when it names a
+        ``namespace``, else the primary. A namespace with a runtime that has none is NotNamespaced."""
+        if not namespace:
+            return self.get(name)
+        if not self._runtimes:
+            raise NoRuntime("no container runtime is configured")
+        runtime = self.get(name) if name else self.namespaced()
+        if runtime is None:
+            raise NotNamespaced("A namespace names pods, and no enabled runtime has them")
+        if not runtime.namespaced:
+            raise NotNamespaced(f"A namespace names pods; {runtime.name!r} has none")
+        return runtime
+
+    def select(self, name: str | None, namespace: str = "") -> list[ContainerRuntime]:
+        """All runtimes when the request names neither a runtime nor a namespace (a merged view),
+        else the one it addresses."""
+        if not name and not namespace:
             if not self._runtimes:
                 raise NoRuntime("no container runtime is configured")
             return list(self._runtimes.values())
-        return [self.get(name)]
+        return [self.addressed(name, namespace)]
 
     def __iter__(self) -> Iterator[ContainerRuntime]:
         return iter(list(self._runtimes.values()))

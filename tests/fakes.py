@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from runtimes import (
+    Action,
     ContainerRef,
     ContainerRuntime,
     ContainerState,
@@ -17,11 +18,14 @@ from runtimes import (
     NotFound,
     OperationFailed,
     RuntimeEvent,
+    RuntimeFailure,
     RuntimeInfo,
     RuntimeRegistry,
     ServiceDraft,
     StatsSample,
+    state_refusal,
 )
+from runtimes.docker import is_container_id
 from runtimes.docker_compose import docker_service
 
 
@@ -46,6 +50,8 @@ def summary(
 class FakeRuntime:
     """Containers in a dict; ``fail`` maps a method name to the exception it raises."""
 
+    namespaced = False
+
     def __init__(self, containers: list[ContainerSummary], *, name: str = "docker") -> None:
         self._name = name
         self.containers = {c.full_id: c for c in containers}
@@ -62,6 +68,12 @@ class FakeRuntime:
     @property
     def name(self) -> str:
         return self._name
+
+    def accepts_id(self, value: object) -> bool:
+        return is_container_id(value)  # it stands in for a Docker Engine
+
+    def refusal(self, container: ContainerSummary, action: Action, *, force: bool) -> RuntimeFailure | None:
+        return state_refusal(container, action)
 
     def _maybe_fail(self, method: str) -> None:
         if method in self.fail:

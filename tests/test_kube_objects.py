@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from nekzus.operations import refusal
 from runtimes import ContainerState
 from runtimes import kubeobjects as ko
 
@@ -135,11 +134,11 @@ def test_forbidden_reason_drops_the_callers_identity() -> None:
 
 def test_standalone_pods_need_force_and_daemonset_pods_cannot_stop() -> None:
     standalone = ko.pod_summary(_pod("Running"), "")
-    assert refusal(standalone, "stop") is not None
-    assert refusal(standalone, "restart") is not None
-    assert refusal(standalone, "stop", force=True) is None
-    assert refusal(standalone, "start") is None
+    assert ko.controller_refusal(standalone, "stop") is not None
+    assert ko.controller_refusal(standalone, "restart") is not None
+    assert ko.controller_refusal(standalone, "stop", force=True) is None
+    assert ko.controller_refusal(standalone, "start") is None
     daemon = ko.pod_summary(_pod("Running"), "daemonset/agent")
-    assert refusal(daemon, "stop", force=True) is not None
-    assert refusal(daemon, "restart") is None
-    assert refusal(ko.pod_summary(_pod("Running"), "deployment/web"), "stop") is None
+    assert ko.controller_refusal(daemon, "stop", force=True) is not None
+    assert ko.controller_refusal(daemon, "restart") is None
+    assert ko.controller_refusal(ko.pod_summary(_pod("Running"), "deployment/web"), "stop") is None

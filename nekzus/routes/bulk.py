@@ -14,18 +14,25 @@ from typing import Any
 
 from aiohttp import web
 
-from runtimes import ContainerRef, ContainerRuntime, ContainerSummary, NotFound, RuntimeFailure, Unavailable
+from runtimes import (
+    ACTIONS,
+    Action,
+    AlreadyInState,
+    ContainerRef,
+    ContainerRuntime,
+    ContainerSummary,
+    RuntimeFailure,
+    Unavailable,
+)
 
 from ..auth import WRITE_CONTAINERS, requires
 from ..errors import ApiError, from_runtime
 from ..keys import LINKER, OPERATIONS, SELF_CONTAINER_ID
 from ..linking import is_self
-from ..operations import ACTIONS, Action, OperationTracker, refusal
+from ..operations import OperationTracker
 from ..params import ID_LIST_FIELDS, container_ids, json_fields, namespace_value, timeout_of
 from ..ratelimit import rate_pool
 from .common import current_state, list_from, managed, runtime_for, runtimes_for
-
-_UNAVAILABLE = "container runtime not available"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +48,15 @@ def _result(cid: str, name: str, error: str | None) -> dict[str, Any]:
     return item
 
 
-def _precheck(action: Action, container: ContainerSummary) -> str | None:
-    if action == "start" and container.state.is_running:
-        return "container already running"
-    if action == "stop" and not container.state.is_running:
-        return "container already stopped"
-    return refusal(container, action)
+def _failed(cid: str, name: str, exc: RuntimeFailure) -> dict[str, Any]:
+    """The result of a container the action was not run on, its error named as the API's map has it."""
+    error = from_runtime(
+        exc,
+        fallback="CONTAINER_INSPECT_FAILED",
+        fallback_message="Failed to inspect container",
+        container_id=cid,
+    )
+    return _result(cid, name, error.phrase)
 
 
 async def _perform(
@@ -94,16 +104,13 @@ def _bulk_handler(action: Action) -> Any:
         timeout = timeout_of(request, await json_fields(request, ("timeout",), required=False))
         runtimes = {rt.name: rt for rt in runtimes_for(request)}
         containers = managed(request, await list_from(list(runtimes.values()), namespace_value(request)))
-        if action == "start":
-            containers = [c for c in containers if not c.state.is_running]
-        elif action == "stop":
-            containers = [c for c in containers if c.state.is_running]
-        targets = [
-            _result(c.id, c.name, refused)
-            if (refused := refusal(c, action))
-            else _Target(runtimes[c.runtime], c)
-            for c in containers
-        ]
+        targets: list[_Target | dict[str, Any]] = []
+        for c in containers:
+            runtime = runtimes[c.runtime]
+            refused = runtime.refusal(c, action, force=False)
+            if isinstance(refused, AlreadyInState):
+                continue  # "all" means all that the action changes: the others are left out
+            targets.append(_failed(c.id, c.name, refused) if refused else _Target(runtime, c))
         return _summary(title, await _run_all(request, action, targets, timeout))
 
     handler.__name__ = f"{action}_all"
@@ -133,22 +140,17 @@ async def batch(request: web.Request) -> web.Response:
 
     async def resolve(cid: str) -> _Target | dict[str, Any]:
         try:
-            c = await current_state(
-                request, runtime, ContainerRef(cid, namespace), lambda c: _precheck(action, c) is None
-            )
-        except NotFound:
-            return _result(cid, "", "container not found")
-        except Unavailable as exc:
-            unavailable.append(exc)
-            return _result(cid, "", _UNAVAILABLE)
-        except RuntimeFailure:
-            return _result(cid, "", "failed to inspect container")
+            c = await current_state(request, runtime, ContainerRef(cid, namespace), action)
+        except RuntimeFailure as exc:
+            if isinstance(exc, Unavailable):
+                unavailable.append(exc)
+            return _failed(cid, "", exc)
         if is_self(c, self_id):
             return _result(c.id, c.name, "refusing to act on the gateway's own container")
         if not link.is_linked(c):
             return _result(c.id, c.name, "container is not linked to an approved app")
-        refused = _precheck(action, c)
-        return _result(c.id, c.name, refused) if refused else _Target(runtime, c)
+        refused = runtime.refusal(c, action, force=False)
+        return _failed(c.id, c.name, refused) if refused else _Target(runtime, c)
 
     targets = await asyncio.gather(*(resolve(cid) for cid in unique))
     if len(unavailable) == len(targets):

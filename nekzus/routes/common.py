@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
 from runtimes import (
+    Action,
     ContainerRef,
     ContainerRuntime,
     ContainerSummary,
     NoRuntime,
+    NotNamespaced,
     RuntimeFailure,
     StatsSample,
     UnknownRuntime,
@@ -23,82 +25,64 @@ from runtimes import (
 from ..errors import ApiError, from_runtime
 from ..keys import LINKER, REGISTRY, SELF_CONTAINER_ID, STATE
 from ..linking import is_self
+from ..params import addressed
 from ..state import ContainerModel
 
 log = logging.getLogger(__name__)
 
 
-KUBERNETES = "kubernetes"
-
-
-class NamespaceWithoutPods(ValueError):
-    """A request names a namespace and a runtime that has no namespaces: a contradiction."""
-
-
-def implied_runtime(named: str | None, namespace: str) -> str | None:
-    """The runtime a request means: the one it names, else Kubernetes when it names a namespace
-    (only pods have one), else None for the primary runtime. REST and WebSocket share this rule."""
-    if namespace and named not in (None, KUBERNETES):
-        raise NamespaceWithoutPods(f"A namespace names Kubernetes pods; {named!r} has none")
-    return named or (KUBERNETES if namespace else None)
-
-
-def _named_runtime(request: web.Request) -> str | None:
-    """The runtime a request names with ``?runtime=``, or implies with a namespace; None for the primary.
+def _lookup_error(request: web.Request, exc: LookupError) -> ApiError:
+    """A runtime the request cannot have: INVALID_RUNTIME (NO_RUNTIME when none is configured).
 
     A namespace means a pod: the path form ``/containers/{namespace}/{pod}`` and ``?namespace=`` both
-    imply Kubernetes, and naming another runtime with one is a contradiction, refused.
+    address the runtime with namespaces, and naming another runtime with one is a contradiction.
     """
-    named = request.query.get("runtime") or None
-    in_path = "namespace" in request.match_info
-    namespace = request.match_info.get("namespace") or request.query.get("namespace", "")
-    try:
-        return implied_runtime(named, namespace)
-    except NamespaceWithoutPods as exc:
-        if in_path:
-            raise ApiError(
-                400, "INVALID_RUNTIME", "The path form /containers/{namespace}/{pod} is for Kubernetes"
-            ) from exc
-        raise ApiError(400, "INVALID_RUNTIME", str(exc)) from exc
+    if isinstance(exc, NotNamespaced) and "namespace" in request.match_info:
+        return ApiError(
+            400, "INVALID_RUNTIME", "The path form /containers/{namespace}/{pod} is for Kubernetes"
+        )
+    return from_runtime(exc)
 
 
 def runtime_for(request: web.Request) -> ContainerRuntime:
-    """The one runtime a request addresses (see ``_named_runtime``), else the primary one."""
+    """The one runtime a request addresses (see ``RuntimeRegistry.addressed``), else the primary one."""
     try:
-        return request.app[REGISTRY].get(_named_runtime(request))
-    except (UnknownRuntime, NoRuntime) as exc:
-        raise from_runtime(exc) from exc
+        return request.app[REGISTRY].addressed(*addressed(request))
+    except (UnknownRuntime, NoRuntime, NotNamespaced) as exc:
+        raise _lookup_error(request, exc) from exc
 
 
 def runtimes_for(request: web.Request) -> list[ContainerRuntime]:
     """The runtime a request names or implies, or every enabled runtime for a merged view.
 
-    ``?namespace=`` alone selects Kubernetes, so with Kubernetes disabled it is ``INVALID_RUNTIME``
-    rather than an empty list that looks like an empty namespace.
+    ``?namespace=`` alone selects the runtime with namespaces, so without one it is
+    ``INVALID_RUNTIME`` rather than an empty list that looks like an empty namespace.
     """
     try:
-        return request.app[REGISTRY].select(_named_runtime(request))
-    except (UnknownRuntime, NoRuntime) as exc:
-        raise from_runtime(exc) from exc
+        return request.app[REGISTRY].select(*addressed(request))
+    except (UnknownRuntime, NoRuntime, NotNamespaced) as exc:
+        raise _lookup_error(request, exc) from exc
 
 
 async def current_state(
     request: web.Request,
     runtime: ContainerRuntime,
     ref: ContainerRef,
-    accepts: Callable[[ContainerSummary], bool],
+    action: Action,
+    *,
+    force: bool = False,
 ) -> ContainerSummary:
-    """One container as an action's pre-check needs it, ``accepts`` telling whether the action may go.
+    """One container as the pre-check of ``action`` needs it.
 
-    The runtime's warm state model answers when it accepts the action: no runtime call, so an Engine
-    busy with other actions does not slow the 202 down. The model is only as fresh as the event
-    stream, so a refusal is never taken from it but confirmed with the runtime; an action accepted
-    on a state the runtime had already left finds it done, and completes as such.
+    The runtime's warm state model answers when the runtime accepts the action on it: no runtime
+    call, so an Engine busy with other actions does not slow the 202 down. The model is only as
+    fresh as the event stream, so a refusal is never taken from it but confirmed with the runtime;
+    an action accepted on a state the runtime had already left finds it done, and completes as such.
     """
     model = request.app[STATE].models.get(runtime.name)
     if model is not None and not ref.namespace:
         found = model.find(ref.id, time.time())
-        if found is not None and accepts(found):
+        if found is not None and runtime.refusal(found, action, force=force) is None:
             return found
     return await runtime.get(ref)
 
@@ -181,5 +165,9 @@ def stats_json(s: StatsSample) -> dict[str, Any]:
     }
 
 
-def runtime_error(exc: RuntimeFailure, code: str, message: str, container_id: str = "") -> ApiError:
-    return from_runtime(exc, fallback=code, fallback_message=message, container_id=container_id)
+def runtime_error(
+    exc: RuntimeFailure, code: str, message: str, container_id: str = "", *, reading: bool = False
+) -> ApiError:
+    return from_runtime(
+        exc, fallback=code, fallback_message=message, container_id=container_id, reading=reading
+    )

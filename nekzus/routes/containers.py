@@ -6,17 +6,17 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 
-from runtimes import Conflict, ContainerRef, ContainerState, ContainerSummary, RuntimeFailure
+from runtimes import Action, ContainerRef, ContainerRuntime, ContainerState, RuntimeFailure
 
 from ..auth import READ_CONTAINERS, WRITE_CONTAINERS, requires
-from ..errors import ApiError, container_not_running
 from ..events import now
 from ..keys import OPERATIONS, STATE
-from ..operations import Action, accepted_message, failure_code, refusal
+from ..operations import accepted_message, failure_code
 from ..params import bool_query, container_id, json_fields, namespace_value, timeout_of
 from ..ratelimit import rate_pool
 from .common import (
@@ -31,6 +31,8 @@ from .common import (
 )
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 @requires(READ_CONTAINERS)
@@ -58,15 +60,30 @@ async def list_containers(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
-@requires(READ_CONTAINERS)
-@rate_pool("containers")
-async def inspect_container(request: web.Request) -> web.Response:
+async def _read(
+    request: web.Request,
+    read: Callable[[ContainerRuntime, ContainerRef], Awaitable[_T]],
+    code: str,
+    message: str,
+    *,
+    reading: bool = False,
+) -> _T:
+    """One container's document or sample from the runtime the request addresses; a failure is
+    the endpoint's ``code`` unless it is of a kind with a code of its own."""
     cid = container_id(request)
     runtime = runtime_for(request)
     try:
-        doc = await runtime.inspect(ContainerRef(cid, namespace_value(request)))
+        return await read(runtime, ContainerRef(cid, namespace_value(request)))
     except RuntimeFailure as exc:
-        raise runtime_error(exc, "CONTAINER_INSPECT_FAILED", "Failed to inspect container", cid) from exc
+        raise runtime_error(exc, code, message, cid, reading=reading) from exc
+
+
+@requires(READ_CONTAINERS)
+@rate_pool("containers")
+async def inspect_container(request: web.Request) -> web.Response:
+    doc = await _read(
+        request, lambda rt, ref: rt.inspect(ref), "CONTAINER_INSPECT_FAILED", "Failed to inspect container"
+    )
     return web.json_response(doc)
 
 
@@ -80,23 +97,13 @@ async def container_action(request: web.Request) -> web.Response:
     force = bool_query(request, "force")
     namespace = namespace_value(request)
 
-    def refused(c: ContainerSummary) -> ApiError | None:
-        if action == "start" and c.state in (ContainerState.RUNNING, ContainerState.RESTARTING):
-            return ApiError(409, "CONTAINER_ALREADY_STARTED", "Container is already running")
-        if action == "stop" and not c.state.is_running:
-            return ApiError(409, "CONTAINER_ALREADY_STOPPED", "Container is already stopped")
-        unsupported = refusal(c, action, force=force)
-        return ApiError(409, "OPERATION_NOT_SUPPORTED", unsupported) if unsupported else None
-
     # The synchronous pre-check, so a client learns of 404/409 at once.
     try:
-        current = await current_state(
-            request, runtime, ContainerRef(cid, namespace), lambda c: refused(c) is None
-        )
+        current = await current_state(request, runtime, ContainerRef(cid, namespace), action, force=force)
+        if (refused := runtime.refusal(current, action, force=force)) is not None:
+            raise refused
     except RuntimeFailure as exc:
         raise runtime_error(exc, failure_code(action), f"Failed to {action} container", cid) from exc
-    if (error := refused(current)) is not None:
-        raise error
     op = request.app[OPERATIONS].submit(
         runtime,
         ContainerRef(current.full_id, namespace),
@@ -119,14 +126,14 @@ async def container_action(request: web.Request) -> web.Response:
 @requires(READ_CONTAINERS)
 @rate_pool("containers")
 async def container_stats(request: web.Request) -> web.Response:
-    cid = container_id(request)
-    runtime = runtime_for(request)
-    try:
-        sample = await runtime.stats(ContainerRef(cid, namespace_value(request)))
-    except Conflict as exc:  # nothing runs to measure (a stopped workload): the client's 409
-        raise container_not_running(cid, exc.detail) from exc
-    except RuntimeFailure as exc:
-        raise runtime_error(exc, "CONTAINER_STATS_FAILED", "Failed to get container stats", cid) from exc
+    # A Conflict is nothing running to measure (a stopped workload): the client's 409.
+    sample = await _read(
+        request,
+        lambda rt, ref: rt.stats(ref),
+        "CONTAINER_STATS_FAILED",
+        "Failed to get container stats",
+        reading=True,
+    )
     return web.json_response(stats_json(sample))
 
 

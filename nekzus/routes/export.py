@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from runtimes import ContainerRef, ExportSource, NotFound, RuntimeFailure, Unavailable
+from runtimes import ContainerRef, ExportSource, RuntimeFailure, Unavailable
 
 from ..auth import READ_CONTAINERS, WRITE_CONTAINERS, requires
 from ..errors import ApiError, from_runtime, invalid_request
@@ -113,11 +113,15 @@ def _batch(preview: bool) -> Any:
         seen: set[str] = set()
         warnings: list[str] = []
         for cid, result in zip(unique, results, strict=True):
-            if isinstance(result, NotFound):
-                warnings.append(f"Container '{cid}' was not found and was left out")
-            elif isinstance(result, RuntimeFailure):
-                log.warning("batch export: %s could not be inspected: %s", cid, result)
-                warnings.append(f"Container '{cid}' could not be inspected and was left out")
+            if isinstance(result, RuntimeFailure):
+                error = from_runtime(
+                    result,
+                    fallback="CONTAINER_INSPECT_FAILED",
+                    fallback_message="Failed to inspect container",
+                    container_id=cid,
+                )
+                how = "was not found" if error.code == "CONTAINER_NOT_FOUND" else "could not be inspected"
+                warnings.append(f"Container '{cid}' {how} and was left out")
             elif isinstance(result, BaseException):
                 raise result
             else:

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import WSMessage, WSMsgType, web
 
 from nekzus import __version__
-from runtimes import NoRuntime, UnknownRuntime
+from runtimes import NoRuntime, NotNamespaced, UnknownRuntime
 
 from .. import jsoninput
 from ..auth import (
@@ -44,7 +44,6 @@ from ..keys import AUTHORITY, CONFIG, HUB, PRINCIPAL, REGISTRY
 from ..logstream import CONTAINER_ID_RULE, InvalidSubscription, LogSession, Subscription
 from ..params import is_valid_container_id
 from ..ratelimit import rate_pool
-from .common import NamespaceWithoutPods, implied_runtime
 
 log = logging.getLogger(__name__)
 
@@ -338,15 +337,15 @@ async def _subscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
         return
     app = conn.request.app
     try:
-        runtime = app[REGISTRY].get(implied_runtime(sub.runtime, sub.namespace))
-    except NamespaceWithoutPods as exc:
+        runtime = app[REGISTRY].addressed(sub.runtime, sub.namespace)
+    except NotNamespaced as exc:
         await _runtime_refused(conn, sub, str(exc))
         return
     except (UnknownRuntime, NoRuntime):
         await _runtime_refused(conn, sub, "Invalid runtime specified")
         return
     # The runtime's own id rules, also when it is the primary one the message did not name.
-    if not is_valid_container_id(sub.container_id, runtime=runtime.name):
+    if not is_valid_container_id(sub.container_id, runtime=runtime):
         raise InvalidMessage(f"container.logs.subscribe: {CONTAINER_ID_RULE}")
     previous = conn.streams.pop(sub.key, None)
     if previous is not None:

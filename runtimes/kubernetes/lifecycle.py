@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import kubeobjects as ko
 from ..base import ContainerRef, ContainerState
-from ..errors import AlreadyInState, Conflict, NotFound, Unsupported
+from ..errors import AlreadyRunning, Conflict, NotFound, Unsupported
 from .client import ApiSession, until
 from .paths import ManagedNamespaces, pod_path, workload_path
 from .queries import Queries
@@ -40,7 +40,7 @@ class Lifecycle:
     async def start(self, ref: ContainerRef) -> None:
         summary = await self._session.retry(lambda: self._queries.get(ref), f"{ref.id} to be read")
         if summary.state is ContainerState.RUNNING and not ko.WORKLOAD_ID.fullmatch(ref.id):
-            raise AlreadyInState(f"pod {ref.id} is already running")
+            raise AlreadyRunning(f"pod {ref.id} is already running")
         workload = summary.controller or ""
         kind, _, name = workload.partition("/")
         if kind not in ko.SCALABLE:
@@ -65,11 +65,8 @@ class Lifecycle:
             )
             await self._wait_gone(namespace, ref.id, timeout + 30)
             return
-        if kind not in ko.SCALABLE:
-            raise Unsupported(
-                f"{summary.controller} cannot be scaled",
-                detail=f"Pods of a {kind} cannot be stopped: it has no replica count to scale to 0",
-            )
+        if (refused := ko.controller_refusal(summary, "stop", force=True)) is not None:
+            raise refused
         await self._scaler.stop(kind, namespace, name, timeout)
 
     async def restart(self, ref: ContainerRef, *, timeout: int) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from .. import kubeobjects as ko
 from ..base import (
+    Action,
     ContainerRef,
     ContainerSummary,
     ExportSource,
@@ -16,6 +17,7 @@ from ..base import (
     StatsSample,
 )
 from ..compose import ServiceDraft
+from ..errors import RuntimeFailure
 from .client import ApiSession, ConfigurationSource
 from .compose import pod_services
 from .lifecycle import Lifecycle
@@ -31,6 +33,8 @@ from .watch import PodWatches
 
 class KubernetesRuntime:
     """Pods of the namespaces in ``namespaces`` (empty: all), through one kube-apiserver."""
+
+    namespaced = True
 
     def __init__(
         self,
@@ -57,6 +61,12 @@ class KubernetesRuntime:
     @property
     def name(self) -> str:
         return self._name
+
+    def accepts_id(self, value: object) -> bool:
+        return ko.is_object_id(value)
+
+    def refusal(self, container: ContainerSummary, action: Action, *, force: bool) -> RuntimeFailure | None:
+        return ko.refusal(container, action, force=force)
 
     async def close(self) -> None:
         await self._session.close()

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import kubeobjects as ko
-from ..errors import AlreadyInState, Forbidden, NotFound, RuntimeFailure
+from ..errors import AlreadyStopped, Forbidden, NotFound, RuntimeFailure
 from .client import ApiSession, OutOfTime, until
 from .paths import workload_path
 from .queries import Queries
@@ -107,7 +107,7 @@ class WorkloadScaler:
         pods.update(str((p.get("metadata") or {}).get("name", "")) for p in listed)
         replicas = int((obj.get("spec") or {}).get("replicas") or 0)
         if replicas == 0 and not marked(obj):
-            raise AlreadyInState(f"{kind}/{name} is already scaled to 0")
+            raise AlreadyStopped(f"{kind}/{name} is already scaled to 0")
         if replicas > 0:
             # The count goes on record before the scale-down, so a crash in between loses nothing.
             await session.retry(lambda: mark_stopped(session, path, replicas), f"{kind}/{name} to be marked")
