@@ -31,15 +31,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from _harness import REPO, Gateway, Row, all_passed, cpu_seconds, ms, percentile, print_table, timed_get
-from _harness import parse_args as _harness_parse_args
-
-sys.path.insert(0, str(REPO))
-
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
-from tests.kube_plane import ControlPlane, wait_until
+from bench._harness import Gateway, Row, all_passed, cpu_seconds, ms, percentile, print_table, timed_get
+from bench._harness import parse_args as _harness_parse_args
+from tests.support.kube_plane import ControlPlane, wait_until
 
 DEFAULT_SANDBOX_DIR = Path("/tmp/nekzus-bench-kube")
 NAMESPACE = "nekzus-bench"

@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from _harness import Row, all_passed, ms, percentile, print_table
-from kube_list import (
+
+from bench._harness import Row, all_passed, ms, percentile, print_table
+from bench.kube_list import (
     ControlPlane,
     control_plane,
     create_deployment,
