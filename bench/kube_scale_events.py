@@ -38,7 +38,6 @@ import aiohttp
 
 from bench._harness import Row, all_passed, ms, percentile, print_table
 from bench.kube_list import (
-    ControlPlane,
     control_plane,
     create_deployment,
     create_namespace,
@@ -47,6 +46,7 @@ from bench.kube_list import (
     running_gateway,
     wait_pods_running,
 )
+from tests.support.kube_plane import ControlPlane
 
 NAMESPACE = "nekzus-bench-scale"
 DEPLOYMENT = "bench-scale"

@@ -19,7 +19,7 @@ async def test_a_stop_honours_the_body_timeout_on_a_real_container(
 ) -> None:
     # The container ignores SIGTERM, so the stop lasts exactly the grace period it was given.
     made = await containers.create(labels=LINKED, cmd=IGNORES_TERM)
-    sub = client.server.app[EVENT_BUS].subscribe()
+    sub = client.app[EVENT_BUS].subscribe()
     resp = await client.post(f"/api/v1/containers/{made['Id'][:12]}/stop", json={"timeout": 1})
     assert resp.status == 202 and (await resp.json())["timeout"] == 1
     event = await next_event(sub, "container.stop.", timeout=8)  # the default grace period is 10 s

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiodocker
-import compose
+import compose  # type: ignore[import-untyped]  # ships the docker-compose binary, no type hints
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient
@@ -42,11 +42,11 @@ async def run_compose(docker_host: str, project: Path, name: str, *args: str) ->
 @pytest.fixture
 async def volume(docker: aiodocker.Docker) -> AsyncIterator[str]:
     name = f"nekzus-test-{uuid.uuid4().hex[:10]}"
-    await docker.volumes.create({"Name": name})
+    await docker.volumes.create({"Name": name})  # type: ignore[no-untyped-call]  # aiodocker: unannotated
     try:
         yield name
     finally:
-        await (await docker.volumes.get(name)).delete()
+        await (await docker.volumes.get(name)).delete()  # type: ignore[no-untyped-call]  # aiodocker: unannotated
 
 
 async def preview(client: TestClient[Any, Any], cid: str, **body: Any) -> dict[str, Any]:
@@ -90,7 +90,7 @@ async def test_round_trip_through_docker_compose(
     bind_source = tmp_path / "config"
     bind_source.mkdir()
     name = f"nekzus-test-{uuid.uuid4().hex[:10]}"
-    config = {
+    config: dict[str, Any] = {
         "Image": TEST_IMAGE,
         "Cmd": QUICK_STOP,
         "Env": [

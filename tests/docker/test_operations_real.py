@@ -40,7 +40,7 @@ async def test_a_long_stop_does_not_hold_up_other_containers(
         containers.create(labels=LINKED, cmd=DEAF),
         containers.create(labels=LINKED, start=False),
     )
-    sub = client.server.app[EVENT_BUS].subscribe()
+    sub = client.app[EVENT_BUS].subscribe()
     slow_op = await accepted(client, f"{slow['Id'][:12]}/stop?timeout={LONG_GRACE}")
     began = time.monotonic()
     others = {

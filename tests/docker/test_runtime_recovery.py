@@ -6,6 +6,7 @@ import asyncio
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import aiodocker
 import pytest
@@ -62,12 +63,16 @@ async def test_daemon_restart_resumes_log_streams_and_events_recover(
     # live-restore: the containers keep running while the daemon is away, so the log stream
     # breaks because of the daemon, not because its container stopped.
     host = await asyncio.to_thread(start_sandbox, own_daemon_dir, "--live-restore")
-    config = {"Image": "nekzus-test:busybox", "Cmd": QUICK_STOP, "HostConfig": {"NetworkMode": "none"}}
+    config: dict[str, Any] = {
+        "Image": "nekzus-test:busybox",
+        "Cmd": QUICK_STOP,
+        "HostConfig": {"NetworkMode": "none"},
+    }
     try:
         client = await gateway(make_config(host, runtimes={"docker": {"host": host, "health_interval": 0.2}}))
         async with aiodocker.Docker(url=host) as docker:
             first = await docker.containers.run(config)
-        for watcher in client.server.app[WATCHERS]:
+        for watcher in client.app[WATCHERS]:
             await asyncio.wait_for(watcher.watching.wait(), 15)
         ws = WS(await client.ws_connect("/api/v1/ws"))
         await ws.until("hello")

@@ -45,6 +45,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+        assert process.stdout is not None
         process.stdout.close()
 
 

@@ -65,7 +65,7 @@ async def listed(client: TestClient[Any, Any], query: str = "?all=true") -> dict
 
 async def warm(client: TestClient[Any, Any]) -> ContainerModel:
     await watching(client)
-    model = client.server.app[STATE].models["docker"]
+    model: ContainerModel = client.app[STATE].models["docker"]
     assert model.warm
     return model
 
@@ -75,7 +75,7 @@ async def made_and_heard(
 ) -> dict[str, Any]:
     """A new container, once the gateway has published its state (and so has its row)."""
     await warm(client)
-    sub = client.server.app[EVENT_BUS].subscribe()
+    sub = client.app[EVENT_BUS].subscribe()
     try:
         made = await containers.create(**kwargs)
         wanted = "running" if kwargs.get("start", True) else "created"
@@ -106,7 +106,7 @@ async def test_the_list_is_served_from_the_model_without_asking_the_engine(
     client: TestClient[Any, Any], containers: Containers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made = await made_and_heard(client, containers, labels=LINKED)
-    docker = client.server.app[REGISTRY].get("docker")
+    docker = client.app[REGISTRY].get("docker")
     assert isinstance(docker, DockerRuntime)
 
     async def refuse(**_: Any) -> list[ContainerSummary]:
@@ -124,7 +124,7 @@ async def test_action_pre_checks_that_accept_come_from_the_model_refusals_from_t
     first = await made_and_heard(client, containers, labels=LINKED)
     second = await made_and_heard(client, containers, labels=LINKED)
     third = await made_and_heard(client, containers, labels=LINKED)
-    docker = client.server.app[REGISTRY].get("docker")
+    docker = client.app[REGISTRY].get("docker")
     asked = record_calls(monkeypatch, docker, "get")
     # Accepted from the model alone: no Engine call before the 202 (a stop's own work asks none).
     assert (await client.post(f"/api/v1/containers/{first['Id'][:12]}/stop?timeout=1")).status == 202
@@ -134,7 +134,7 @@ async def test_action_pre_checks_that_accept_come_from_the_model_refusals_from_t
     assert asked == []
     # A refusal is never the model's alone: a model that lags the Engine (here: made to say the
     # running container has exited) is checked against the Engine, which lets the stop go ahead.
-    model = client.server.app[STATE].models["docker"]
+    model = client.app[STATE].models["docker"]
     find = model.find
 
     def lagging(ref: str, now: float) -> ContainerSummary | None:
@@ -152,7 +152,7 @@ async def test_the_model_rows_are_the_engines_own(
     running = await made_and_heard(client, containers, labels={**LINKED, "extra": "x"})
     created = await made_and_heard(client, containers, labels=LINKED, start=False)
     stopped = await made_and_heard(client, containers, labels=LINKED, stop=True)
-    docker = client.server.app[REGISTRY].get("docker")
+    docker = client.app[REGISTRY].get("docker")
     from_model = await listed(client)
     from_engine = {c.id: c for c in await docker.list_containers()}
     for made in (running, created, stopped):
@@ -174,7 +174,7 @@ async def test_status_lines_are_rendered_when_served_not_when_read(
     client: TestClient[Any, Any], containers: Containers
 ) -> None:
     made = await made_and_heard(client, containers, stop=True)
-    exited = client.server.app[STATE].models["docker"].rows[made["Id"][:12]]
+    exited = client.app[STATE].models["docker"].rows[made["Id"][:12]]
     finished = exited.at(time.time()).status
     assert finished.startswith("Exited (") and finished.endswith(" ago")
     assert exited.at(time.time() + 7200).status.endswith("2 hours ago")
@@ -207,7 +207,7 @@ async def test_a_list_after_an_action_completed_already_shows_its_result(
 ) -> None:
     made = await made_and_heard(client, containers, labels=LINKED)
     cid = made["Id"][:12]
-    sub = client.server.app[EVENT_BUS].subscribe()
+    sub = client.app[EVENT_BUS].subscribe()
     try:
         for action, state in (("stop", "exited"), ("start", "running"), ("restart", "running")):
             resp = await client.post(f"/api/v1/containers/{cid}/{action}?timeout=1")
@@ -230,7 +230,7 @@ async def test_renames_and_removals_reach_the_list(
         return (await listed(client)).get(cid, {}).get("name") == new_name
 
     await until(renamed, what="the new name in the list")
-    assert client.server.app[STATE].models["docker"].warm  # served from the model, not the Engine
+    assert client.app[STATE].models["docker"].warm  # served from the model, not the Engine
     await containers.docker.containers.container(made["Id"]).delete(force=True)
 
     async def removed() -> bool:
@@ -241,7 +241,7 @@ async def test_renames_and_removals_reach_the_list(
 
 async def test_health_verdicts_reach_the_list(client: TestClient[Any, Any], containers: Containers) -> None:
     await warm(client)
-    sub = client.server.app[EVENT_BUS].subscribe()
+    sub = client.app[EVENT_BUS].subscribe()
     # An app of this test's own: other containers on the daemon may be linked to configured apps.
     app_id = f"probe-{containers.run_id}"
     made = await containers.docker.containers.create(
@@ -273,8 +273,8 @@ async def test_an_unwarm_model_lists_from_the_engine(
     client: TestClient[Any, Any], containers: Containers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made = await made_and_heard(client, containers, labels=LINKED)
-    model = client.server.app[STATE].models["docker"]
-    docker = client.server.app[REGISTRY].get("docker")
+    model = client.app[STATE].models["docker"]
+    docker = client.app[REGISTRY].get("docker")
     calls = record_calls(monkeypatch, docker, "list_containers")
     await listed(client, "")
     assert len(calls) == 0
@@ -292,7 +292,7 @@ async def test_the_periodic_resync_repairs_what_the_stream_missed(
     client = await gateway(config)
     made = await made_and_heard(client, containers, labels=LINKED)
     cid = made["Id"][:12]
-    model = client.server.app[STATE].models["docker"]
+    model = client.app[STATE].models["docker"]
     model.refresh([cid], [], time.monotonic())  # as if an event had been lost
     assert cid not in model.rows  # before any await: the 1 s resync may restore it at any moment
 
@@ -303,5 +303,5 @@ async def test_the_periodic_resync_repairs_what_the_stream_missed(
 
 
 async def test_watchers_of_runtimes_without_rows_have_no_model(client: TestClient[Any, Any]) -> None:
-    for watcher in client.server.app[WATCHERS]:
+    for watcher in client.app[WATCHERS]:
         assert (watcher.model is not None) == isinstance(watcher.runtime, DockerRuntime)

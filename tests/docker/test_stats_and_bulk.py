@@ -131,7 +131,7 @@ async def test_bulk_actions_touch_only_linked_containers(
     assert {linked_running["Id"][:12], linked_stopped["Id"][:12]} <= started
     assert await containers.state(linked_stopped["Id"]) == "running"
 
-    sub = client.server.app[EVENT_BUS].subscribe()
+    sub = client.app[EVENT_BUS].subscribe()
     resp = await client.post("/api/v1/containers/restart-all?timeout=2")
     body = await resp.json()
     assert body["message"] == "Restart all operation completed"

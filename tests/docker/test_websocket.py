@@ -373,7 +373,7 @@ async def test_slow_reader_loses_nothing_and_does_not_delay_others(
     await fast.until("hello")
     await slow.send("container.logs.subscribe", containerId=cid, since=0, follow=False)
     await slow.until("container.logs.started")
-    bus = client.server.app[EVENT_BUS]
+    bus = client.app[EVENT_BUS]
     delays = []
     # The slow reader reads nothing meanwhile: its stream must wait, not drop, and not hold others up.
     for n in range(20):
@@ -391,8 +391,8 @@ async def test_a_client_that_never_reads_is_closed(gateway: ClientFactory, docke
     stuck = await connect(client)
     reader = await connect(client)
     await reader.until("hello")
-    hub = client.server.app[HUB]
-    bus = client.server.app[EVENT_BUS]
+    hub = client.app[HUB]
+    bus = client.app[EVENT_BUS]
     payload = "x" * 60_000
     async with asyncio.timeout(30):
         n = 0
@@ -464,7 +464,7 @@ async def test_reauthentication_on_an_open_connection(gateway: ClientFactory, do
     await ws.send("auth", token=token(sub="phone"))
     assert (await ws.until("auth_success"))["data"]["subject"] == "phone"
     # Still open and still receiving events.
-    client.server.app[EVENT_BUS].publish("test.ping", {"n": 1})
+    client.app[EVENT_BUS].publish("test.ping", {"n": 1})
     assert (await ws.until("test.ping"))["data"]["n"] == 1
 
 
@@ -474,7 +474,7 @@ async def test_events_stay_in_order_whether_written_at_once_or_queued(
     client = await gateway(make_config(docker_host, websocket={"event_queue": 10_000}))
     ws = await connect(client)
     await ws.until("hello")
-    bus = client.server.app[EVENT_BUS]
+    bus = client.app[EVENT_BUS]
     padding = "p" * 5000  # 15 MB in all: far more than the socket buffers hold
     # Published without a pause: the first frames go straight to the socket, the rest queue up
     # once the socket's buffer is full. The client must see them all, in order.

@@ -114,7 +114,7 @@ async def test_namespaces_setting_limits_what_is_seen(
 
 
 async def test_inspect_in_query_and_path_form(kclient: TestClient[Any, Any], kube: FakeKube) -> None:
-    containers = [
+    containers: list[dict[str, Any]] = [
         {
             **WEB[0],
             "env": [
@@ -466,7 +466,7 @@ async def test_watch_reconnects_when_the_apiserver_comes_back(
 
 
 async def log_lines(ws: WS, pod: str, count: int) -> list[str]:
-    lines = []
+    lines: list[str] = []
     while len(lines) < count:
         message = await ws.until("container.logs", containerId=pod)
         assert message["data"]["stream"] == "stdout" and message["data"]["namespace"] == NS

@@ -71,7 +71,7 @@ async def test_an_unready_apiserver_fails_calls_at_once_until_a_probe_passes(
     assert body["message"] == f"Container runtime not available: {reason}"
     assert [p for _, p in kube.request_log[calls:] if "/pods/web" in p] == []  # never asked
     kube.failing_checks = []
-    monitor = client.server.app[MONITOR]
+    monitor = client.app[MONITOR]
 
     async def probed() -> bool:
         return monitor.available.get("kubernetes") is True

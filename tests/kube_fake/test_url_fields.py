@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, quote
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from aiohttp.typedefs import Middleware
 from yarl import URL
 
 from runtimes import ContainerRef, NotFound
@@ -51,8 +52,6 @@ KUBE_PATHS = [
 KUBE_QUERY = {"watch", "resourceVersion", "allowWatchBookmarks", "timeoutSeconds", "labelSelector"}
 KUBE_QUERY |= {"fieldSelector", "limit", "continue", "container", "follow", "timestamps", "tailLines"}
 KUBE_QUERY |= {"sinceTime", "gracePeriodSeconds", "propagationPolicy"}
-
-Recorder = Callable[[web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]], Any]
 
 
 def check_paths(raw: list[str], shapes: list[re.Pattern[str]], query: set[str] | None = None) -> None:
@@ -125,7 +124,7 @@ async def walk_ws(client: TestClient[Any, Any], namespace: str | None) -> None:
     await ws.ws.close()
 
 
-def recorder(paths: list[str]) -> Recorder:
+def recorder(paths: list[str]) -> Middleware:
     @web.middleware
     async def record(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]

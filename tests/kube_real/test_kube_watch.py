@@ -82,7 +82,7 @@ async def test_frozen_apiserver_path_is_noticed_bounded_and_recovered(
             # Changed while the gateway sees nothing; past its silence deadline the watch is given up
             # (reopening it is refused at once while the probe fails), so the stream is not open.
             await create_pod(kube_plane, ns, "during")
-            [watcher] = client.server.app[WATCHERS]
+            [watcher] = client.app[WATCHERS]
             await eventually(lambda: _closed(watcher), timeout=WATCH_TIMEOUT + 10, what="the watch given up")
         finally:
             proxy.thaw()

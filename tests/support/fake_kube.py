@@ -23,7 +23,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, TypedDict, Unpack
+from typing import Any, NamedTuple, Self, TypedDict, Unpack
 
 from aiohttp import web
 
@@ -279,7 +279,7 @@ class FakeKube:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def __aenter__(self) -> FakeKube:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -74,7 +74,7 @@ async def state_heard(sub: Subscription, container_id: str, state: str, *, timeo
 async def watching(client: TestClient[Any, Any]) -> None:
     """The state watcher has its event stream open (so direct daemon changes are seen)."""
     async with asyncio.timeout(15):
-        for watcher in client.server.app[WATCHERS]:
+        for watcher in client.app[WATCHERS]:
             await watcher.watching.wait()
 
 

@@ -48,7 +48,7 @@ async def gateway_with_fake(
 
 
 def access(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [r.access for r in caplog.records if r.name == ACCESS_LOGGER]
+    return [vars(r)["access"] for r in caplog.records if r.name == ACCESS_LOGGER]
 
 
 class AccessWatch(logging.Handler):
@@ -273,7 +273,7 @@ async def test_an_unexpected_error_is_logged_with_the_request_id(
     resp = await client.get(f"/api/v1/containers/{CID}", headers={"X-Request-ID": "req-500"})
     assert resp.status == 500
     [error] = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "nekzus.middlewares"]
-    assert error.request_id == "req-500" and error.exc_info is not None
+    assert vars(error)["request_id"] == "req-500" and error.exc_info is not None
     text = TextFormatter().format(error)
     first, *trace = text.splitlines()
     assert first.endswith(f"unhandled error in GET /api/v1/containers/{CID} request_id=req-500")

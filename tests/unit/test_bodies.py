@@ -59,7 +59,7 @@ async def test_bulk_actions_take_the_timeout_from_the_body_or_the_query(
 async def test_single_and_batch_actions_take_the_timeout_from_either_place(
     fclient: TestClient[Any, Any], fake: FakeRuntime
 ) -> None:
-    sub = fclient.server.app[EVENT_BUS].subscribe()
+    sub = fclient.app[EVENT_BUS].subscribe()
     assert (await fclient.post("/api/v1/containers/fake-1/restart", json={"timeout": 4})).status == 202
     await next_event(sub, "container.restart.completed")
     assert fake.timeouts == [("fake-1", 4)]

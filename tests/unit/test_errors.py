@@ -199,7 +199,7 @@ async def test_failed_stop_and_restart_publish_failure_events(
     fake = FakeRuntime([summary(1)])
     client = await gateway(make_config(docker_host), runtimes=registry_of(fake))
     fake.fail["action"] = OperationFailed("daemon detail")
-    sub = client.server.app[EVENT_BUS].subscribe()
+    sub = client.app[EVENT_BUS].subscribe()
     for action in ("stop", "restart"):
         resp = await client.post(f"/api/v1/containers/{summary(1).id}/{action}")
         assert resp.status == 202

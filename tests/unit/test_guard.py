@@ -12,7 +12,7 @@ import ipaddress
 import json
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -87,6 +87,7 @@ async def test_cross_site_state_changes_are_refused(lan: tuple[TestClient[Any, A
     )
     await expect_error(attack, 403, "ORIGIN_NOT_ALLOWED")
     port = client.server.port
+    assert port is not None
     foreign: list[Any] = [
         {"Origin": "null"},
         {"Origin": f"http://127.0.0.1:{port + 1}"},  # the gateway's host, another port
@@ -102,13 +103,16 @@ async def test_cross_site_state_changes_are_refused(lan: tuple[TestClient[Any, A
         CIMultiDict([("Origin", own_origin(client)), ("Origin", EVIL)]),
     ]
     for headers in foreign:
-        for method, path, kwargs in [
-            ("POST", "/api/v1/containers/batch", {"json": {"action": "start", "containerIds": [CID]}}),
-            ("POST", f"/api/v1/containers/{CID}/start", {}),
-            ("POST", "/api/v1/auth/login", {"json": {"api_key": "x"}}),  # public routes too
-            ("DELETE", f"/api/v1/containers/{CID}", {}),
-            ("PUT", "/api/v1/no-such-route", {}),
-        ]:
+        for method, path, kwargs in cast(
+            list[tuple[str, str, dict[str, Any]]],
+            [
+                ("POST", "/api/v1/containers/batch", {"json": {"action": "start", "containerIds": [CID]}}),
+                ("POST", f"/api/v1/containers/{CID}/start", {}),
+                ("POST", "/api/v1/auth/login", {"json": {"api_key": "x"}}),  # public routes too
+                ("DELETE", f"/api/v1/containers/{CID}", {}),
+                ("PUT", "/api/v1/no-such-route", {}),
+            ],
+        ):
             resp = await client.request(method, path, headers=headers, **kwargs)
             await expect_error(resp, 403, "ORIGIN_NOT_ALLOWED")
     assert runtime.containers[summary(1).full_id].state is ContainerState.EXITED
@@ -167,16 +171,19 @@ async def test_only_json_bodies_are_accepted(lan: tuple[TestClient[Any, Any], Fa
     form = aiohttp.FormData()
     form.add_field("action", "start")
     form.add_field("file", b"{}", filename="x.json", content_type="application/json")
-    for kwargs in [
-        {"data": batch, "headers": {"Content-Type": "text/plain"}},
-        {"data": batch, "headers": {"Content-Type": "text/plain; charset=utf-8"}},
-        {"data": {"action": "start", "containerIds": CID}},  # urlencoded form
-        {"data": form},  # multipart
-        {"data": batch.encode(), "skip_auto_headers": ["Content-Type"]},  # no Content-Type at all
-        {"data": batch, "headers": {"Content-Type": "application/json-patch+json"}},
-        {"data": batch, "headers": {"Content-Type": "text/json"}},
-        {"data": batch, "headers": {"Content-Type": "application/json, text/plain"}},
-    ]:
+    for kwargs in cast(
+        list[dict[str, Any]],
+        [
+            {"data": batch, "headers": {"Content-Type": "text/plain"}},
+            {"data": batch, "headers": {"Content-Type": "text/plain; charset=utf-8"}},
+            {"data": {"action": "start", "containerIds": CID}},  # urlencoded form
+            {"data": form},  # multipart
+            {"data": batch.encode(), "skip_auto_headers": ["Content-Type"]},  # no Content-Type at all
+            {"data": batch, "headers": {"Content-Type": "application/json-patch+json"}},
+            {"data": batch, "headers": {"Content-Type": "text/json"}},
+            {"data": batch, "headers": {"Content-Type": "application/json, text/plain"}},
+        ],
+    ):
         resp = await client.post("/api/v1/containers/batch", **kwargs)
         await expect_error(resp, 415, "UNSUPPORTED_MEDIA_TYPE")
     assert runtime.containers[summary(1).full_id].state is ContainerState.EXITED
@@ -439,6 +446,7 @@ async def test_dns_rebinding_cannot_reach_the_websocket(
 ) -> None:
     client, _ = lan
     port = client.server.port
+    assert port is not None
     # The attacker's name now resolves to the gateway: the browser sends its own name and origin.
     rebound = {"Host": f"rebind.evil.example:{port}", "Origin": f"http://rebind.evil.example:{port}"}
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:

@@ -245,7 +245,7 @@ async def test_valid_token_is_accepted_with_leeway(remote: TestClient[Any, Any])
 
 async def test_bad_tokens_are_rejected(remote: TestClient[Any, Any]) -> None:
     now = int(time.time())
-    unsigned = jwt.encode(claims(), None, algorithm="none")
+    unsigned = jwt.encode(claims(), "", algorithm="none")
     bad = {
         "alg none": unsigned,
         "missing exp": token(exp=None),
@@ -467,13 +467,13 @@ async def test_login_with_api_key(remote: TestClient[Any, Any]) -> None:
 def test_api_key_comparison_touches_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
     keys = [ApiKeyConfig(name=f"k{n}", sha256=hash_api_key(f"key-{n}")) for n in range(5)]
     calls: list[str] = []
-    real = auth.hmac.compare_digest
+    real = hmac.compare_digest
 
     def counting(a: str, b: str) -> bool:
         calls.append(b)
         return real(a, b)
 
-    monkeypatch.setattr(auth.hmac, "compare_digest", counting)
+    monkeypatch.setattr(hmac, "compare_digest", counting)
     for presented, expected in (("key-0", "k0"), ("key-4", "k4"), ("nope", None)):
         calls.clear()
         found = match_api_key(presented, keys)

@@ -130,7 +130,7 @@ def test_history_gives_a_rate_against_the_previous_sample() -> None:
     assert earlier == {"cpu_usage": {"total_usage": 1_000}, "system_cpu_usage": 10_000}
     # The arithmetic is the Engine's own with the earlier reading as precpu_stats.
     cores, cpus = cpu_fraction({"cpu_stats": cpu(2_000, 14_000), "precpu_stats": earlier})
-    assert (cores, cpus) == (pytest.approx(1_000 / 4_000 * 2), 2)
+    assert (cores, cpus) == pytest.approx((1_000 / 4_000 * 2, 2))
     assert history.earlier("other", 100.5) is None
 
 

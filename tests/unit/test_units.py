@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import cast
 
 import pytest
 from aiohttp import web
@@ -15,7 +16,7 @@ from nekzus.events import EventBus
 from nekzus.linking import AppLinker, detect_self_container_id, is_self
 from nekzus.logstream import InvalidSubscription, parse_since
 from nekzus.middlewares import request_id_middleware
-from nekzus.operations import OperationTracker
+from nekzus.operations import Action, OperationTracker
 from nekzus.params import timeout_value
 from runtimes import ContainerRef, ContainerState, ContainerSummary
 from runtimes.redact import is_secret_name, mask_env_list, mask_value
@@ -271,7 +272,7 @@ async def test_tracker_bounds_starts_but_never_stops_or_restarts() -> None:
     ]
     ops += [
         tracker.submit(fake, ContainerRef(c.full_id), action, container_id=c.id, timeout=1)
-        for c, action in zip(running, ["stop", "restart"] * 3, strict=True)
+        for c, action in zip(running, cast(list[Action], ["stop", "restart"] * 3), strict=True)
     ]
     # Two starts plus every stop and restart: those wait out grace periods, not each other.
     async with asyncio.timeout(5), fake.changed:

@@ -54,11 +54,12 @@ async def connect(client: TestClient[Any, Any], **kwargs: Any) -> WS:
 
 
 def publish(client: TestClient[Any, Any], n: int) -> None:
-    client.server.app[EVENT_BUS].publish("test.ping", {"n": n})
+    client.app[EVENT_BUS].publish("test.ping", {"n": n})
 
 
 def connection(client: TestClient[Any, Any]) -> Connection:
-    (conn,) = client.server.app[HUB].connections
+    connections: set[Connection] = client.app[HUB].connections
+    (conn,) = connections
     return conn
 
 
@@ -182,7 +183,7 @@ async def test_a_lan_session_falls_back_to_anonymous_lan(gateway: ClientFactory,
         expired = await ws.until("auth.expired", timeout=10)
         assert expired["data"]["subject"] == subject
         assert expired["data"]["anonymous"] is True and expired["data"]["closesIn"] is None
-    hub = client.server.app[HUB]
+    hub = client.app[HUB]
     assert all(c.principal.subject is None and not c.principal.authenticated for c in hub.connections)
     # Both carry on as before: events, log streams, and no deadline left.
     publish(client, 10)
@@ -205,7 +206,7 @@ async def test_deadlines_are_cancelled_when_the_connection_goes(
     await ws.ws.close()
     assert conn.writer is not None
     await asyncio.wait({conn.writer}, timeout=10)  # the writer ends when the hub forgets the connection
-    assert conn not in client.server.app[HUB].connections
+    assert conn not in client.app[HUB].connections
     assert handle.cancelled() and conn.deadline is None
 
 
@@ -376,7 +377,7 @@ async def test_a_defect_outside_a_message_closes_with_1011_not_http(
     client = await gateway_with(gateway, docker_host, lan=True)
     ws = await connect(client)
     assert await ws.closed() == 1011
-    assert client.server.app[HUB].connections == set()
+    assert client.app[HUB].connections == set()
 
 
 async def test_a_defect_in_a_log_stream_ends_it_with_an_error(
