@@ -1,7 +1,7 @@
 """Listing 200 pods through the gateway vs one direct ``list_pod_for_all_namespaces`` call.
 
-A real control plane (etcd, kube-apiserver, kube-controller-manager from ``tests.kube_plane``, in
-``/tmp/nekzus-bench-kube``) with the test node agent (``tests.kube_node``) as its kubelet; one
+A real control plane (etcd, kube-apiserver, kube-controller-manager from ``tests.support.kube_plane``, in
+``/tmp/nekzus-bench-kube``) with the test node agent (``tests.support.kube_node``) as its kubelet; one
 Deployment of 200 busybox replicas, all Running. The gateway runs with Docker off and Kubernetes
 on (the plane's admin kubeconfig), TLS as shipped.
 

@@ -45,9 +45,14 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-mkdir -p .sandbox
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' >.sandbox/pip.log 2>&1 \
-  || { cat .sandbox/pip.log >&2; exit 1; }
+# The project and its test dependencies, again whenever pyproject.toml has changed since.
+installed=.venv/.nekzus-installed
+if [ ! -f "$installed" ] || [ pyproject.toml -nt "$installed" ]; then
+  mkdir -p .sandbox
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' >.sandbox/pip.log 2>&1 \
+    || { cat .sandbox/pip.log >&2; exit 1; }
+  touch "$installed"
+fi
 
 if $fast; then
   exec .venv/bin/python -m pytest -m unit tests/unit "$@"

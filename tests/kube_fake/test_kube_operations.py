@@ -2,7 +2,7 @@
 stops of several pods of one workload, a workload scaled up by hand after a stop, and a rolling
 restart that completes only once the rollout has finished.
 
-Real control plane tier (see tests/test_kube_real.py), except for the apiserver's 429 and 5xx
+Real control plane tier (see tests/kube_real/test_kube_real.py), except for the apiserver's 429 and 5xx
 answers, which a real one cannot be made to give on cue: those are served by the fake.
 """
 
@@ -56,7 +56,7 @@ class FlakyKube(FakeKube):
 
 @pytest.fixture
 async def flaky(gateway: ClientFactory) -> AsyncIterator[FlakyKube]:
-    # After the gateway fixture, as in tests/test_kube_fast.py: closed before its teardown check.
+    # After the gateway fixture, as in tests/kube_fake/test_kube_fast.py: closed before its teardown check.
     async with FlakyKube(ready_delay=0.02, delete_delay=0.02, seed=7) as fake:
         yield fake
 

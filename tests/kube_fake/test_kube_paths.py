@@ -1,7 +1,7 @@
 """Ids, namespaces and workloads on the real control plane: no path injection through a log
 subscription, stats and logs of a workload entry, and log follows that outlive the apiserver.
 
-Helpers come from tests/test_kube_real.py; each test has its namespace (and, where it needs one,
+Helpers come from tests/kube_real/test_kube_real.py; each test has its namespace (and, where it needs one,
 a second) and a gateway of its own. The last test runs on the fake apiserver: the limit on how
 long a follow waits for the apiserver is minutes, which a test does not wait for.
 """

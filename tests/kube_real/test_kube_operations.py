@@ -2,7 +2,7 @@
 stops of several pods of one workload, a workload scaled up by hand after a stop, and a rolling
 restart that completes only once the rollout has finished.
 
-Real control plane tier (see tests/test_kube_real.py), except for the apiserver's 429 and 5xx
+Real control plane tier (see tests/kube_real/test_kube_real.py), except for the apiserver's 429 and 5xx
 answers, which a real one cannot be made to give on cue: those are served by the fake.
 """
 

@@ -1,7 +1,7 @@
 """Least privilege on the real control plane: deploy/kubernetes/rbac.yaml grants exactly what the
 gateway uses, and a permission it lacks is named in the gateway's answer.
 
-Every real-tier gateway runs as the manifest's ServiceAccount (tests/kube_fixtures.py). Here a
+Every real-tier gateway runs as the manifest's ServiceAccount (tests/support/kube_fixtures.py). Here a
 second ServiceAccount gets the manifest's roles minus one permission at a time, generated from the
 file itself, and a probe of the feature that needs that permission must see the refusal name the
 verb, the resource and the namespace. Each permission of the manifest has its probe: a grant that no

@@ -1,5 +1,5 @@
 """The Kubernetes runtime against a real control plane: kube-apiserver, kube-controller-manager and
-etcd, with tests/kube_node.py playing the kubelet (see tests/kube_fixtures.py).
+etcd, with tests/support/kube_node.py playing the kubelet (see tests/support/kube_fixtures.py).
 
 Real controllers scale, replace and delete the pods; logs go through the apiserver's own log
 proxy; PodMetrics are served by the metrics.k8s.io group. Each test has a namespace of its own
@@ -295,7 +295,7 @@ async def test_watch_survives_the_apiserver_going_away(
 async def test_rbac_refusal_is_403(
     gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str
 ) -> None:
-    """A user with no permission at all: tests/test_kube_rbac.py takes them away one at a time."""
+    """A user with no permission at all: tests/kube_real/test_kube_rbac.py takes them away one at a time."""
     client = await gateway(real_config(kube_plane.restricted_kubeconfig, kube_namespace))
     body = await expect(await client.get("/api/v1/containers"), 403, "FORBIDDEN")
     # The list reads pods, deployments and statefulsets at once, and reports the first in that order.

@@ -2,7 +2,7 @@
 
 Every branch of the backend that a real control plane cannot be made to take on demand (RBAC
 refusals, a missing metrics API, an expired watch, a controller that never gets ready) is here;
-tests/test_kube_real.py runs the main paths against a real kube-apiserver.
+tests/kube_real/test_kube_real.py runs the main paths against a real kube-apiserver.
 """
 
 from __future__ import annotations
