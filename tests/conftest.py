@@ -33,7 +33,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         tier = item.path.relative_to(TESTS).parts[0]
         if tier not in TIERS:
-            raise pytest.UsageError(f"{item.nodeid}: a test lives in one of the tiers' directories {TIERS}")
+            tiers = ", ".join(f"tests/{name}" for name in TIERS)
+            raise pytest.UsageError(f"{item.nodeid}: a test belongs in one tier's directory: {tiers}")
         item.add_marker(getattr(pytest.mark, tier))
 
 
