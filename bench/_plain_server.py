@@ -30,5 +30,5 @@ def create_app_without_auth(*args: Any, **kwargs: Any) -> web.Application:
 
 
 if __name__ == "__main__":
-    cli.create_app = create_app_without_auth  # what `nekzus serve` builds its app with
+    vars(cli)["create_app"] = create_app_without_auth  # what `nekzus serve` builds its app with
     sys.exit(cli.main(["serve"]))

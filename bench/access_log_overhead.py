@@ -13,7 +13,17 @@ cheapest there is (a record costs about 25 µs on an idle core).
 
 from __future__ import annotations
 
-from _harness import Bench, Gateway, Row, another_gateway, cpu_seconds, ms, percentile, run_script, timed_get
+from bench._harness import (
+    Bench,
+    Gateway,
+    Row,
+    another_gateway,
+    cpu_seconds,
+    ms,
+    percentile,
+    run_script,
+    timed_get,
+)
 
 CONTAINERS = 20
 WARMUP = 30

@@ -23,8 +23,18 @@ import time
 from pathlib import Path
 
 import jwt
-from _harness import Bench, Gateway, Row, another_gateway, cpu_seconds, ms, percentile, run_script, timed_get
 
+from bench._harness import (
+    Bench,
+    Gateway,
+    Row,
+    another_gateway,
+    cpu_seconds,
+    ms,
+    percentile,
+    run_script,
+    timed_get,
+)
 from nekzus.auth import READ_CONTAINERS
 from nekzus.config import AuthConfig
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from _harness import Bench, Row, direct_stats, percentile, run_script, timed_get
+from bench._harness import Bench, Row, direct_stats, percentile, run_script, timed_get
 
 CONTAINERS = 20
 REPEATS = 5

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import time
 
-from _harness import (
+from bench._harness import (
     Bench,
     EngineEvents,
     Row,
@@ -42,7 +42,7 @@ from _harness import (
     raise_open_files,
     run_script,
 )
-from _ws_clients import WsClients
+from bench._ws_clients import WsClients
 
 CLIENTS = 1_000
 CLIENT_PROCESSES = 2

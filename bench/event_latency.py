@@ -24,7 +24,8 @@ import time
 from typing import Any
 
 import aiohttp
-from _harness import Bench, EngineEvents, Row, ms, percentile, run_script
+
+from bench._harness import Bench, EngineEvents, Row, ms, percentile, run_script
 
 WARMUP = 3
 STARTS = 100

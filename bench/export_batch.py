@@ -12,7 +12,8 @@ import asyncio
 import time
 
 import yaml
-from _harness import Bench, Row, ms, percentile, run_script
+
+from bench._harness import Bench, Row, ms, percentile, run_script
 
 CONTAINERS = 50
 WARMUP = 5

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from _harness import Bench, Row, proc_status_mib, run_script
+from bench._harness import Bench, Row, proc_status_mib, run_script
 
 IDLE_SECONDS = 5.0
 TARGET_MIB = 80.0

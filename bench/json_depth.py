@@ -21,8 +21,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from _harness import Row, run_local_script
-
+from bench._harness import Row, run_local_script
 from nekzus.jsoninput import MAX_DEPTH, InvalidJson, loads, nests_deeper_than
 
 ROUNDS = 11

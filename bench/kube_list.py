@@ -1,7 +1,7 @@
 """Listing 200 pods through the gateway vs one direct ``list_pod_for_all_namespaces`` call.
 
-A real control plane (etcd, kube-apiserver, kube-controller-manager from ``tests.kube_plane``, in
-``/tmp/nekzus-bench-kube``) with the test node agent (``tests.kube_node``) as its kubelet; one
+A real control plane (etcd, kube-apiserver, kube-controller-manager from ``tests.support.kube_plane``, in
+``/tmp/nekzus-bench-kube``) with the test node agent (``tests.support.kube_node``) as its kubelet; one
 Deployment of 200 busybox replicas, all Running. The gateway runs with Docker off and Kubernetes
 on (the plane's admin kubeconfig), TLS as shipped.
 
@@ -29,17 +29,15 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from _harness import REPO, Gateway, Row, all_passed, cpu_seconds, ms, percentile, print_table, timed_get
-from _harness import parse_args as _harness_parse_args
-
-sys.path.insert(0, str(REPO))
-
+import aiohttp
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
-from tests.kube_plane import ControlPlane, wait_until
+from bench._harness import Gateway, Row, all_passed, cpu_seconds, ms, percentile, print_table, timed_get
+from bench._harness import parse_args as _harness_parse_args
+from tests.support.kube_plane import ControlPlane, wait_until
 
 DEFAULT_SANDBOX_DIR = Path("/tmp/nekzus-bench-kube")
 NAMESPACE = "nekzus-bench"
@@ -154,6 +152,12 @@ async def running_gateway(plane: ControlPlane, extra: dict[str, str], title: str
             await gateway.stop()
 
 
+async def raw_pod_list(core: k8s.CoreV1Api) -> aiohttp.ClientResponse:
+    """``list_pod_for_all_namespaces()`` unparsed: with ``_preload_content=False`` kubernetes_asyncio
+    hands back its aiohttp response, whatever its annotations say."""
+    return cast(aiohttp.ClientResponse, await core.list_pod_for_all_namespaces(_preload_content=False))
+
+
 async def kube_client(plane: ControlPlane) -> k8s.ApiClient:
     """kubernetes_asyncio's client configured from the plane's admin kubeconfig, as the gateway is."""
     configuration = k8s.Configuration()
@@ -178,7 +182,7 @@ async def measure(plane: ControlPlane, extra_env: dict[str, str], title: str) ->
 
             async def raw() -> float:
                 start = time.perf_counter()
-                response = await core.list_pod_for_all_namespaces(_preload_content=False)
+                response = await raw_pod_list(core)
                 try:
                     json.loads(await response.read())
                 finally:
@@ -193,7 +197,7 @@ async def measure(plane: ControlPlane, extra_env: dict[str, str], title: str) ->
             if len(ours) != PODS:
                 raise AssertionError(f"the gateway lists {len(ours)} running pods of {NAMESPACE}, not {PODS}")
             pod_list = await core.list_pod_for_all_namespaces()
-            response = await core.list_pod_for_all_namespaces(_preload_content=False)
+            response = await raw_pod_list(core)
             direct_bytes = len(await response.read())
             response.release()
 

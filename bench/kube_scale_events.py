@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from _harness import Row, all_passed, ms, percentile, print_table
-from kube_list import (
-    ControlPlane,
+
+from bench._harness import Row, all_passed, ms, percentile, print_table
+from bench.kube_list import (
     control_plane,
     create_deployment,
     create_namespace,
@@ -46,6 +46,7 @@ from kube_list import (
     running_gateway,
     wait_pods_running,
 )
+from tests.support.kube_plane import ControlPlane
 
 NAMESPACE = "nekzus-bench-scale"
 DEPLOYMENT = "bench-scale"

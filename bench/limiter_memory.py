@@ -26,8 +26,7 @@ import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from _harness import Row, proc_status_mib, run_local_script
-
+from bench._harness import Row, proc_status_mib, run_local_script
 from nekzus.config import RateLimitConfig
 from nekzus.ratelimit import RateLimiter, SweptMemoryStorage
 

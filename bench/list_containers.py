@@ -7,7 +7,7 @@ are interleaved, alternating which goes first, so machine noise hits both alike.
 
 from __future__ import annotations
 
-from _harness import Bench, Row, gateway_caught_up, ms, percentile, run_script, timed_get
+from bench._harness import Bench, Row, gateway_caught_up, ms, percentile, run_script, timed_get
 
 CONTAINERS = 100
 WARMUP = 20

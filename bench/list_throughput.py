@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 
 import aiohttp
-from _harness import Bench, Row, gateway_caught_up, ms, percentile, run_script, socket_path
+
+from bench._harness import Bench, Row, gateway_caught_up, ms, percentile, run_script, socket_path
 
 CONTAINERS = 100
 RUNNING = 34

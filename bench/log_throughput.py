@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from statistics import median
 
 import aiodocker
-from _harness import Bench, Row, cpu_seconds, run_script
+
+from bench._harness import Bench, Row, cpu_seconds, run_script
 
 LINES = 1_000_000
 ROUNDS = 3

@@ -15,23 +15,25 @@ import sys
 import traceback
 from collections.abc import Awaitable
 
-import access_log_overhead
-import auth_overhead
-import batch_stats
-import event_fanout
-import event_latency
-import export_batch
-import idle_memory
-import json_depth
-import limiter_memory
-import list_containers
-import list_throughput
-import log_throughput
-import start_latency
-import stats_latency
-import tls_flood
-import ws_memory
-from _harness import (
+from bench import (
+    access_log_overhead,
+    auth_overhead,
+    batch_stats,
+    event_fanout,
+    event_latency,
+    export_batch,
+    idle_memory,
+    json_depth,
+    limiter_memory,
+    list_containers,
+    list_throughput,
+    log_throughput,
+    start_latency,
+    stats_latency,
+    tls_flood,
+    ws_memory,
+)
+from bench._harness import (
     LocalMeasure,
     Measure,
     Row,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from _harness import Bench, Row, gateway_caught_up, ms, percentile, run_script
+from bench._harness import Bench, Row, gateway_caught_up, ms, percentile, run_script
 
 CONTAINERS = 200
 TARGET_P99_MS = 15.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from _harness import Bench, Row, direct_stats, percentile, run_script, timed_get
+from bench._harness import Bench, Row, direct_stats, percentile, run_script, timed_get
 
 CONTAINERS = 5
 POLLED = 10

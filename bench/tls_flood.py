@@ -23,7 +23,16 @@ import time
 from pathlib import Path
 
 import aiohttp
-from _harness import Gateway, Row, all_passed, percentile, print_table, proc_status_mib, raise_open_files
+
+from bench._harness import (
+    Gateway,
+    Row,
+    all_passed,
+    percentile,
+    print_table,
+    proc_status_mib,
+    raise_open_files,
+)
 
 SETTLE_SECONDS = 5.0  # after the last connection closed, before the memory is read again
 SAMPLE_SECONDS = 0.1

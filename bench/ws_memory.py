@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 
-from _harness import (
+from bench._harness import (
     Bench,
     Gateway,
     Row,
@@ -32,7 +32,7 @@ from _harness import (
     raise_open_files,
     run_script,
 )
-from _ws_clients import WsClients
+from bench._ws_clients import WsClients
 
 COUNTS = (1_000, 5_000)
 WARMUP_CONNECTIONS = 20

@@ -1,0 +1,48 @@
+"""The docker tier: the private Docker Engine (the session's ``docker_host``) and the other real
+processes of the full set-up (``nekzus serve`` as a child process, redis-server, Docker Compose).
+
+``docker`` is an Engine client of the test's own; ``containers`` creates labelled test containers
+and removes them afterwards; ``client`` is the gateway on the Engine with the shared settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiodocker
+import pytest
+from aiohttp.test_utils import TestClient
+
+from nekzus.config import Config
+from tests.support.docker_engine import Containers
+from tests.support.fake_kube_fixtures import kube, kubeconfig  # noqa: F401
+from tests.support.gateway import ClientFactory, make_config
+
+
+@pytest.fixture
+def config(docker_host: str) -> Config:
+    return make_config(docker_host)
+
+
+@pytest.fixture
+async def client(gateway: ClientFactory, config: Config) -> TestClient[Any, Any]:
+    return await gateway(config)
+
+
+@pytest.fixture
+async def docker(docker_host: str) -> AsyncIterator[aiodocker.Docker]:
+    client = aiodocker.Docker(url=docker_host)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def containers(docker: aiodocker.Docker) -> AsyncIterator[Containers]:
+    made = Containers(docker)
+    try:
+        yield made
+    finally:
+        await made.cleanup()

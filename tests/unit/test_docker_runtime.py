@@ -1,0 +1,57 @@
+"""The Docker backend's streams and translations, straight against the Engine (no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import aiohttp
+from aiohttp.base_protocol import BaseProtocol
+
+from runtimes import ContainerState, LogChunk
+from runtimes.docker import MAX_LOG_FRAME, _demultiplex, map_state, parse_timestamp
+
+
+def test_state_mapping_and_timestamps() -> None:
+    assert map_state("running") is ContainerState.RUNNING
+    assert map_state("exited") is ContainerState.EXITED
+    assert map_state("dead") is ContainerState.STOPPED
+    assert map_state("removing") is ContainerState.STOPPED
+    assert map_state("created") is ContainerState.CREATED
+    assert map_state("paused") is ContainerState.PAUSED
+    assert map_state("restarting") is ContainerState.RESTARTING
+    assert parse_timestamp("2023-12-01T00:00:00.123456789Z") == 1701388800
+    assert parse_timestamp("0001-01-01T00:00:00Z") == 0
+    assert parse_timestamp("garbage") == 0
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    return struct.pack(">BxxxL", stream, len(data)) + data
+
+
+async def demux(pieces: list[bytes]) -> list[LogChunk]:
+    loop = asyncio.get_running_loop()
+    # A limit above the test data, so the reader never asks the (absent) transport to pause.
+    reader = aiohttp.StreamReader(BaseProtocol(loop), 2**30, loop=loop)
+    for piece in pieces:
+        reader.feed_data(piece)
+    reader.feed_eof()
+    return [chunk async for chunk in _demultiplex(reader)]
+
+
+async def test_demultiplex_frames_split_anywhere_and_oversized_ones_skipped() -> None:
+    big = b"x" * (MAX_LOG_FRAME + 10)
+    raw = frame(1, b"a1\n") + frame(1, b"a2\n") + frame(2, b"e1\n") + frame(1, big) + frame(1, b"after\n")
+    # Delivered in awkward pieces: headers and the big frame split across reads.
+    pieces = [raw[i : i + 7000] for i in range(0, len(raw), 7000)]
+    chunks = await demux(pieces)
+    assert [(c.stream, c.data, c.skipped) for c in chunks] == [
+        ("stdout", b"a1\na2\n", 0),
+        ("stderr", b"e1\n", 0),
+        ("stdout", b"", MAX_LOG_FRAME + 10),
+        ("stdout", b"after\n", 0),
+    ]
+    whole = await demux([raw])
+    assert [(c.stream, c.data, c.skipped) for c in whole] == [(c.stream, c.data, c.skipped) for c in chunks]
+    truncated = await demux([frame(1, b"complete\n") + frame(2, b"cut off here")[:-4]])
+    assert [(c.stream, c.data) for c in truncated] == [("stdout", b"complete\n"), ("stderr", b"cut off ")]
