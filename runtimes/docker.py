@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiodocker
 import aiohttp
 
+from . import aiodocker_compat
 from .base import (
     ContainerRef,
     ContainerRow,
@@ -330,12 +331,13 @@ class DockerRuntime:
         versioned: bool = True,
     ) -> Any:
         try:
-            return await self._docker._query_json(
+            return await aiodocker_compat.query_json(
+                self._docker,
                 path,
                 method,
-                params=dict(params or {}),
+                params=params or {},
                 timeout=aiohttp.ClientTimeout(total=timeout),
-                versioned_api=versioned,
+                versioned=versioned,
             )
         except (TimeoutError, aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
             self._raise(exc, f"{method} {path}")
@@ -343,11 +345,8 @@ class DockerRuntime:
     async def _post(self, path: str, *, params: Mapping[str, Any], timeout: float) -> int:
         """POST without a body; answer the HTTP status (204, or 304 when nothing changed)."""
         try:
-            async with self._docker._query(
-                path,
-                "POST",
-                params=dict(params),
-                timeout=aiohttp.ClientTimeout(total=timeout),
+            async with aiodocker_compat.query(
+                self._docker, path, "POST", params=params, timeout=aiohttp.ClientTimeout(total=timeout)
             ) as response:
                 await response.read()
                 return response.status
@@ -629,8 +628,11 @@ class DockerRuntime:
         if since is not None:
             params["since"] = str(since)
         try:
-            async with self._docker._query(
-                "events", params=params, timeout=aiohttp.ClientTimeout(total=None, sock_read=None)
+            async with aiodocker_compat.query(
+                self._docker,
+                "events",
+                params=params,
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
             ) as response:
                 async for line in response.content:
                     event = self._event_from_line(line)
@@ -694,7 +696,8 @@ class DockerRuntime:
         if since is not None:
             params["since"] = str(since)
         try:
-            async with self._docker._query(
+            async with aiodocker_compat.query(
+                self._docker,
                 _container_path(ref.id, "logs"),
                 params=params,
                 timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
