@@ -124,7 +124,6 @@ async def _operations_ctx(app: web.Application) -> AsyncIterator[None]:
     # Ordering: the tracker marks what it cut short before the store writes its last batch.
     await tracker.close()
     await store.close()
-    app[EVENT_BUS].close()
 
 
 async def _announce_interrupted(app: web.Application) -> None:

@@ -475,10 +475,10 @@ class DockerRuntime:
             health=lifetime.health,
         )
 
-    async def inspect(self, ref: ContainerRef, *, reveal_secrets: bool = False) -> dict[str, Any]:
+    async def inspect(self, ref: ContainerRef) -> dict[str, Any]:
         doc = await self._inspect_raw(ref)
         config = doc.get("Config")
-        if not reveal_secrets and isinstance(config, dict) and config.get("Env"):
+        if isinstance(config, dict) and config.get("Env"):
             config["Env"] = mask_env_list(config["Env"])
         return doc
 

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from nekzus.keys import EVENT_BUS
 from runtimes import ContainerState
 
-from .conftest import LINKED, ClientFactory, Containers, make_config, next_event
+from .conftest import LINKED, ClientFactory, Containers, Heard, make_config, next_event
 from .fakes import FakeRuntime, registry_of, summary
 from .test_errors import expect
 
@@ -62,7 +62,7 @@ async def test_bulk_actions_take_the_timeout_from_the_body_or_the_query(
 async def test_single_and_batch_actions_take_the_timeout_from_either_place(
     fclient: TestClient[Any, Any], fake: FakeRuntime
 ) -> None:
-    sub = fclient.server.app[EVENT_BUS].subscribe()
+    sub = Heard(fclient.server.app[EVENT_BUS])
     assert (await fclient.post("/api/v1/containers/fake-1/restart", json={"timeout": 4})).status == 202
     await next_event(sub, "container.restart.completed")
     assert fake.timeouts == [("fake-1", 4)]
@@ -130,7 +130,7 @@ async def test_a_stop_honours_the_body_timeout_on_a_real_container(
 ) -> None:
     # The container ignores SIGTERM, so the stop lasts exactly the grace period it was given.
     made = await containers.create(labels=LINKED, cmd=IGNORES_TERM)
-    sub = client.server.app[EVENT_BUS].subscribe()
+    sub = Heard(client.server.app[EVENT_BUS])
     resp = await client.post(f"/api/v1/containers/{made['Id'][:12]}/stop", json={"timeout": 1})
     assert resp.status == 202 and (await resp.json())["timeout"] == 1
     event = await next_event(sub, "container.stop.", timeout=8)  # the default grace period is 10 s

@@ -41,7 +41,7 @@ from ..guard import from_foreign_page
 from ..hub import CLOSE_INTERNAL_ERROR, Connection, OutboxClosed, close_socket, dumps
 from ..jsoninput import InvalidJson
 from ..keys import AUTHORITY, CONFIG, HUB, PRINCIPAL, REGISTRY
-from ..logstream import CONTAINER_ID_RULE, InvalidSubscription, LogSession, Subscription
+from ..logstream import CONTAINER_ID_RULE, InvalidSubscription, LogSession, LogSubscription
 from ..params import is_valid_container_id
 from ..ratelimit import rate_pool
 from .common import NamespaceWithoutPods, implied_runtime
@@ -323,7 +323,7 @@ async def _subscribe(conn: Connection, data: dict[str, Any]) -> None:
 
 async def _subscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
     try:
-        sub = Subscription.from_message(data)
+        sub = LogSubscription.from_message(data)
     except InvalidSubscription as exc:
         raise InvalidMessage(f"container.logs.subscribe: {exc}") from None
     if conn.suspended:
@@ -365,7 +365,7 @@ async def _subscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
     task.add_done_callback(forget)
 
 
-async def _runtime_refused(conn: Connection, sub: Subscription, message: str) -> None:
+async def _runtime_refused(conn: Connection, sub: LogSubscription, message: str) -> None:
     await conn.reply(
         "container.logs.error",
         {"containerId": sub.container_id, "error": "INVALID_RUNTIME", "message": message},
