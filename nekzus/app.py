@@ -13,7 +13,7 @@ from runtimes import RuntimeRegistry
 from runtimes.docker import DockerRuntime
 
 from .accesslog import access_log_middleware, log_websocket_upgrade
-from .auth import auth_middleware, authority_from_config, identity_middleware
+from .auth import auth_middleware, authority_from_config, client_address_middleware
 from .config import Config
 from .events import EventBus
 from .guard import allowed_hosts, browser_middleware, host_middleware, listed_origins
@@ -180,7 +180,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     Raises ConfigError when a key or secret named by the configuration cannot be used.
     """
     # Order matters: errors become JSON around everything; the Host and the browser checks come
-    # before identity, so LAN trust is never reachable through a foreign name or a foreign page; the
+    # before the client address, so LAN trust is never reachable through a foreign name or a foreign page; the
     # client's address is settled before auth looks at it, and auth before the limiter, which keys
     # on the token's subject.
     middlewares = [
@@ -188,7 +188,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
         error_middleware,
         host_middleware(allowed_hosts(config)),
         browser_middleware,
-        identity_middleware,
+        client_address_middleware,
         auth_middleware,
     ]
     if config.ratelimit.enabled:

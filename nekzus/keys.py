@@ -10,11 +10,11 @@ if TYPE_CHECKING:
     from runtimes import RuntimeRegistry
 
     from .auth import Principal, TokenAuthority
+    from .client_address import IPAddress
     from .config import Config
     from .events import EventBus
     from .hosts import Origin
     from .hub import Hub
-    from .identity import IPAddress
     from .linking import AppLinker
     from .monitor import RuntimeMonitor
     from .operations import OperationTracker

@@ -31,7 +31,7 @@ from ..auth import (
     Principal,
     anonymous_lan,
     bearer_token,
-    identify,
+    principal_of,
     public,
     unauthorized,
 )
@@ -67,7 +67,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # state-changing requests (a foreign or repeated Origin, or Sec-Fetch-Site: cross-site).
     if from_foreign_page(request):
         raise ApiError(403, "ORIGIN_NOT_ALLOWED", "Cross-origin WebSocket upgrade refused")
-    principal = identify(request, request.app[AUTHORITY], config.auth)
+    principal = principal_of(request, request.app[AUTHORITY], config.auth)
     if principal is None and bearer_token(request) is not None:
         raise unauthorized("The token is invalid or has expired", invalid=True)
     if principal is not None and not principal.allows(READ_CONTAINERS):
