@@ -13,17 +13,14 @@ from runtimes import RuntimeRegistry
 from runtimes.docker import DockerRuntime
 
 from .accesslog import access_log_middleware, log_websocket_upgrade
-from .auth import auth_middleware, authority_from_config, client_address_middleware
+from .auth import AUTHORITY, auth_middleware, authority_from_config, client_address_middleware
 from .config import Config
 from .events import EventBus
 from .guard import allowed_hosts, browser_middleware, host_middleware, listed_origins
-from .hub import Hub
+from .hub import HUB, Hub
 from .keys import (
-    AUTHORITY,
     CONFIG,
     EVENT_BUS,
-    HUB,
-    LIMITER,
     LINKER,
     LISTED_ORIGINS,
     MONITOR,
@@ -40,7 +37,7 @@ from .middlewares import error_middleware, request_id_middleware
 from .monitor import RuntimeMonitor
 from .operation_store import OperationStore
 from .operations import OperationTracker
-from .ratelimit import RateLimiter, add_rate_headers, ratelimit_middleware
+from .ratelimit import LIMITER, RateLimiter, add_rate_headers, ratelimit_middleware
 from .routes import auth, bulk, containers, export, health, operations, ws
 from .state import ContainerModel, StateModels
 from .tasks import TaskGroup

@@ -28,7 +28,7 @@ from aiohttp.typedefs import Handler
 from .client_address import IPNetwork, in_networks, request_address
 from .config import ApiKeyConfig, AuthConfig, Config, ConfigError
 from .errors import ApiError
-from .keys import AUTHORITY, CLIENT_IP, CONFIG, PRINCIPAL
+from .keys import CLIENT_IP, CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ READ_CONTAINERS = "read:containers"
 WRITE_CONTAINERS = "write:containers"
 LEEWAY_SECONDS = 30
 SECRET_FILE = "jwt_secret"
+
+AUTHORITY: web.AppKey[TokenAuthority] = web.AppKey("authority")
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
 
 H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
 

@@ -35,6 +35,8 @@ CLOSE_INTERNAL_ERROR = 1011
 WRITE_BATCH = 256  # messages framed into one socket write at most
 CLOSE_TIMEOUT = 2.0
 
+HUB: web.AppKey[Hub] = web.AppKey("hub")
+
 
 def dumps(message_type: str, data: Any) -> str:
     return json.dumps({"type": message_type, "data": data}, separators=(",", ":"), ensure_ascii=False)

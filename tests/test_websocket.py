@@ -11,7 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 
-from nekzus.keys import EVENT_BUS, HUB
+from nekzus.hub import HUB
+from nekzus.keys import EVENT_BUS
 
 from .conftest import DATA_DIR, LINKED, ClientFactory, Containers, make_config, watching
 from .test_security import REMOTE_ONLY, SECRET, bearer, token

@@ -6,9 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ..auth import InvalidToken, bearer_token, match_api_key, principal_of, public, unauthorized
+from ..auth import AUTHORITY, InvalidToken, bearer_token, match_api_key, principal_of, public, unauthorized
 from ..errors import invalid_request
-from ..keys import AUTHORITY, CLIENT_IP, CONFIG
+from ..keys import CLIENT_IP, CONFIG
 from ..params import json_fields
 from ..ratelimit import rate_pool
 

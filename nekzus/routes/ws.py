@@ -25,7 +25,9 @@ from runtimes import NoRuntime, UnknownRuntime
 
 from .. import jsoninput
 from ..auth import (
+    AUTHORITY,
     LEEWAY_SECONDS,
+    PRINCIPAL,
     READ_CONTAINERS,
     InvalidToken,
     Principal,
@@ -38,9 +40,9 @@ from ..auth import (
 from ..errors import ApiError
 from ..events import now
 from ..guard import from_foreign_page
-from ..hub import CLOSE_INTERNAL_ERROR, Connection, OutboxClosed, close_socket, dumps
+from ..hub import CLOSE_INTERNAL_ERROR, HUB, Connection, OutboxClosed, close_socket, dumps
 from ..jsoninput import InvalidJson
-from ..keys import AUTHORITY, CONFIG, HUB, PRINCIPAL, REGISTRY
+from ..keys import CONFIG, REGISTRY
 from ..logstream import CONTAINER_ID_RULE, InvalidSubscription, LogSession, LogSubscription
 from ..params import is_valid_container_id
 from ..ratelimit import rate_pool
