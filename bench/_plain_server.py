@@ -1,7 +1,7 @@
 """Bench only: ``nekzus serve`` with neither authentication nor the client-address middleware.
 
 There is deliberately no setting that turns auth off, so ``bench/auth_overhead.py`` runs this as
-its baseline: the very app of ``nekzus.app.create_app`` with ``identity_middleware`` and
+its baseline: the very app of ``nekzus.app.create_app`` with ``client_address_middleware`` and
 ``auth_middleware`` taken out of ``app.middlewares`` (a FrozenList, still mutable before the app
 starts). Everything else goes through ``nekzus serve``'s own code path (``nekzus.cli.main``):
 the same configuration, logging, TLS context (``nekzus.tls.server_ssl_context``), host and port.
@@ -19,12 +19,12 @@ from aiohttp import web
 
 from nekzus import cli
 from nekzus.app import create_app
-from nekzus.auth import auth_middleware, identity_middleware
+from nekzus.auth import auth_middleware, client_address_middleware
 
 
 def create_app_without_auth(*args: Any, **kwargs: Any) -> web.Application:
     app: web.Application = create_app(*args, **kwargs)
-    for middleware in (identity_middleware, auth_middleware):
+    for middleware in (client_address_middleware, auth_middleware):
         app.middlewares.remove(middleware)
     return app
 

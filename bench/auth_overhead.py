@@ -7,7 +7,7 @@ Two gateways side by side on the same daemon, same settings and same TLS (whatev
   loopback client is remote and must present a token: a valid HS256 JWT on every request, which
   the gateway verifies; rate limiting on, its container limit raised so it never answers 429
   (the limiter still keys on the token's subject and books every request);
-- plain: the same app with ``identity_middleware`` and ``auth_middleware`` removed
+- plain: the same app with ``client_address_middleware`` and ``auth_middleware`` removed
   (``bench/_plain_server.py``) and ``NEKZUS_RATELIMIT__ENABLED=false``.
 
 Both clients send the same request bytes (the plain one carries the token too, unread), so the

@@ -16,8 +16,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .auth import Principal
-from .keys import CLIENT_IP, PRINCIPAL, REQUEST_ID
+from .auth import PRINCIPAL, Principal
+from .keys import CLIENT_IP, REQUEST_ID
 from .logsetup import ACCESS_LOGGER
 
 log = logging.getLogger(ACCESS_LOGGER)

@@ -12,17 +12,14 @@ from aiohttp import web
 from runtimes import RuntimeRegistry, factory
 
 from .accesslog import access_log_middleware, log_websocket_upgrade
-from .auth import auth_middleware, authority_from_config, identity_middleware
+from .auth import AUTHORITY, auth_middleware, authority_from_config, client_address_middleware
 from .config import Config
 from .events import EventBus
 from .guard import allowed_hosts, browser_middleware, host_middleware, listed_origins
-from .hub import Hub
+from .hub import HUB, Hub
 from .keys import (
-    AUTHORITY,
     CONFIG,
     EVENT_BUS,
-    HUB,
-    LIMITER,
     LINKER,
     LISTED_ORIGINS,
     MONITOR,
@@ -39,7 +36,7 @@ from .middlewares import error_middleware, request_id_middleware
 from .monitor import RuntimeMonitor
 from .operation_store import OperationStore
 from .operations import OperationTracker
-from .ratelimit import RateLimiter, add_rate_headers, ratelimit_middleware
+from .ratelimit import LIMITER, RateLimiter, add_rate_headers, ratelimit_middleware
 from .routes import auth, bulk, containers, export, health, operations, ws
 from .state import ContainerModel, StateModels
 from .tasks import TaskGroup
@@ -121,7 +118,6 @@ async def _operations_ctx(app: web.Application) -> AsyncIterator[None]:
     # Ordering: the tracker marks what it cut short before the store writes its last batch.
     await tracker.close()
     await store.close()
-    app[EVENT_BUS].close()
 
 
 async def _announce_interrupted(app: web.Application) -> None:
@@ -178,7 +174,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     Raises ConfigError when a key or secret named by the configuration cannot be used.
     """
     # Order matters: errors become JSON around everything; the Host and the browser checks come
-    # before identity, so LAN trust is never reachable through a foreign name or a foreign page; the
+    # before the client address, so LAN trust is never reachable through a foreign name or a foreign page; the
     # client's address is settled before auth looks at it, and auth before the limiter, which keys
     # on the token's subject.
     middlewares = [
@@ -186,7 +182,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
         error_middleware,
         host_middleware(allowed_hosts(config)),
         browser_middleware,
-        identity_middleware,
+        client_address_middleware,
         auth_middleware,
     ]
     if config.ratelimit.enabled:

@@ -25,10 +25,10 @@ import jwt
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from .client_address import IPNetwork, in_networks, request_address
 from .config import ApiKeyConfig, AuthConfig, Config, ConfigError
 from .errors import ApiError
-from .identity import IPNetwork, in_networks, request_address
-from .keys import AUTHORITY, CLIENT_IP, CONFIG, PRINCIPAL
+from .keys import CLIENT_IP, CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ READ_CONTAINERS = "read:containers"
 WRITE_CONTAINERS = "write:containers"
 LEEWAY_SECONDS = 30
 SECRET_FILE = "jwt_secret"
+
+AUTHORITY: web.AppKey[TokenAuthority] = web.AppKey("authority")
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
 
 H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
 
@@ -283,7 +286,7 @@ def unauthorized(message: str, *, invalid: bool = False) -> ApiError:
     return ApiError(401, "UNAUTHORIZED", message, headers={"WWW-Authenticate": challenge})
 
 
-def identify(request: web.Request, authority: TokenAuthority, auth: AuthConfig) -> Principal | None:
+def principal_of(request: web.Request, authority: TokenAuthority, auth: AuthConfig) -> Principal | None:
     """The caller, or None when a remote caller brings no usable token."""
     ip = request[CLIENT_IP]
     local = auth.allow_local and ip is not None and in_networks(ip, _networks(auth))
@@ -305,7 +308,7 @@ def _networks(auth: AuthConfig) -> Sequence[IPNetwork]:
 
 
 @web.middleware
-async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def client_address_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     server = request.app[CONFIG].server
     request[CLIENT_IP] = request_address(request, server.trusted_proxies, server.forwarded_header)
     return await handler(request)
@@ -316,7 +319,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     target = request.match_info.handler
     if getattr(target, "public", False) or _is_cors_preflight(request):
         return await handler(request)
-    principal = identify(request, request.app[AUTHORITY], request.app[CONFIG].auth)
+    principal = principal_of(request, request.app[AUTHORITY], request.app[CONFIG].auth)
     if principal is None:
         if bearer_token(request) is None:
             raise unauthorized("Authentication required: send a bearer token")

@@ -11,7 +11,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from .identity import normalise
+from .client_address import normalise
 
 ANY_HOST = "*"
 DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import struct
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, web
 
+from .aiohttp_compat import drain, text_frame
 from .auth import READ_CONTAINERS, Principal, segments_match
 from .events import Event, now
 from .tasks import TaskGroup
@@ -35,21 +35,11 @@ CLOSE_INTERNAL_ERROR = 1011
 WRITE_BATCH = 256  # messages framed into one socket write at most
 CLOSE_TIMEOUT = 2.0
 
+HUB: web.AppKey[Hub] = web.AppKey("hub")
+
 
 def dumps(message_type: str, data: Any) -> str:
     return json.dumps({"type": message_type, "data": data}, separators=(",", ":"), ensure_ascii=False)
-
-
-def text_frame(payload: bytes) -> bytes:
-    """A final, unmasked, uncompressed WebSocket text frame (RFC 6455 5.2), as a server sends it."""
-    size = len(payload)
-    if size < 126:
-        header = struct.pack("!BB", 0x81, size)
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", 0x81, 126, size)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, size)
-    return header + payload
 
 
 class OutboxClosed(Exception):
@@ -324,7 +314,7 @@ class Hub:
                     break
                 transport.write(b"".join(frames))
                 if protocol.writing_paused:
-                    await protocol._drain_helper()
+                    await drain(protocol)
         except (ConnectionError, RuntimeError) as exc:
             # The peer went away mid-send; the reader notices and cleans up.
             log.debug("WebSocket writer for %s stopped: %r", conn.peer, exc)

@@ -98,7 +98,9 @@ def parse_since(value: Any) -> tuple[int, int]:
 
 
 @dataclass(frozen=True, slots=True)
-class Subscription:
+class LogSubscription:
+    """What one container.logs.subscribe message asks for: which container, from when, and how."""
+
     container_id: str
     namespace: str
     runtime: str | None
@@ -118,7 +120,7 @@ class Subscription:
         return (self.runtime or "", self.namespace, self.container_id, self.container)
 
     @classmethod
-    def from_message(cls, data: Any) -> Subscription:
+    def from_message(cls, data: Any) -> LogSubscription:
         if not isinstance(data, dict):
             raise InvalidSubscription("data must be an object")
         cid = data.get("containerId")
@@ -197,7 +199,7 @@ def _nanos(stamp: str) -> tuple[int, int]:
 class LogSession:
     """Follows one container for one connection until it ends, is unsubscribed, or the client goes."""
 
-    def __init__(self, conn: Connection, runtime: ContainerRuntime, sub: Subscription) -> None:
+    def __init__(self, conn: Connection, runtime: ContainerRuntime, sub: LogSubscription) -> None:
         self.conn = conn
         self.runtime = runtime
         self.sub = sub

@@ -24,13 +24,15 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
-from .auth import Principal
+from .auth import PRINCIPAL, Principal
+from .client_address import rate_key
 from .config import ConfigError, RateLimitConfig
 from .errors import ApiError
-from .identity import rate_key
-from .keys import CLIENT_IP, LIMITER, PRINCIPAL, RATE_DECISION
+from .keys import CLIENT_IP
 
 POOLS = ("containers", "login", "websocket")
+LIMITER: web.AppKey[RateLimiter | None] = web.AppKey("limiter")
+RATE_DECISION: web.RequestKey[RateDecision] = web.RequestKey("rate_decision")
 H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
 
 
@@ -144,7 +146,7 @@ def rate_pool(pool: str) -> Callable[[H], H]:
 
 def client_key(request: web.Request, pool: str) -> str:
     principal: Principal | None = request.get(PRINCIPAL)
-    # Login is limited per address: the caller has no identity yet.
+    # Login is limited per address: the caller has no principal yet.
     if pool != "login" and principal is not None and principal.authenticated and principal.subject:
         return "sub:" + principal.subject
     return "ip:" + rate_key(request[CLIENT_IP])

@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .identity import parse_ip, rate_key
+from .client_address import parse_ip, rate_key
 from .protocol_errors import JsonErrorRequestHandler
 from .tasks import TaskGroup
 

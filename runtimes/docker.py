@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiodocker
 import aiohttp
 
+from . import aiodocker_compat
 from .base import (
     Action,
     ContainerRef,
@@ -356,12 +357,13 @@ class DockerRuntime:
         versioned: bool = True,
     ) -> Any:
         try:
-            return await self._docker._query_json(
+            return await aiodocker_compat.query_json(
+                self._docker,
                 path,
                 method,
-                params=dict(params or {}),
+                params=params or {},
                 timeout=aiohttp.ClientTimeout(total=timeout),
-                versioned_api=versioned,
+                versioned=versioned,
             )
         except (TimeoutError, aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
             self._raise(exc, f"{method} {path}")
@@ -369,11 +371,8 @@ class DockerRuntime:
     async def _post(self, path: str, *, params: Mapping[str, Any], timeout: float) -> int:
         """POST without a body; answer the HTTP status (204, or 304 when nothing changed)."""
         try:
-            async with self._docker._query(
-                path,
-                "POST",
-                params=dict(params),
-                timeout=aiohttp.ClientTimeout(total=timeout),
+            async with aiodocker_compat.query(
+                self._docker, path, "POST", params=params, timeout=aiohttp.ClientTimeout(total=timeout)
             ) as response:
                 await response.read()
                 return response.status
@@ -502,10 +501,10 @@ class DockerRuntime:
             health=lifetime.health,
         )
 
-    async def inspect(self, ref: ContainerRef, *, reveal_secrets: bool = False) -> dict[str, Any]:
+    async def inspect(self, ref: ContainerRef) -> dict[str, Any]:
         doc = await self._inspect_raw(ref)
         config = doc.get("Config")
-        if not reveal_secrets and isinstance(config, dict) and config.get("Env"):
+        if isinstance(config, dict) and config.get("Env"):
             config["Env"] = mask_env_list(config["Env"])
         return doc
 
@@ -670,8 +669,11 @@ class DockerRuntime:
         if since is not None:
             params["since"] = str(since)
         try:
-            async with self._docker._query(
-                "events", params=params, timeout=aiohttp.ClientTimeout(total=None, sock_read=None)
+            async with aiodocker_compat.query(
+                self._docker,
+                "events",
+                params=params,
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
             ) as response:
                 async for line in response.content:
                     event = self._event_from_line(line)
@@ -735,7 +737,8 @@ class DockerRuntime:
         if since is not None:
             params["since"] = str(since)
         try:
-            async with self._docker._query(
+            async with aiodocker_compat.query(
+                self._docker,
                 _container_path(ref.id, "logs"),
                 params=params,
                 timeout=aiohttp.ClientTimeout(total=None, sock_read=None),

@@ -6,9 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ..auth import InvalidToken, bearer_token, identify, match_api_key, public, unauthorized
+from ..auth import AUTHORITY, InvalidToken, bearer_token, match_api_key, principal_of, public, unauthorized
 from ..errors import invalid_request
-from ..keys import AUTHORITY, CLIENT_IP, CONFIG
+from ..keys import CLIENT_IP, CONFIG
 from ..params import json_fields
 from ..ratelimit import rate_pool
 
@@ -32,7 +32,7 @@ async def login(request: web.Request) -> web.Response:
 @public
 async def status(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    principal = identify(request, request.app[AUTHORITY], config.auth)
+    principal = principal_of(request, request.app[AUTHORITY], config.auth)
     ip = request[CLIENT_IP]
     body: dict[str, Any] = {
         "authRequired": principal is None or not principal.local,

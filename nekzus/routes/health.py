@@ -10,9 +10,9 @@ from aiohttp import web
 
 from nekzus import __version__
 
-from ..auth import identify, public
+from ..auth import AUTHORITY, principal_of, public
 from ..errors import error_response
-from ..keys import AUTHORITY, CONFIG, MONITOR, REGISTRY, STARTED_AT
+from ..keys import CONFIG, MONITOR, REGISTRY, STARTED_AT
 
 
 @public
@@ -41,7 +41,7 @@ async def _check_all(request: web.Request) -> dict[str, dict[str, Any]]:
 
 def _identified(request: web.Request) -> bool:
     """A LAN or authenticated caller, who may see details."""
-    return identify(request, request.app[AUTHORITY], request.app[CONFIG].auth) is not None
+    return principal_of(request, request.app[AUTHORITY], request.app[CONFIG].auth) is not None
 
 
 def _statuses(report: dict[str, dict[str, Any]], *, reasons: bool) -> dict[str, dict[str, Any]]:

@@ -25,23 +25,25 @@ from runtimes import NoRuntime, NotNamespaced, UnknownRuntime
 
 from .. import jsoninput
 from ..auth import (
+    AUTHORITY,
     LEEWAY_SECONDS,
+    PRINCIPAL,
     READ_CONTAINERS,
     InvalidToken,
     Principal,
     anonymous_lan,
     bearer_token,
-    identify,
+    principal_of,
     public,
     unauthorized,
 )
 from ..errors import ApiError
 from ..events import now
 from ..guard import from_foreign_page
-from ..hub import CLOSE_INTERNAL_ERROR, Connection, OutboxClosed, close_socket, dumps
+from ..hub import CLOSE_INTERNAL_ERROR, HUB, Connection, OutboxClosed, close_socket, dumps
 from ..jsoninput import InvalidJson
-from ..keys import AUTHORITY, CONFIG, HUB, PRINCIPAL, REGISTRY
-from ..logstream import CONTAINER_ID_RULE, InvalidSubscription, LogSession, Subscription
+from ..keys import CONFIG, REGISTRY
+from ..logstream import CONTAINER_ID_RULE, InvalidSubscription, LogSession, LogSubscription
 from ..params import is_valid_container_id
 from ..ratelimit import rate_pool
 
@@ -66,7 +68,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # state-changing requests (a foreign or repeated Origin, or Sec-Fetch-Site: cross-site).
     if from_foreign_page(request):
         raise ApiError(403, "ORIGIN_NOT_ALLOWED", "Cross-origin WebSocket upgrade refused")
-    principal = identify(request, request.app[AUTHORITY], config.auth)
+    principal = principal_of(request, request.app[AUTHORITY], config.auth)
     if principal is None and bearer_token(request) is not None:
         raise unauthorized("The token is invalid or has expired", invalid=True)
     if principal is not None and not principal.allows(READ_CONTAINERS):
@@ -322,7 +324,7 @@ async def _subscribe(conn: Connection, data: dict[str, Any]) -> None:
 
 async def _subscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
     try:
-        sub = Subscription.from_message(data)
+        sub = LogSubscription.from_message(data)
     except InvalidSubscription as exc:
         raise InvalidMessage(f"container.logs.subscribe: {exc}") from None
     if conn.suspended:
@@ -364,7 +366,7 @@ async def _subscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
     task.add_done_callback(forget)
 
 
-async def _runtime_refused(conn: Connection, sub: Subscription, message: str) -> None:
+async def _runtime_refused(conn: Connection, sub: LogSubscription, message: str) -> None:
     await conn.reply(
         "container.logs.error",
         {"containerId": sub.container_id, "error": "INVALID_RUNTIME", "message": message},

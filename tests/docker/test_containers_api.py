@@ -10,7 +10,7 @@ from yarl import URL
 
 from nekzus.keys import EVENT_BUS
 from tests.support.docker_engine import Containers
-from tests.support.gateway import LINKED, next_event, state_heard, watching
+from tests.support.gateway import LINKED, Heard, next_event, state_heard, watching
 
 HEX12 = re.compile(r"^[0-9a-f]{12}$")
 
@@ -75,7 +75,7 @@ async def test_list_rejects_bad_all_value(client: TestClient[Any, Any]) -> None:
 
 async def test_exited_container_maps_to_exited(client: TestClient[Any, Any], containers: Containers) -> None:
     await watching(client)
-    sub = client.app[EVENT_BUS].subscribe()
+    sub = Heard(client.app[EVENT_BUS])
     done = await containers.create(labels=LINKED, cmd=["true"])
     await containers.docker.containers.container(done["Id"]).wait()
     # The list follows the Engine's event stream: it shows the exit once the gateway announced it.
@@ -166,7 +166,7 @@ async def test_start_accepts_then_completes_with_event(
     client: TestClient[Any, Any], containers: Containers
 ) -> None:
     made = await containers.create(labels=LINKED, start=False)
-    sub = client.app[EVENT_BUS].subscribe()
+    sub = Heard(client.app[EVENT_BUS])
     resp = await client.post(f"/api/v1/containers/{made['Id'][:12]}/start")
     assert resp.status == 202
     body = await resp.json()
@@ -197,7 +197,7 @@ async def test_start_accepts_then_completes_with_event(
 async def test_stop_and_restart_by_name(client: TestClient[Any, Any], containers: Containers) -> None:
     made = await containers.create(labels=LINKED)
     name = made["Name"].lstrip("/")
-    sub = client.app[EVENT_BUS].subscribe()
+    sub = Heard(client.app[EVENT_BUS])
 
     resp = await client.post(f"/api/v1/containers/{name}/restart?timeout=2")
     assert resp.status == 202
@@ -238,7 +238,7 @@ async def test_start_of_paused_container_resumes_it(
 ) -> None:
     made = await containers.create(labels=LINKED)
     await containers.docker.containers.container(made["Id"]).pause()
-    sub = client.app[EVENT_BUS].subscribe()
+    sub = Heard(client.app[EVENT_BUS])
     resp = await client.post(f"/api/v1/containers/{made['Id'][:12]}/start")
     assert resp.status == 202
     assert (await next_event(sub, "container.start.")).type == "container.start.completed"
@@ -271,7 +271,7 @@ async def test_failed_start_publishes_failure_event(
     client: TestClient[Any, Any], containers: Containers
 ) -> None:
     broken = await containers.create(labels=LINKED, cmd=["/no/such/binary"], start=False)
-    sub = client.app[EVENT_BUS].subscribe()
+    sub = Heard(client.app[EVENT_BUS])
     resp = await client.post(f"/api/v1/containers/{broken['Id'][:12]}/start")
     assert resp.status == 202
     operation_id = (await resp.json())["operationId"]
@@ -291,7 +291,7 @@ async def test_failed_start_publishes_failure_event(
 async def test_events_reach_every_subscriber(client: TestClient[Any, Any], containers: Containers) -> None:
     made = await containers.create(labels=LINKED, start=False)
     bus = client.app[EVENT_BUS]
-    first, second = bus.subscribe(), bus.subscribe()
+    first, second = Heard(bus), Heard(bus)
     await client.post(f"/api/v1/containers/{made['Id'][:12]}/start")
     a = await next_event(first, "container.start.")
     b = await next_event(second, "container.start.")

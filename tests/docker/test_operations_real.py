@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 from nekzus.keys import EVENT_BUS
 from tests.support import ROOT
 from tests.support.docker_engine import Containers
-from tests.support.gateway import LINKED, ClientFactory, make_config, next_event
+from tests.support.gateway import LINKED, ClientFactory, Heard, make_config, next_event
 from tests.unit.test_tls_cli import free_port
 
 # Ignores SIGTERM: a stop waits out its whole grace period, then the daemon kills it.
@@ -40,7 +40,7 @@ async def test_a_long_stop_does_not_hold_up_other_containers(
         containers.create(labels=LINKED, cmd=DEAF),
         containers.create(labels=LINKED, start=False),
     )
-    sub = client.app[EVENT_BUS].subscribe()
+    sub = Heard(client.app[EVENT_BUS])
     slow_op = await accepted(client, f"{slow['Id'][:12]}/stop?timeout={LONG_GRACE}")
     began = time.monotonic()
     others = {

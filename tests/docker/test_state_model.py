@@ -22,7 +22,7 @@ from runtimes import ContainerState, ContainerSummary, OperationFailed
 from runtimes.docker import DockerRow, DockerRuntime, Lifetime
 from tests.docker.test_websocket import connect
 from tests.support.docker_engine import Containers
-from tests.support.gateway import LINKED, ClientFactory, make_config, next_event, state_heard, watching
+from tests.support.gateway import LINKED, ClientFactory, Heard, make_config, next_event, state_heard, watching
 
 # -- rendering the status line ------------------------------------------------------------------
 
@@ -75,7 +75,7 @@ async def made_and_heard(
 ) -> dict[str, Any]:
     """A new container, once the gateway has published its state (and so has its row)."""
     await warm(client)
-    sub = client.app[EVENT_BUS].subscribe()
+    sub = Heard(client.app[EVENT_BUS])
     try:
         made = await containers.create(**kwargs)
         wanted = "running" if kwargs.get("start", True) else "created"
@@ -207,7 +207,7 @@ async def test_a_list_after_an_action_completed_already_shows_its_result(
 ) -> None:
     made = await made_and_heard(client, containers, labels=LINKED)
     cid = made["Id"][:12]
-    sub = client.app[EVENT_BUS].subscribe()
+    sub = Heard(client.app[EVENT_BUS])
     try:
         for action, state in (("stop", "exited"), ("start", "running"), ("restart", "running")):
             resp = await client.post(f"/api/v1/containers/{cid}/{action}?timeout=1")
@@ -241,7 +241,7 @@ async def test_renames_and_removals_reach_the_list(
 
 async def test_health_verdicts_reach_the_list(client: TestClient[Any, Any], containers: Containers) -> None:
     await warm(client)
-    sub = client.app[EVENT_BUS].subscribe()
+    sub = Heard(client.app[EVENT_BUS])
     # An app of this test's own: other containers on the daemon may be linked to configured apps.
     app_id = f"probe-{containers.run_id}"
     made = await containers.docker.containers.create(

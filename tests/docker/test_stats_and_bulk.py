@@ -13,7 +13,7 @@ from nekzus.keys import EVENT_BUS
 from runtimes import ContainerRef
 from runtimes.docker import DockerRuntime
 from tests.support.docker_engine import Containers
-from tests.support.gateway import LINKED, ClientFactory, make_config, next_event
+from tests.support.gateway import LINKED, ClientFactory, Heard, make_config, next_event
 
 BUSY = ["sh", "-c", "trap 'exit 0' TERM; while :; do :; done"]
 
@@ -131,7 +131,7 @@ async def test_bulk_actions_touch_only_linked_containers(
     assert {linked_running["Id"][:12], linked_stopped["Id"][:12]} <= started
     assert await containers.state(linked_stopped["Id"]) == "running"
 
-    sub = client.app[EVENT_BUS].subscribe()
+    sub = Heard(client.app[EVENT_BUS])
     resp = await client.post("/api/v1/containers/restart-all?timeout=2")
     body = await resp.json()
     assert body["message"] == "Restart all operation completed"

@@ -11,7 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 
-from nekzus.keys import EVENT_BUS, HUB
+from nekzus.hub import HUB
+from nekzus.keys import EVENT_BUS
 from tests.support.docker_engine import Containers
 from tests.support.gateway import LINKED, ClientFactory, data_dir, make_config, watching
 from tests.support.wsclient import WS

@@ -97,7 +97,7 @@ class FakeRuntime:
         self._maybe_fail("get")
         return self._find(ref)
 
-    async def inspect(self, ref: ContainerRef, *, reveal_secrets: bool = False) -> dict[str, Any]:
+    async def inspect(self, ref: ContainerRef) -> dict[str, Any]:
         self._maybe_fail("inspect")
         return {"Id": self._find(ref).full_id}
 

@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from nekzus.config import Config
-from nekzus.events import Event, Subscription
+from nekzus.events import Event, EventBus
 from nekzus.keys import WATCHERS
 
 # Tests that are not about rate limits must not run into the container pool's 20-request burst.
@@ -51,7 +51,22 @@ def make_config(docker_host: str, **overrides: Any) -> Config:
     return Config(**data)
 
 
-async def next_event(sub: Subscription, type_prefix: str, *, timeout: float = 15) -> Event:
+class Heard:
+    """Every event a bus publishes from now on, kept for a test to read: a listener, as the hub is."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        bus.add_listener(self.queue.put_nowait)
+
+    async def get(self) -> Event:
+        return await self.queue.get()
+
+    def close(self) -> None:
+        self.bus.remove_listener(self.queue.put_nowait)
+
+
+async def next_event(sub: Heard, type_prefix: str, *, timeout: float = 15) -> Event:
     """The next event whose type starts with ``type_prefix`` (others are skipped)."""
     async with asyncio.timeout(timeout):
         while True:
@@ -61,7 +76,7 @@ async def next_event(sub: Subscription, type_prefix: str, *, timeout: float = 15
                 return event
 
 
-async def state_heard(sub: Subscription, container_id: str, state: str, *, timeout: float = 15) -> Event:
+async def state_heard(sub: Heard, container_id: str, state: str, *, timeout: float = 15) -> Event:
     """The gateway's ``container.state`` event of one container reaching ``state``. The list is as
     fresh as that event stream: a list asked after this event shows the state."""
     async with asyncio.timeout(timeout):

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from nekzus.keys import EVENT_BUS
 from runtimes import ContainerState
 from tests.support.fakes import FakeRuntime, registry_of, summary
-from tests.support.gateway import ClientFactory, make_config, next_event
+from tests.support.gateway import ClientFactory, Heard, make_config, next_event
 from tests.unit.test_errors import expect
 
 
@@ -59,7 +59,7 @@ async def test_bulk_actions_take_the_timeout_from_the_body_or_the_query(
 async def test_single_and_batch_actions_take_the_timeout_from_either_place(
     fclient: TestClient[Any, Any], fake: FakeRuntime
 ) -> None:
-    sub = fclient.app[EVENT_BUS].subscribe()
+    sub = Heard(fclient.app[EVENT_BUS])
     assert (await fclient.post("/api/v1/containers/fake-1/restart", json={"timeout": 4})).status == 202
     await next_event(sub, "container.restart.completed")
     assert fake.timeouts == [("fake-1", 4)]

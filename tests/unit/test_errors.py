@@ -12,7 +12,7 @@ from nekzus.keys import EVENT_BUS
 from runtimes import ContainerState, OperationFailed, Unavailable, Unsupported
 from runtimes.docker import without_userinfo
 from tests.support.fakes import FakeRuntime, registry_of, summary
-from tests.support.gateway import ClientFactory, make_config, next_event
+from tests.support.gateway import ClientFactory, Heard, make_config, next_event
 from tests.support.wsclient import WS
 
 
@@ -199,7 +199,7 @@ async def test_failed_stop_and_restart_publish_failure_events(
     fake = FakeRuntime([summary(1)])
     client = await gateway(make_config(docker_host), runtimes=registry_of(fake))
     fake.fail["action"] = OperationFailed("daemon detail")
-    sub = client.app[EVENT_BUS].subscribe()
+    sub = Heard(client.app[EVENT_BUS])
     for action in ("stop", "restart"):
         resp = await client.post(f"/api/v1/containers/{summary(1).id}/{action}")
         assert resp.status == 202

@@ -14,13 +14,13 @@ from aiohttp import web
 
 from nekzus.app import create_app
 from nekzus.config import ConfigError
-from nekzus.events import EventBus, Subscription
+from nekzus.events import EventBus
 from nekzus.keys import EVENT_BUS
 from nekzus.operation_store import DB_FILE, OWNERS_DIR, OperationStore, StoredOperation
 from nekzus.operations import OperationTracker
 from runtimes import ContainerRef
 from tests.support.fakes import FakeRuntime, summary
-from tests.support.gateway import make_config
+from tests.support.gateway import Heard, make_config
 
 
 def tracker_on(
@@ -67,7 +67,7 @@ async def test_a_dead_gateways_unfinished_operation_fails_as_interrupted(
     owners = tmp_path / OWNERS_DIR
     (owners / f"{'d' * 32}.lock").touch()  # another gateway that died with nothing pending
     bus = EventBus()
-    sub = bus.subscribe()
+    sub = Heard(bus)
     tracker = tracker_on(await open_store(stores, tmp_path), bus)
     await tracker.restore()
     assert len(list(owners.glob("*.lock"))) == 1  # only the running gateway's lock is left
@@ -113,7 +113,7 @@ async def test_a_running_gateways_pending_operations_are_left_alone(
         await fake.changed.wait_for(lambda: fake.active == 1)
     # A second gateway on the same data_dir: the first still holds its lock.
     bus = EventBus()
-    sub = bus.subscribe()
+    sub = Heard(bus)
     second = tracker_on(await open_store(stores, tmp_path), bus)
     await second.restore()
     assert second.get(op.id) is None
@@ -169,7 +169,7 @@ async def test_the_outcome_is_stored_before_its_event_is_published(
     tmp_path: Path, stores: list[OperationStore]
 ) -> None:
     bus = EventBus()
-    sub = bus.subscribe()
+    sub = Heard(bus)
     tracker = tracker_on(await open_store(stores, tmp_path), bus)
     await tracker.restore()
     fake, ref = FakeRuntime([summary(1)]), ContainerRef(summary(1).full_id)
@@ -236,7 +236,7 @@ async def test_clean_shutdown_keeps_its_own_message(tmp_path: Path, stores: list
     assert (op.state, op.error) == ("failed", "CONTAINER_STOP_FAILED")
 
     bus = EventBus()
-    sub = bus.subscribe()
+    sub = Heard(bus)
     after = tracker_on(await open_store(stores, tmp_path), bus)
     await after.restore()
     stored = after.get(op.id)
@@ -261,7 +261,7 @@ async def test_a_write_failure_at_run_time_is_logged_not_fatal(
     tmp_path: Path, stores: list[OperationStore], caplog: pytest.LogCaptureFixture
 ) -> None:
     bus = EventBus()
-    sub = bus.subscribe()
+    sub = Heard(bus)
     tracker = tracker_on(await open_store(stores, tmp_path), bus)
     await tracker.restore()
     with sqlite3.connect(tmp_path / DB_FILE) as db:
@@ -285,11 +285,11 @@ async def test_the_gateway_announces_interrupted_operations_once_the_hub_listens
         f"unix://{tmp_path}/no-daemon.sock", server={"data_dir": str(tmp_path), "tls": {"mode": "off"}}
     )
     app = create_app(config)
-    heard: list[Subscription] = []
+    heard: list[Heard] = []
 
     async def last_to_start(app: web.Application) -> AsyncIterator[None]:
         # Starts after every context of the gateway's own, the hub included.
-        heard.append(app[EVENT_BUS].subscribe())
+        heard.append(Heard(app[EVENT_BUS]))
         yield
 
     app.cleanup_ctx.append(last_to_start)

@@ -7,20 +7,19 @@ import dataclasses
 from typing import Any
 
 from nekzus.config import AppConfig
-from nekzus.events import Event, EventBus, Subscription
+from nekzus.events import Event, EventBus
 from nekzus.linking import AppLinker
 from nekzus.watcher import StateWatcher
 from runtimes import ContainerSummary
 from tests.support.fakes import FakeRuntime, summary
+from tests.support.gateway import Heard
 
 
-def drained(sub: Subscription) -> list[Event]:
+def drained(sub: Heard) -> list[Event]:
     """What was published so far (publishing is synchronous)."""
     events = []
     while not sub.queue.empty():
-        event = sub.queue.get_nowait()
-        assert event is not None
-        events.append(event)
+        events.append(sub.queue.get_nowait())
     return events
 
 
@@ -34,7 +33,7 @@ async def test_a_relist_announces_every_container_that_vanished_once() -> None:
     unlinked = box(2, labels={})
     runtime = FakeRuntime([linked, unlinked, box(3)])
     bus = EventBus()
-    sub = bus.subscribe()
+    sub = Heard(bus)
     watcher = StateWatcher(runtime, bus, AppLinker([AppConfig(id="grafana", name="Grafana")]))
     await watcher._reconcile(publish=False)
     # Removed while the stream was down: the next relist finds them missing.
@@ -57,7 +56,7 @@ async def test_a_relist_announces_every_container_that_vanished_once() -> None:
 async def test_the_first_listing_announces_nothing() -> None:
     runtime = FakeRuntime([box(1)])
     bus = EventBus()
-    sub = bus.subscribe()
+    sub = Heard(bus)
     watcher = StateWatcher(runtime, bus, AppLinker([]))
     await watcher._reconcile(publish=False)
     runtime.containers.clear()

@@ -83,7 +83,7 @@ async def expect_error(resp: aiohttp.ClientResponse, status: int, code: str) -> 
     return body
 
 
-# -- LAN trust and client identity ---------------------------------------------------------------
+# -- LAN trust and client address ----------------------------------------------------------------
 
 
 async def test_remote_client_without_token_gets_401(remote: TestClient[Any, Any]) -> None:
@@ -567,8 +567,8 @@ def test_generated_secret_is_private_and_reused(tmp_path: Path, docker_host: str
 def test_identity_parsing_and_rate_keys() -> None:
     import ipaddress
 
-    from nekzus.identity import client_address, forwarded_for, parse_ip, rate_key
-    from nekzus.identity import x_forwarded_for as xff
+    from nekzus.client_address import client_address, forwarded_for, parse_ip, rate_key
+    from nekzus.client_address import x_forwarded_for as xff
 
     assert str(parse_ip("::ffff:192.168.1.5")) == "192.168.1.5"
     assert str(parse_ip('"[2001:db8::1]:4711"')) == "2001:db8::1"

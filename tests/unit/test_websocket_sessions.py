@@ -14,8 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from nekzus.auth import LEEWAY_SECONDS
-from nekzus.hub import Connection
-from nekzus.keys import EVENT_BUS, HUB
+from nekzus.hub import HUB, Connection
+from nekzus.keys import EVENT_BUS
 from runtimes import LogChunk, RuntimeRegistry, Unavailable
 from tests.support.fakes import FakeRuntime, registry_of, summary
 from tests.support.gateway import ClientFactory, make_config
