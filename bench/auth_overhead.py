@@ -35,8 +35,8 @@ from bench._harness import (
     run_script,
     timed_get,
 )
-from nekzus.auth import READ_CONTAINERS
 from nekzus.config import AuthConfig
+from nekzus.security.auth import READ_CONTAINERS
 
 CONTAINERS = 100
 WARMUP = 30

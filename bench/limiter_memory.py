@@ -1,6 +1,6 @@
 """Memory the rate limiter holds for 1,000 distinct clients, each with a full container bucket.
 
-In-process, no daemon and no gateway: ``nekzus.ratelimit.RateLimiter`` with the shipped settings
+In-process, no daemon and no gateway: ``nekzus.security.ratelimit.RateLimiter`` with the shipped settings
 (container pool 30/min with a burst of 20, ``memory://`` storage). 1,000 client keys as the
 gateway makes them (``ip:10.x.y.z`` for most, ``sub:<token subject>`` for some) each hit the
 container pool 20 times, round-robin: every bucket ends full, the most the moving window keeps
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from bench._harness import Row, proc_status_mib, run_local_script
 from nekzus.config import RateLimitConfig
-from nekzus.ratelimit import RateLimiter, SweptMemoryStorage
+from nekzus.security.ratelimit import RateLimiter, SweptMemoryStorage
 
 KEYS = 1000
 SUBJECTS = 50  # token subjects among the keys; the rest are client addresses

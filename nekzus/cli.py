@@ -11,12 +11,12 @@ import sys
 import yaml
 
 from . import __version__
-from .app import create_app
-from .auth import authority_from_config, hash_api_key
 from .config import Config, ConfigError, load_config
+from .http.app import create_app
+from .http.server import HandshakeLimits, ListenError, serve
 from .logsetup import configure_logging
-from .server import HandshakeLimits, ListenError, serve
-from .tls import server_ssl_context
+from .security.auth import authority_from_config, hash_api_key
+from .security.tls import server_ssl_context
 
 EXIT_CONFIG = 2
 _DURATION = re.compile(r"([0-9]+)([smhd]?)")  # ASCII digits, whole string

@@ -16,14 +16,14 @@ if TYPE_CHECKING:
 
     from .client_address import IPAddress
     from .config import Config
-    from .events import EventBus
     from .hosts import Origin
     from .linking import AppLinker
-    from .monitor import RuntimeMonitor
-    from .operations import OperationTracker
-    from .state import StateModels
+    from .operations.tracker import OperationTracker
+    from .realtime.events import EventBus
+    from .realtime.monitor import RuntimeMonitor
+    from .realtime.state import StateModels
+    from .realtime.watcher import StateWatcher
     from .tasks import TaskGroup
-    from .watcher import StateWatcher
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
 REGISTRY: web.AppKey[RuntimeRegistry] = web.AppKey("registry")

@@ -1,6 +1,6 @@
 """Which containers the gateway manages ("linked to approved routes"), and which one is itself.
 
-A container is linked when its ``nekzus.app.id`` label names an app listed under ``apps:``, or when
+A container is linked when its ``nekzus.http.app.id`` label names an app listed under ``apps:``, or when
 it carries ``nekzus.enable=true``. Pods may use the same keys as labels or annotations, with the
 ``nekzus/`` spellings too.
 """
@@ -16,7 +16,7 @@ from runtimes import ContainerSummary
 from .config import AppConfig
 
 _ENABLE_KEYS = ("nekzus.enable", "nekzus/enable")
-_APP_ID_KEYS = ("nekzus.app.id", "nekzus/app-id")
+_APP_ID_KEYS = ("nekzus.http.app.id", "nekzus/app-id")
 _CONTAINER_ID = re.compile(r"(?<![0-9a-f])([0-9a-f]{64})(?![0-9a-f])")
 
 

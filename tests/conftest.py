@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from nekzus.app import create_app
 from nekzus.config import Config
+from nekzus.http.app import create_app
 from runtimes import RuntimeRegistry
 from tests.support.docker_engine import start_sandbox, stop_sandbox
 from tests.support.gateway import ClientFactory, use_data_dir

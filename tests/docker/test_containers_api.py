@@ -23,7 +23,7 @@ async def test_list_shows_linked_containers_with_contract_fields(
     client: TestClient[Any, Any], containers: Containers
 ) -> None:
     linked = await containers.create(labels=LINKED)
-    await containers.create(labels={"nekzus.app.id": "grafana"}, start=False)
+    await containers.create(labels={"nekzus.http.app.id": "grafana"}, start=False)
     unlinked = await containers.create()
 
     resp = await client.get("/api/v1/containers")
@@ -58,8 +58,8 @@ async def test_list_all_true_shows_unlinked_containers(
 
 
 async def test_approved_app_filter(client: TestClient[Any, Any], containers: Containers) -> None:
-    approved = await containers.create(labels={"nekzus.app.id": "prometheus"})
-    unapproved = await containers.create(labels={"nekzus.app.id": "not-in-config"})
+    approved = await containers.create(labels={"nekzus.http.app.id": "prometheus"})
+    unapproved = await containers.create(labels={"nekzus.http.app.id": "not-in-config"})
     disabled = await containers.create(labels={"nekzus.enable": "false"})
     body = await (await client.get("/api/v1/containers")).json()
     assert approved["Id"][:12] in ids(body)

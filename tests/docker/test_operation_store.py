@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nekzus.operation_store import DB_FILE
+from nekzus.operations.store import DB_FILE
 from tests.support import ROOT
 
 

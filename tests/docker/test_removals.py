@@ -17,7 +17,7 @@ async def test_a_container_removed_with_the_cli_is_announced_once(
     client: TestClient[Any, Any], containers: Containers
 ) -> None:
     await watching(client)
-    made = await containers.create(labels={"nekzus.app.id": "grafana"})
+    made = await containers.create(labels={"nekzus.http.app.id": "grafana"})
     cid = made["Id"][:12]
     ws = await connect(client)
     await ws.until("hello")

@@ -27,7 +27,7 @@ def own_daemon_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def test_daemon_going_away_and_coming_back(
     gateway: ClientFactory, own_daemon_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="nekzus.monitor")
+    caplog.set_level(logging.INFO, logger="nekzus.realtime.monitor")
     host = await asyncio.to_thread(start_sandbox, own_daemon_dir)
     try:
         client = await gateway(make_config(host, runtimes={"docker": {"host": host, "health_interval": 0.2}}))
@@ -49,7 +49,7 @@ async def test_daemon_going_away_and_coming_back(
         health = await (await client.get("/api/v1/health")).json()
         assert health["status"] == "healthy"
         assert health["runtimes"]["docker"]["apiVersion"]
-        messages = [r.getMessage() for r in caplog.records if r.name == "nekzus.monitor"]
+        messages = [r.getMessage() for r in caplog.records if r.name == "nekzus.realtime.monitor"]
         assert any("unavailable" in m for m in messages)
         assert any("available again" in m for m in messages)
     finally:

@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from nekzus.keys import EVENT_BUS, REGISTRY, STATE, WATCHERS
-from nekzus.state import ContainerModel
+from nekzus.realtime.state import ContainerModel
 from runtimes import ContainerState, ContainerSummary, OperationFailed
 from runtimes.docker import DockerRow, DockerRuntime, Lifetime
 from tests.docker.test_websocket import connect
@@ -250,7 +250,7 @@ async def test_health_verdicts_reach_the_list(client: TestClient[Any, Any], cont
             "Cmd": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"],
             "Labels": {
                 "nekzus.enable": "true",
-                "nekzus.app.id": app_id,
+                "nekzus.http.app.id": app_id,
                 "nekzus.test.run": containers.run_id,
             },
             "Healthcheck": {"Test": ["CMD", "true"], "Interval": 200_000_000, "Retries": 1},

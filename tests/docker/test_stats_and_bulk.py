@@ -105,7 +105,7 @@ async def test_bulk_actions_touch_only_linked_containers(
     client: TestClient[Any, Any], containers: Containers
 ) -> None:
     linked_running = await containers.create(labels=LINKED)
-    linked_stopped = await containers.create(labels={"nekzus.app.id": "grafana"}, start=False)
+    linked_stopped = await containers.create(labels={"nekzus.http.app.id": "grafana"}, start=False)
     unlinked = await containers.create()
 
     resp = await client.post("/api/v1/containers/stop-all")

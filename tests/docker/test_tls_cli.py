@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from nekzus.auth import hash_api_key
-from nekzus.tls import fingerprint, generate_self_signed
+from nekzus.security.auth import hash_api_key
+from nekzus.security.tls import fingerprint, generate_self_signed
 from tests.support import ROOT
 from tests.support.gateway import ClientFactory, make_config
 from tests.unit.test_security import REMOTE_ONLY, bearer, registry, rsa_keys

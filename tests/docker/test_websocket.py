@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 
-from nekzus.hub import HUB
 from nekzus.keys import EVENT_BUS
+from nekzus.realtime.hub import HUB
 from tests.support.docker_engine import Containers
 from tests.support.gateway import LINKED, ClientFactory, data_dir, make_config, watching
 from tests.support.wsclient import WS
@@ -139,7 +139,7 @@ async def test_oversized_client_message_closes_with_1009(client: TestClient[Any,
 
 
 async def test_subscription_filters_types(client: TestClient[Any, Any], containers: Containers) -> None:
-    made = await containers.create(labels={"nekzus.app.id": "grafana"}, start=False)
+    made = await containers.create(labels={"nekzus.http.app.id": "grafana"}, start=False)
     ws = await connect(client)
     await ws.until("hello")
     await ws.send("subscribe", types=["container.state", "health_change"])
@@ -155,7 +155,7 @@ async def test_state_and_health_from_changes_made_outside_the_gateway(
     client: TestClient[Any, Any], containers: Containers
 ) -> None:
     await watching(client)
-    made = await containers.create(labels={"nekzus.app.id": "grafana"})
+    made = await containers.create(labels={"nekzus.http.app.id": "grafana"})
     cid = made["Id"][:12]
     ws = await connect(client)
     await ws.until("hello")
@@ -186,7 +186,7 @@ async def test_healthcheck_status_counts(client: TestClient[Any, Any], container
         {
             "Image": "nekzus-test:busybox",
             "Cmd": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"],
-            "Labels": {"nekzus.app.id": "prometheus", "nekzus.test.run": containers.run_id},
+            "Labels": {"nekzus.http.app.id": "prometheus", "nekzus.test.run": containers.run_id},
             "Healthcheck": {
                 "Test": ["CMD", "test", "-f", "/tmp/ok"],
                 "Interval": 200_000_000,

@@ -69,7 +69,7 @@ async def test_list_maps_pod_states_fields_and_links(kclient: TestClient[Any, An
     kube.add_pod(NS, "waiting", phase="Pending")
     kube.add_pod(NS, "done", phase="Succeeded")
     kube.add_pod(NS, "broken", phase="Failed")
-    kube.add_pod("other", "elsewhere", labels={"nekzus.app.id": "shop"})
+    kube.add_pod("other", "elsewhere", labels={"nekzus.http.app.id": "shop"})
     kube.add_pod(NS, "leaving")
     # Terminating for its whole grace period: the list below must see it so, however late it runs.
     kube.delete_pod(NS, "leaving", grace=30, full_grace=True)
@@ -417,7 +417,7 @@ async def watching(kube: FakeKube) -> None:
 
 
 async def test_pod_watch_feeds_state_and_health(kclient: TestClient[Any, Any], kube: FakeKube) -> None:
-    kube.add_pod(NS, "web", containers=WEB, labels={"nekzus.app.id": "shop"})
+    kube.add_pod(NS, "web", containers=WEB, labels={"nekzus.http.app.id": "shop"})
     await watching(kube)
     ws = await connect(kclient)
     kube.set_ready(NS, "web", False)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nekzus import logstream
+from nekzus.realtime import logstream
 from tests.kube_fake.test_kube_fast import NS, WEB, kube_config
 from tests.kube_real.test_kube_real import (
     connect,

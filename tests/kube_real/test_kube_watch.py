@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from nekzus.keys import WATCHERS
-from nekzus.watcher import StateWatcher
+from nekzus.realtime.watcher import StateWatcher
 from tests.kube_real.test_kube_real import (
     accepted,
     api,

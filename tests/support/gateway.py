@@ -12,8 +12,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from nekzus.config import Config
-from nekzus.events import Event, EventBus
 from nekzus.keys import WATCHERS
+from nekzus.realtime.events import Event, EventBus
 
 # Tests that are not about rate limits must not run into the container pool's 20-request burst.
 GENEROUS_LIMITS = {"containers": {"per_minute": 60_000, "burst": 10_000}}

@@ -42,7 +42,7 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from nekzus.tls import generate_self_signed
+from nekzus.security.tls import generate_self_signed
 
 log = logging.getLogger("kube_node")
 

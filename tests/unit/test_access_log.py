@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
 
-from nekzus.accesslog import access_log_middleware
 from nekzus.config import LoggingConfig
+from nekzus.http.accesslog import access_log_middleware
 from nekzus.logsetup import (
     ACCESS_LOGGER,
     JsonFormatter,
@@ -272,7 +272,8 @@ async def test_an_unexpected_error_is_logged_with_the_request_id(
     fake.fail["inspect"] = ValueError("boom")
     resp = await client.get(f"/api/v1/containers/{CID}", headers={"X-Request-ID": "req-500"})
     assert resp.status == 500
-    [error] = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "nekzus.middlewares"]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    [error] = [r for r in errors if r.name == "nekzus.http.middlewares"]
     assert vars(error)["request_id"] == "req-500" and error.exc_info is not None
     text = TextFormatter().format(error)
     first, *trace = text.splitlines()
@@ -314,4 +315,4 @@ def test_configure_logging_picks_the_format_and_keeps_the_access_log_at_info(
     assert isinstance(handler.formatter, JsonFormatter)
     assert logging.getLogger().level == logging.WARNING
     assert logging.getLogger(ACCESS_LOGGER).isEnabledFor(logging.INFO)
-    assert not logging.getLogger("nekzus.app").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("nekzus.http.app").isEnabledFor(logging.INFO)

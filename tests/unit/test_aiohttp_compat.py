@@ -16,7 +16,7 @@ from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http import WebSocketWriter
 from aiohttp.test_utils import TestClient
 
-from nekzus.aiohttp_compat import drain, text_frame
+from nekzus.realtime.aiohttp_compat import drain, text_frame
 
 
 class Recorder(asyncio.Transport):

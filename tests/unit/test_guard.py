@@ -20,11 +20,11 @@ from aiohttp.test_utils import TestClient
 from cryptography import x509
 from multidict import CIMultiDict
 
-from nekzus import guard, tls
 from nekzus.config import ConfigError, load_config
-from nekzus.guard import AllowedHosts, allowed_hosts, interface_addresses, machine_names
 from nekzus.hosts import HostPort, Origin, allowed_host_entry, parse_host, parse_origin
-from nekzus.tls import CERT_FILE, generate_self_signed
+from nekzus.security import guard, tls
+from nekzus.security.guard import AllowedHosts, allowed_hosts, interface_addresses, machine_names
+from nekzus.security.tls import CERT_FILE, generate_self_signed
 from runtimes import ContainerState, RuntimeRegistry, Unavailable
 from tests.support.fakes import FakeRuntime, registry_of, summary
 from tests.support.gateway import ClientFactory, make_config

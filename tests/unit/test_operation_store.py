@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from nekzus.app import create_app
 from nekzus.config import ConfigError
-from nekzus.events import EventBus
+from nekzus.http.app import create_app
 from nekzus.keys import EVENT_BUS
-from nekzus.operation_store import DB_FILE, OWNERS_DIR, OperationStore, StoredOperation
-from nekzus.operations import OperationTracker
+from nekzus.operations.store import DB_FILE, OWNERS_DIR, OperationStore, StoredOperation
+from nekzus.operations.tracker import OperationTracker
+from nekzus.realtime.events import EventBus
 from runtimes import ContainerRef
 from tests.support.fakes import FakeRuntime, summary
 from tests.support.gateway import Heard, make_config
@@ -266,7 +266,7 @@ async def test_a_write_failure_at_run_time_is_logged_not_fatal(
     await tracker.restore()
     with sqlite3.connect(tmp_path / DB_FILE) as db:
         db.execute("DROP TABLE operations")
-    with caplog.at_level(logging.ERROR, logger="nekzus.operation_store"):
+    with caplog.at_level(logging.ERROR, logger="nekzus.operations.store"):
         fake, ref = FakeRuntime([summary(1)]), ContainerRef(summary(1).full_id)
         op = tracker.submit(fake, ref, "restart", container_id="c1", timeout=1)
         async with asyncio.timeout(5):

@@ -7,9 +7,9 @@ import dataclasses
 from typing import Any
 
 from nekzus.config import AppConfig
-from nekzus.events import Event, EventBus
 from nekzus.linking import AppLinker
-from nekzus.watcher import StateWatcher
+from nekzus.realtime.events import Event, EventBus
+from nekzus.realtime.watcher import StateWatcher
 from runtimes import ContainerSummary
 from tests.support.fakes import FakeRuntime, summary
 from tests.support.gateway import Heard
@@ -29,7 +29,7 @@ def box(n: int, **changes: Any) -> ContainerSummary:
 
 
 async def test_a_relist_announces_every_container_that_vanished_once() -> None:
-    linked = box(1, labels={"nekzus.app.id": "grafana"})
+    linked = box(1, labels={"nekzus.http.app.id": "grafana"})
     unlinked = box(2, labels={})
     runtime = FakeRuntime([linked, unlinked, box(3)])
     bus = EventBus()

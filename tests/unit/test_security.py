@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from multidict import CIMultiDict
 
-from nekzus import auth
-from nekzus.app import create_app
-from nekzus.auth import hash_api_key, match_api_key, scope_grants
 from nekzus.config import ApiKeyConfig, ConfigError
+from nekzus.http.app import create_app
+from nekzus.security import auth
+from nekzus.security.auth import hash_api_key, match_api_key, scope_grants
 from runtimes import RuntimeRegistry
 from tests.support.fakes import FakeRuntime, registry_of, summary
 from tests.support.gateway import JSON, ClientFactory, make_config
@@ -608,7 +608,7 @@ def test_identity_parsing_and_rate_keys() -> None:
 
 async def test_limiter_sweeps_on_a_timer_not_after_every_hit() -> None:
     from nekzus.config import RateLimitConfig
-    from nekzus.ratelimit import RateLimiter, SweptMemoryStorage
+    from nekzus.security.ratelimit import RateLimiter, SweptMemoryStorage
 
     limiter = RateLimiter(RateLimitConfig(containers={"per_minute": 30, "burst": 20}))
     storage = limiter._storage

@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from nekzus.app import create_app
-from nekzus.protocol_errors import JsonErrorRequestHandler
-from nekzus.server import HandshakeLimits, Listener, ListenError, client_key, serve
-from nekzus.tls import generate_self_signed
+from nekzus.http.app import create_app
+from nekzus.http.protocol_errors import JsonErrorRequestHandler
+from nekzus.http.server import HandshakeLimits, Listener, ListenError, client_key, serve
+from nekzus.security.tls import generate_self_signed
 from runtimes import RuntimeRegistry
 from tests.support.gateway import make_config
 

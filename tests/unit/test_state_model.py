@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from nekzus.state import ContainerModel, RenderedLists, StateModels
+from nekzus.realtime.state import ContainerModel, RenderedLists, StateModels
 from runtimes import ContainerState
 from runtimes.docker import human_duration, parse_time
 from tests.docker.test_state_model import lifetime, row
@@ -134,7 +134,7 @@ def test_state_models_mark_pending_from_operation_events_of_their_containers() -
     model = ContainerModel("docker")
     model.fill([row("a")], time.monotonic())
     state.models["docker"] = model
-    from nekzus.events import Event
+    from nekzus.realtime.events import Event
 
     state.on_event(Event("container.state", {"containerId": "a"}))
     assert model.warm

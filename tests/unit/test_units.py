@@ -12,12 +12,12 @@ from aiohttp.test_utils import make_mocked_request
 
 from nekzus.config import AppConfig
 from nekzus.errors import ApiError
-from nekzus.events import Event, EventBus
+from nekzus.http.middlewares import request_id_middleware
 from nekzus.linking import AppLinker, detect_self_container_id, is_self
-from nekzus.logstream import InvalidSubscription, parse_since
-from nekzus.middlewares import request_id_middleware
-from nekzus.operations import OperationTracker
+from nekzus.operations.tracker import OperationTracker
 from nekzus.params import timeout_value
+from nekzus.realtime.events import Event, EventBus
+from nekzus.realtime.logstream import InvalidSubscription, parse_since
 from runtimes import Action, ContainerRef, ContainerState, ContainerSummary
 from runtimes.redact import is_secret_name, mask_env_list, mask_value
 from tests.support.fakes import FakeRuntime, summary
@@ -37,10 +37,10 @@ def with_labels(labels: dict[str, str], annotations: dict[str, str] | None = Non
 
 def test_linking_rules() -> None:
     linker = AppLinker([AppConfig(id="grafana", name="Grafana")])
-    assert linker.app_of(with_labels({"nekzus.app.id": "grafana"})) == ("grafana", "Grafana")
-    assert linker.app_of(with_labels({"nekzus.app.id": "other"})) is None
+    assert linker.app_of(with_labels({"nekzus.http.app.id": "grafana"})) == ("grafana", "Grafana")
+    assert linker.app_of(with_labels({"nekzus.http.app.id": "other"})) is None
     assert linker.app_of(with_labels({"nekzus.enable": "true"})) == ("fake-1", "fake-1")
-    assert linker.app_of(with_labels({"nekzus.enable": "TRUE", "nekzus.app.id": "x"})) == ("x", "x")
+    assert linker.app_of(with_labels({"nekzus.enable": "TRUE", "nekzus.http.app.id": "x"})) == ("x", "x")
     assert linker.app_of(with_labels({"nekzus.enable": "false"})) is None
     assert linker.app_of(with_labels({})) is None
     # Pods: the same keys as annotations, and the nekzus/ spellings.

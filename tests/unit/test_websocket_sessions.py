@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from nekzus.auth import LEEWAY_SECONDS
-from nekzus.hub import HUB, Connection
 from nekzus.keys import EVENT_BUS
+from nekzus.realtime.hub import HUB, Connection
+from nekzus.security.auth import LEEWAY_SECONDS
 from runtimes import LogChunk, RuntimeRegistry, Unavailable
 from tests.support.fakes import FakeRuntime, registry_of, summary
 from tests.support.gateway import ClientFactory, make_config
@@ -345,7 +345,7 @@ async def test_a_defect_in_a_handler_answers_an_error_and_keeps_the_connection(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from nekzus.routes import ws as ws_route
+    from nekzus.http.routes import ws as ws_route
 
     async def broken(conn: Connection, data: dict[str, Any]) -> None:
         raise ZeroDivisionError("a defect")
@@ -368,7 +368,7 @@ async def test_a_defect_in_a_handler_answers_an_error_and_keeps_the_connection(
 async def test_a_defect_outside_a_message_closes_with_1011_not_http(
     gateway: ClientFactory, docker_host: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nekzus.routes import ws as ws_route
+    from nekzus.http.routes import ws as ws_route
 
     def broken(conn: Connection) -> None:
         raise ZeroDivisionError("a defect")

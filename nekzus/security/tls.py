@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from .config import Config, ConfigError
+from ..config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from aiohttp import web
 
 from runtimes import ContainerRef, ExportSource, RuntimeFailure, Unavailable
 
-from ..auth import PRINCIPAL, READ_CONTAINERS, WRITE_CONTAINERS, requires
-from ..errors import ApiError, from_runtime, invalid_request
-from ..export import ComposeExport, build
-from ..params import ID_LIST_FIELDS, container_id, container_ids, json_fields, namespace_value
-from ..ratelimit import rate_pool
+from ...errors import ApiError, from_runtime, invalid_request
+from ...export import ComposeExport, build
+from ...params import ID_LIST_FIELDS, container_id, container_ids, json_fields, namespace_value
+from ...security.auth import PRINCIPAL, READ_CONTAINERS, WRITE_CONTAINERS, requires
+from ...security.ratelimit import rate_pool
 from .common import runtime_error, runtime_for
 
 log = logging.getLogger(__name__)

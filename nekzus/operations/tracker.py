@@ -22,9 +22,9 @@ from typing import Any, Literal, cast
 
 from runtimes import ACTIONS, Action, AlreadyInState, ContainerRef, ContainerRuntime, RuntimeFailure
 
-from .events import EventBus, now
-from .operation_store import OperationStore, StoredOperation
-from .tasks import TaskGroup
+from ..realtime.events import EventBus, now
+from ..tasks import TaskGroup
+from .store import OperationStore, StoredOperation
 
 log = logging.getLogger(__name__)
 

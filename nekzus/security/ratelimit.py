@@ -24,11 +24,11 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
+from ..client_address import rate_key
+from ..config import ConfigError, RateLimitConfig
+from ..errors import ApiError
+from ..keys import CLIENT_IP
 from .auth import PRINCIPAL, Principal
-from .client_address import rate_key
-from .config import ConfigError, RateLimitConfig
-from .errors import ApiError
-from .keys import CLIENT_IP
 
 POOLS = ("containers", "login", "websocket")
 LIMITER: web.AppKey[RateLimiter | None] = web.AppKey("limiter")

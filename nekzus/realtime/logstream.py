@@ -30,10 +30,10 @@ from runtimes import (
     Unavailable,
 )
 
-from .errors import container_not_running, from_runtime
+from ..errors import container_not_running, from_runtime
+from ..params import is_valid_container_id, is_valid_container_name, is_valid_namespace
 from .events import now
 from .hub import Connection, OutboxClosed, dumps
-from .params import is_valid_container_id, is_valid_container_name, is_valid_namespace
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The containers of a runtime as its own event stream keeps them, so a list needs no runtime call.
 
-The :class:`~nekzus.watcher.StateWatcher` fills a model: a full listing when its stream (re)connects
+The :class:`~nekzus.realtime.watcher.StateWatcher` fills a model: a full listing when its stream (re)connects
 and every ``resync_interval`` seconds, and a fresh row of one container for each of that
 container's events, taken *before* the event is published, so a client that hears of a change and
 lists afterwards already sees it. The list asks the runtime itself while the model is not warm:

@@ -19,9 +19,9 @@ import psutil
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from .config import Config
-from .errors import ApiError
-from .hosts import (
+from ..config import Config
+from ..errors import ApiError
+from ..hosts import (
     ANY_HOST,
     DEFAULT_PORTS,
     Origin,
@@ -30,7 +30,7 @@ from .hosts import (
     parse_host,
     parse_origin,
 )
-from .keys import LISTED_ORIGINS
+from ..keys import LISTED_ORIGINS
 from .tls import certificate_names
 
 log = logging.getLogger(__name__)

@@ -6,11 +6,19 @@ from typing import Any
 
 from aiohttp import web
 
-from ..auth import AUTHORITY, InvalidToken, bearer_token, match_api_key, principal_of, public, unauthorized
-from ..errors import invalid_request
-from ..keys import CLIENT_IP, CONFIG
-from ..params import json_fields
-from ..ratelimit import rate_pool
+from ...errors import invalid_request
+from ...keys import CLIENT_IP, CONFIG
+from ...params import json_fields
+from ...security.auth import (
+    AUTHORITY,
+    InvalidToken,
+    bearer_token,
+    match_api_key,
+    principal_of,
+    public,
+    unauthorized,
+)
+from ...security.ratelimit import rate_pool
 
 
 @public

@@ -24,8 +24,8 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from .config import ConfigError
-from .tasks import TaskGroup
+from ..config import ConfigError
+from ..tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

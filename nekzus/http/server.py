@@ -25,9 +25,9 @@ from typing import Any
 
 from aiohttp import web
 
-from .client_address import parse_ip, rate_key
+from ..client_address import parse_ip, rate_key
+from ..tasks import TaskGroup
 from .protocol_errors import JsonErrorRequestHandler
-from .tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 

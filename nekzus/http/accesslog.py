@@ -16,9 +16,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .auth import PRINCIPAL, Principal
-from .keys import CLIENT_IP, REQUEST_ID
-from .logsetup import ACCESS_LOGGER
+from ..keys import CLIENT_IP, REQUEST_ID
+from ..logsetup import ACCESS_LOGGER
+from ..security.auth import PRINCIPAL, Principal
 
 log = logging.getLogger(ACCESS_LOGGER)
 

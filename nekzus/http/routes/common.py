@@ -22,11 +22,11 @@ from runtimes import (
     UnknownRuntime,
 )
 
-from ..errors import ApiError, from_runtime
-from ..keys import LINKER, REGISTRY, SELF_CONTAINER_ID, STATE
-from ..linking import is_self
-from ..params import addressed
-from ..state import ContainerModel
+from ...errors import ApiError, from_runtime
+from ...keys import LINKER, REGISTRY, SELF_CONTAINER_ID, STATE
+from ...linking import is_self
+from ...params import addressed
+from ...realtime.state import ContainerModel
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ from aiohttp import web
 
 from runtimes import Action, ContainerRef, ContainerRuntime, ContainerState, RuntimeFailure
 
-from ..auth import READ_CONTAINERS, WRITE_CONTAINERS, requires
-from ..events import now
-from ..keys import OPERATIONS, STATE
-from ..operations import accepted_message, failure_code
-from ..params import bool_query, container_id, json_fields, namespace_value, timeout_of
-from ..ratelimit import rate_pool
+from ...keys import OPERATIONS, STATE
+from ...operations.tracker import accepted_message, failure_code
+from ...params import bool_query, container_id, json_fields, namespace_value, timeout_of
+from ...realtime.events import now
+from ...security.auth import READ_CONTAINERS, WRITE_CONTAINERS, requires
+from ...security.ratelimit import rate_pool
 from .common import (
     current_state,
     list_from,

@@ -7,7 +7,7 @@ A container that is gone, whether its removal was seen live or the listing no lo
 announced once with the state ``removed``.
 
 For a runtime that offers rows (:class:`~runtimes.RowSource`), the watcher also keeps the
-:class:`~nekzus.state.ContainerModel` the list is served from: it re-reads a container's row before
+:class:`~nekzus.realtime.state.ContainerModel` the list is served from: it re-reads a container's row before
 publishing that container's event, and lists everything again every ``resync_interval`` seconds.
 """
 
@@ -30,10 +30,10 @@ from runtimes import (
     RuntimeFailure,
 )
 
+from ..linking import AppLinker
+from ..tasks import TaskGroup
 from .events import EventBus
-from .linking import AppLinker
 from .state import ContainerModel
-from .tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, web
 
+from ..security.auth import READ_CONTAINERS, Principal, segments_match
+from ..tasks import TaskGroup
 from .aiohttp_compat import drain, text_frame
-from .auth import READ_CONTAINERS, Principal, segments_match
 from .events import Event, now
-from .tasks import TaskGroup
 
 if TYPE_CHECKING:
     from .logstream import LogSession

@@ -25,10 +25,10 @@ import jwt
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .client_address import IPNetwork, in_networks, request_address
-from .config import ApiKeyConfig, AuthConfig, Config, ConfigError
-from .errors import ApiError
-from .keys import CLIENT_IP, CONFIG
+from ..client_address import IPNetwork, in_networks, request_address
+from ..config import ApiKeyConfig, AuthConfig, Config, ConfigError
+from ..errors import ApiError
+from ..keys import CLIENT_IP, CONFIG
 
 log = logging.getLogger(__name__)
 

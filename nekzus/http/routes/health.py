@@ -10,9 +10,9 @@ from aiohttp import web
 
 from nekzus import __version__
 
-from ..auth import AUTHORITY, principal_of, public
-from ..errors import error_response
-from ..keys import CONFIG, MONITOR, REGISTRY, STARTED_AT
+from ...errors import error_response
+from ...keys import CONFIG, MONITOR, REGISTRY, STARTED_AT
+from ...security.auth import AUTHORITY, principal_of, public
 
 
 @public

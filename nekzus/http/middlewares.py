@@ -10,9 +10,9 @@ from http import HTTPStatus
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .errors import ApiError, error_response
-from .keys import REQUEST_ID
-from .logsetup import request_context
+from ..errors import ApiError, error_response
+from ..keys import REQUEST_ID
+from ..logsetup import request_context
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..auth import READ_CONTAINERS, requires
-from ..errors import ApiError
-from ..keys import CONFIG, OPERATIONS
+from ...errors import ApiError
+from ...keys import CONFIG, OPERATIONS
+from ...security.auth import READ_CONTAINERS, requires
 
 
 @requires(READ_CONTAINERS)

@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import (
     TransferEncodingError,
 )
 
-from .errors import error_response
+from ..errors import error_response
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,15 @@ from aiohttp import WSMessage, WSMsgType, web
 from nekzus import __version__
 from runtimes import NoRuntime, NotNamespaced, UnknownRuntime
 
-from .. import jsoninput
-from ..auth import (
+from ... import jsoninput
+from ...errors import ApiError
+from ...jsoninput import InvalidJson
+from ...keys import CONFIG, REGISTRY
+from ...params import is_valid_container_id
+from ...realtime.events import now
+from ...realtime.hub import CLOSE_INTERNAL_ERROR, HUB, Connection, OutboxClosed, close_socket, dumps
+from ...realtime.logstream import CONTAINER_ID_RULE, InvalidSubscription, LogSession, LogSubscription
+from ...security.auth import (
     AUTHORITY,
     LEEWAY_SECONDS,
     PRINCIPAL,
@@ -37,15 +44,8 @@ from ..auth import (
     public,
     unauthorized,
 )
-from ..errors import ApiError
-from ..events import now
-from ..guard import from_foreign_page
-from ..hub import CLOSE_INTERNAL_ERROR, HUB, Connection, OutboxClosed, close_socket, dumps
-from ..jsoninput import InvalidJson
-from ..keys import CONFIG, REGISTRY
-from ..logstream import CONTAINER_ID_RULE, InvalidSubscription, LogSession, LogSubscription
-from ..params import is_valid_container_id
-from ..ratelimit import rate_pool
+from ...security.guard import from_foreign_page
+from ...security.ratelimit import rate_pool
 
 log = logging.getLogger(__name__)
 

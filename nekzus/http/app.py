@@ -11,13 +11,8 @@ from aiohttp import web
 
 from runtimes import RuntimeRegistry, factory
 
-from .accesslog import access_log_middleware, log_websocket_upgrade
-from .auth import AUTHORITY, auth_middleware, authority_from_config, client_address_middleware
-from .config import Config
-from .events import EventBus
-from .guard import allowed_hosts, browser_middleware, host_middleware, listed_origins
-from .hub import HUB, Hub
-from .keys import (
+from ..config import Config
+from ..keys import (
     CONFIG,
     EVENT_BUS,
     LINKER,
@@ -31,16 +26,21 @@ from .keys import (
     TASKS,
     WATCHERS,
 )
-from .linking import AppLinker, detect_self_container_id
+from ..linking import AppLinker, detect_self_container_id
+from ..operations.store import OperationStore
+from ..operations.tracker import OperationTracker
+from ..realtime.events import EventBus
+from ..realtime.hub import HUB, Hub
+from ..realtime.monitor import RuntimeMonitor
+from ..realtime.state import ContainerModel, StateModels
+from ..realtime.watcher import StateWatcher
+from ..security.auth import AUTHORITY, auth_middleware, authority_from_config, client_address_middleware
+from ..security.guard import allowed_hosts, browser_middleware, host_middleware, listed_origins
+from ..security.ratelimit import LIMITER, RateLimiter, add_rate_headers, ratelimit_middleware
+from ..tasks import TaskGroup
+from .accesslog import access_log_middleware, log_websocket_upgrade
 from .middlewares import error_middleware, request_id_middleware
-from .monitor import RuntimeMonitor
-from .operation_store import OperationStore
-from .operations import OperationTracker
-from .ratelimit import LIMITER, RateLimiter, add_rate_headers, ratelimit_middleware
 from .routes import auth, bulk, containers, export, health, operations, ws
-from .state import ContainerModel, StateModels
-from .tasks import TaskGroup
-from .watcher import StateWatcher
 
 log = logging.getLogger(__name__)
 

@@ -25,13 +25,13 @@ from runtimes import (
     Unavailable,
 )
 
-from ..auth import WRITE_CONTAINERS, requires
-from ..errors import ApiError, from_runtime
-from ..keys import LINKER, OPERATIONS, SELF_CONTAINER_ID
-from ..linking import is_self
-from ..operations import OperationTracker
-from ..params import ID_LIST_FIELDS, container_ids, json_fields, namespace_value, timeout_of
-from ..ratelimit import rate_pool
+from ...errors import ApiError, from_runtime
+from ...keys import LINKER, OPERATIONS, SELF_CONTAINER_ID
+from ...linking import is_self
+from ...operations.tracker import OperationTracker
+from ...params import ID_LIST_FIELDS, container_ids, json_fields, namespace_value, timeout_of
+from ...security.auth import WRITE_CONTAINERS, requires
+from ...security.ratelimit import rate_pool
 from .common import current_state, list_from, managed, runtime_for, runtimes_for
 
 
