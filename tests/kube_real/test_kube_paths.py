@@ -12,7 +12,7 @@ import asyncio
 import re
 from typing import Any
 
-from nekzus.realtime.logstream import parse_since
+from nekzus.realtime.logrequest import parse_since
 from tests.kube_real.test_kube_real import (
     _state,
     accepted,

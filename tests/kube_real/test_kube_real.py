@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from nekzus.config import Config
-from nekzus.realtime.logstream import parse_since
+from nekzus.realtime.logrequest import parse_since
 from tests.support.gateway import GENEROUS_LIMITS, ClientFactory, data_dir
 from tests.support.kube_fixtures import install_metrics_api, remove_metrics_api
 from tests.support.kube_plane import ControlPlane

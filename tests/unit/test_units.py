@@ -17,7 +17,7 @@ from nekzus.linking import AppLinker, detect_self_container_id, is_self
 from nekzus.operations.tracker import OperationTracker
 from nekzus.params import timeout_value
 from nekzus.realtime.events import Event, EventBus
-from nekzus.realtime.logstream import InvalidSubscription, parse_since
+from nekzus.realtime.logrequest import InvalidSubscription, parse_since
 from runtimes import Action, ContainerRef, ContainerState, ContainerSummary
 from runtimes.redact import is_secret_name, mask_env_list, mask_value
 from tests.support.fakes import FakeRuntime, summary

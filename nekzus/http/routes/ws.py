@@ -30,7 +30,8 @@ from ...keys import CONFIG, REGISTRY
 from ...params import is_valid_container_id
 from ...realtime.events import now
 from ...realtime.hub import CLOSE_INTERNAL_ERROR, HUB, Connection, OutboxClosed, close_socket, dumps
-from ...realtime.logstream import CONTAINER_ID_RULE, InvalidSubscription, LogSession, LogSubscription
+from ...realtime.logrequest import CONTAINER_ID_RULE, InvalidSubscription, LogSubscription
+from ...realtime.logstream import LogSession
 from ...security.auth import (
     AUTHORITY,
     LEEWAY_SECONDS,
