@@ -2,7 +2,7 @@
 
 aiohttp answers those from its connection protocol, before the application or any middleware sees
 a request, with a ``text/plain`` page that quotes the offending input. The only hook is
-``web.RequestHandler.handle_error``, which this module overrides; ``tests/test_server.py`` checks
+``web.RequestHandler.handle_error``, which this module overrides; ``tests/unit/test_server.py`` checks
 its signature and that it is still what answers a malformed request, and pyproject.toml bounds
 aiohttp's version so that a change there is noticed before it ships.
 """

@@ -6,7 +6,7 @@ every client, one awaited call each, which costs the fan-out most of its speed. 
 frames to the request's transport is sound because the hub's sockets never negotiate compression
 and a server never masks, so a frame carries no state of the connection. Waiting for a paused
 transport needs the protocol's private ``_drain_helper``, the coroutine aiohttp's own writers await.
-tests/test_aiohttp_compat.py fails when the frames aiohttp writes or that coroutine change, and
+tests/unit/test_aiohttp_compat.py fails when the frames aiohttp writes or that coroutine change, and
 pyproject.toml bounds aiohttp's version, so an upgrade is checked here before it ships.
 """
 
