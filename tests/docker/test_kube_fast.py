@@ -7,12 +7,14 @@ tests/kube_real/test_kube_real.py runs the main paths against a real kube-apiser
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+from nekzus.keys import EVENT_BUS
 from tests.kube_fake.test_kube_fast import LINKED, NS, WEB
 from tests.support.docker_engine import Containers
 from tests.support.fake_kube import FakeKube
-from tests.support.gateway import ClientFactory, make_config
+from tests.support.gateway import ClientFactory, Heard, make_config, next_event, watching
 from tests.unit.test_errors import expect
 
 
@@ -27,8 +29,17 @@ async def test_both_runtimes_merge_and_runtime_selects_one(
         },
     )
     client = await gateway(config)
+    await watching(client)
+    heard = Heard(client.app[EVENT_BUS])
     made = await containers.create(labels={"nekzus.enable": "true"})
     kube.add_pod(NS, "web", annotations=LINKED, containers=WEB)
+    # The merged list is served from what each runtime's events told: wait until both were heard.
+    running = {made["Id"][:12], "web"}
+    async with asyncio.timeout(15):
+        while running:
+            event = await next_event(heard, "container.state")
+            if event.data["state"] == "running":
+                running.discard(event.data["containerId"])
     merged = {(c["runtime"], c["id"]) for c in await (await client.get("/api/v1/containers")).json()}
     assert {("docker", made["Id"][:12]), ("kubernetes", "web")} <= merged
     only_docker = await (await client.get("/api/v1/containers?runtime=docker")).json()
