@@ -19,7 +19,8 @@ from aiohttp.test_utils import TestClient
 from nekzus.keys import EVENT_BUS, REGISTRY, STATE, WATCHERS
 from nekzus.realtime.state import ContainerModel
 from runtimes import ContainerState, ContainerSummary, OperationFailed
-from runtimes.docker import DockerRow, DockerRuntime, Lifetime
+from runtimes.docker import DockerRuntime
+from runtimes.docker.states import DockerRow, Lifetime
 from tests.docker.test_websocket import connect
 from tests.support.docker_engine import Containers
 from tests.support.gateway import LINKED, ClientFactory, Heard, make_config, next_event, state_heard, watching

@@ -275,23 +275,23 @@ async def test_a_recent_sample_answers_while_the_engines_next_pass_is_away(
         ref = ContainerRef(made["Id"][:12])
         first = await runtime.stats(ref)
         # As if that sample were 1.5 s old and the collector's next pass a long way off.
-        taken, sample = runtime._fresh[ref.id]
-        runtime._fresh[ref.id] = (taken - 1.5, sample)
+        taken, sample = runtime._stats._fresh[ref.id]
+        runtime._stats._fresh[ref.id] = (taken - 1.5, sample)
         release = asyncio.Event()
-        real = runtime._sample
+        real = runtime._stats._sample
 
         async def far_pass(ref: ContainerRef) -> dict[str, Any]:
             await release.wait()
             return await real(ref)
 
-        monkeypatch.setattr(runtime, "_sample", far_pass)
+        monkeypatch.setattr(runtime._stats, "_sample", far_pass)
         begin = time.perf_counter()
         again = await runtime.stats(ref)
         assert again is first and time.perf_counter() - begin < 0.5
-        in_flight = runtime._sampling[ref.id]
+        in_flight = runtime._stats._sampling[ref.id]
         release.set()
         newer = await asyncio.wait_for(asyncio.shield(in_flight), 15)
-        assert newer is not first and runtime._fresh[ref.id][1] is newer
+        assert newer is not first and runtime._stats._fresh[ref.id][1] is newer
         assert newer.cpu_percent > 0
     finally:
         await runtime.close()

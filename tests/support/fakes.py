@@ -26,7 +26,7 @@ from runtimes import (
     state_refusal,
 )
 from runtimes.docker import is_container_id
-from runtimes.docker_compose import docker_service
+from runtimes.docker.compose import docker_service
 
 
 def summary(

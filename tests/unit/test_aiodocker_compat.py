@@ -1,4 +1,4 @@
-"""What runtimes/aiodocker_compat.py relies on in aiodocker's private request methods.
+"""What runtimes/docker/aiodocker_compat.py relies on in aiodocker's private request methods.
 
 These fail on an aiodocker release that renames the methods, changes their parameters, or stops
 adding the API version, raising DockerError for an error answer, or reporting a dead socket as 900.
@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from runtimes import aiodocker_compat
+from runtimes.docker import aiodocker_compat
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 

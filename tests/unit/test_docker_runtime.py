@@ -9,7 +9,8 @@ import aiohttp
 from aiohttp.base_protocol import BaseProtocol
 
 from runtimes import ContainerState, LogChunk
-from runtimes.docker import MAX_LOG_FRAME, _demultiplex, map_state, parse_timestamp
+from runtimes.docker.logs import MAX_LOG_FRAME, _demultiplex
+from runtimes.docker.states import map_state, parse_timestamp
 
 
 def test_state_mapping_and_timestamps() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from nekzus.keys import EVENT_BUS
 from runtimes import ContainerState, OperationFailed, Unavailable, Unsupported
-from runtimes.docker import without_userinfo
+from runtimes.docker.session import without_userinfo
 from tests.support.fakes import FakeRuntime, registry_of, summary
 from tests.support.gateway import ClientFactory, Heard, make_config, next_event
 from tests.support.wsclient import WS

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from nekzus.export import build, unique_names
-from runtimes.docker_compose import docker_service, duration
+from runtimes.docker.compose import docker_service, duration
 from runtimes.kubernetes.compose import pod_services
 
 IMAGE = {

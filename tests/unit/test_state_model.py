@@ -13,7 +13,7 @@ import pytest
 
 from nekzus.realtime.state import ContainerModel, RenderedLists, StateModels
 from runtimes import ContainerState
-from runtimes.docker import human_duration, parse_time
+from runtimes.docker.states import human_duration, parse_time
 from tests.docker.test_state_model import lifetime, row
 from tests.support.gateway import make_config
 

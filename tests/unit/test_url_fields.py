@@ -20,7 +20,7 @@ from yarl import URL
 
 from runtimes import NotFound
 from runtimes import kubeobjects as ko
-from runtimes.docker import _container_path
+from runtimes.docker.paths import container_path
 from runtimes.kubernetes.paths import pod_path, workload_path
 from runtimes.urlpath import segment
 from tests.kube_fake.test_kube_fast import NS
@@ -47,7 +47,7 @@ def test_empty_and_dot_segments_name_nothing(value: str) -> None:
 def test_path_builders_send_only_names_their_daemon_could_hold(value: str) -> None:
     """Both daemons decode the path before routing it: ``%2F`` would still be a slash to them."""
     builders: list[Callable[[], str]] = [
-        lambda: _container_path(value, "json"),
+        lambda: container_path(value, "json"),
         lambda: pod_path(value, "web"),
         lambda: pod_path(NS, value),
         lambda: workload_path("deployment", value, "web"),

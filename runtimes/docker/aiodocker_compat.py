@@ -4,7 +4,7 @@ aiodocker's public resources parse and wrap every answer (log lines decoded one 
 events fanned out through unbounded queues, a 304 from start or stop not told apart), which costs
 the log path its speed and the event path its bound. ``Docker._query`` and ``Docker._query_json``
 are what those resources call themselves: they add the API version, turn an answer of 4xx/5xx into
-``DockerError`` and a dead socket into status 900. tests/test_aiodocker_compat.py fails when their
+``DockerError`` and a dead socket into status 900. tests/unit/test_aiodocker_compat.py fails when their
 signature or that behaviour changes, and pyproject.toml bounds aiodocker's version, so an upgrade
 is checked here before it ships.
 """

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .compose import ServiceDraft
+from ..compose import ServiceDraft
 
 # The capabilities Docker gives every container (moby's oci/caps/defaults.go).
 DEFAULT_CAPS = frozenset(
