@@ -33,7 +33,10 @@ class RuntimeMonitor:
 
     async def check(self, runtime: ContainerRuntime) -> RuntimeInfo | None:
         try:
-            info = await asyncio.wait_for(runtime.ping(), timeout=PROBE_TIMEOUT)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that
+            # arrives as the ping answers, and the probe loop would then never end.
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                info = await runtime.ping()
         except (RuntimeFailure, TimeoutError) as exc:
             if isinstance(exc, RuntimeFailure):
                 reason = exc.detail or "It answered its probe with an error"
