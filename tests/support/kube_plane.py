@@ -364,8 +364,9 @@ class ControlPlane:
         if self.gateway_kubeconfig.exists():
             # A restarted apiserver serves before its RBAC caches are filled, refusing every
             # ServiceAccount for a moment: the gateway's bindings hold again before this returns.
+            account = (GATEWAY_NAMESPACE, GATEWAY_ACCOUNT)
             wait_until(
-                lambda: self.allowed((GATEWAY_NAMESPACE, GATEWAY_ACCOUNT), "get", "nodes"),
+                lambda: self.allowed(account, "get", "nodes") and self.allowed(account, "get", "/version"),
                 timeout=timeout,
                 what="RBAC to grant the gateway's ServiceAccount again",
             )
@@ -514,8 +515,20 @@ class ControlPlane:
         self, account: tuple[str, str], verb: str, resource: str, *, group: str = "", namespace: str = ""
     ) -> bool:
         """Whether RBAC, as the apiserver sees it now, lets the ServiceAccount (namespace, name) do
-        ``verb`` on ``resource`` ("deployments/scale" names a subresource); "" is cluster-wide."""
+        ``verb`` on ``resource`` ("deployments/scale" names a subresource, "/version" a path that is
+        no resource); "" is cluster-wide."""
         plural, _, subresource = resource.partition("/")
+        attributes: dict[str, str] = (
+            {"verb": verb, "path": resource}
+            if resource.startswith("/")
+            else {
+                "verb": verb,
+                "group": group,
+                "resource": plural,
+                "subresource": subresource,
+                "namespace": namespace,
+            }
+        )
         review = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SubjectAccessReview",
@@ -526,13 +539,7 @@ class ControlPlane:
                     "system:serviceaccounts",
                     f"system:serviceaccounts:{account[0]}",
                 ],
-                "resourceAttributes": {
-                    "verb": verb,
-                    "group": group,
-                    "resource": plural,
-                    "subresource": subresource,
-                    "namespace": namespace,
-                },
+                "nonResourceAttributes" if resource.startswith("/") else "resourceAttributes": attributes,
             },
         }
         _, answer = self.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
