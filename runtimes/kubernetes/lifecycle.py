@@ -4,8 +4,8 @@
   stopped workload stays listed as ``deployment/web`` so a client can start it again;
 - restart deletes the pod and lets the controller replace it, finishing when the workload is
   ready again; a running workload entry is restarted as ``kubectl rollout restart`` does;
-- a standalone pod is only deleted (stop) or recreated (restart) when the gateway was told to
-  force it: that check is the gateway's, made before the 202.
+- a standalone pod is only deleted (stop) or recreated (restart) when the client said force:
+  that check is the runtime's ``refusal``, which the gateway asks before the 202.
 """
 
 from __future__ import annotations
