@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 from typing import Any
 
 from nekzus.realtime.logrequest import parse_since
@@ -32,6 +33,7 @@ from tests.support.kube_fixtures import (
     remove_metrics_api,
 )
 from tests.support.kube_plane import ControlPlane
+from tests.support.tcp_proxy import FreezableProxy, proxied_kubeconfig
 from tests.support.wsclient import WS
 from tests.unit.test_errors import expect
 
@@ -148,27 +150,35 @@ async def test_a_workload_subscription_follows_its_pods(
 
 
 async def test_a_log_follow_resumes_when_the_apiserver_returns(
-    kube_plane: ControlPlane, kube_namespace: str, gateway: ClientFactory
+    kube_plane: ControlPlane, kube_namespace: str, gateway: ClientFactory, tmp_path: Path
 ) -> None:
     ns = kube_namespace
-    client = await gateway(real_config(kube_plane.gateway_kubeconfig, ns))
-    await create_pod(kube_plane, ns, "talker", {"LOG_LINES": "5", "LOG_INTERVAL": "0.1"})
-    await eventually(lambda: _state(client, ns, "talker", "running"), what="the pod to run")
-    ws = await connect(client)
-    await ws.send("container.logs.subscribe", containerId="talker", namespace=ns, tail=0, timestamps=True)
-    await ws.until("container.logs.started", containerId="talker")
-    await lines(ws, "talker", 5)
-    await asyncio.to_thread(kube_plane.stop_apiserver)
-    try:
-        # Lines go on being written while it is away (the node keeps them): all must arrive later.
-        await expect(await client.get(f"/api/v1/containers/{ns}/talker"), 503, "RUNTIME_UNAVAILABLE")
-    finally:
-        await asyncio.to_thread(kube_plane.start_apiserver)
-    resumed = await ws.until("container.logs.resumed", containerId="talker", timeout=60)
-    await lines(ws, "talker", 30)
-    streamed = [split(m) for m in ws.seen if m["type"] == "container.logs"]
-    numbers = [n for _, n in streamed]
-    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers  # none lost or repeated
-    sent_before = [split(m) for m in ws.seen[: ws.seen.index(resumed)] if m["type"] == "container.logs"]
-    assert parse_since(resumed["data"]["since"]) == parse_since(sent_before[-1][0])
-    assert not any(m["type"] in ("container.logs.ended", "container.logs.error") for m in ws.seen)
+    # The gateway reaches the apiserver through a proxy that holds its traffic while the apiserver
+    # restarts and until RBAC grants the gateway's ServiceAccount again (a restarted apiserver
+    # serves a moment before its RBAC caches are filled, refusing everyone): the outage the stream
+    # must outlive is the apiserver's absence.
+    async with FreezableProxy(kube_plane.apiserver_port) as proxy:
+        kubeconfig = proxied_kubeconfig(kube_plane.gateway_kubeconfig, proxy.port, tmp_path / "proxied")
+        client = await gateway(real_config(kubeconfig, ns))
+        await create_pod(kube_plane, ns, "talker", {"LOG_LINES": "5", "LOG_INTERVAL": "0.1"})
+        await eventually(lambda: _state(client, ns, "talker", "running"), what="the pod to run")
+        ws = await connect(client)
+        await ws.send("container.logs.subscribe", containerId="talker", namespace=ns, tail=0, timestamps=True)
+        await ws.until("container.logs.started", containerId="talker")
+        await lines(ws, "talker", 5)
+        await asyncio.to_thread(kube_plane.stop_apiserver)
+        try:
+            # Lines go on being written while it is away (the node keeps them): all must arrive later.
+            await expect(await client.get(f"/api/v1/containers/{ns}/talker"), 503, "RUNTIME_UNAVAILABLE")
+            proxy.freeze()
+        finally:
+            await asyncio.to_thread(kube_plane.start_apiserver)
+            proxy.thaw()
+        resumed = await ws.until("container.logs.resumed", containerId="talker", timeout=60)
+        await lines(ws, "talker", 30)
+        streamed = [split(m) for m in ws.seen if m["type"] == "container.logs"]
+        numbers = [n for _, n in streamed]
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers  # none lost or repeated
+        sent_before = [split(m) for m in ws.seen[: ws.seen.index(resumed)] if m["type"] == "container.logs"]
+        assert parse_since(resumed["data"]["since"]) == parse_since(sent_before[-1][0])
+        assert not any(m["type"] in ("container.logs.ended", "container.logs.error") for m in ws.seen)
