@@ -140,7 +140,7 @@ async def batch(request: web.Request) -> web.Response:
 
     async def resolve(cid: str) -> _Target | dict[str, Any]:
         try:
-            c = await current_state(request, runtime, ContainerRef(cid, namespace), action)
+            c, refused = await current_state(request, runtime, ContainerRef(cid, namespace), action)
         except RuntimeFailure as exc:
             if isinstance(exc, Unavailable):
                 unavailable.append(exc)
@@ -149,7 +149,6 @@ async def batch(request: web.Request) -> web.Response:
             return _result(c.id, c.name, "refusing to act on the gateway's own container")
         if not link.is_linked(c):
             return _result(c.id, c.name, "container is not linked to an approved app")
-        refused = runtime.refusal(c, action, force=False)
         return _failed(c.id, c.name, refused) if refused else _Target(runtime, c)
 
     targets = await asyncio.gather(*(resolve(cid) for cid in unique))

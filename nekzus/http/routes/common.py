@@ -71,8 +71,9 @@ async def current_state(
     action: Action,
     *,
     force: bool = False,
-) -> ContainerSummary:
-    """One container as the pre-check of ``action`` needs it.
+) -> tuple[ContainerSummary, RuntimeFailure | None]:
+    """One container as the pre-check of ``action`` needs it, and the runtime's refusal of the
+    action on it (None: it may run).
 
     The runtime's warm state model answers when the runtime accepts the action on it: no runtime
     call, so an Engine busy with other actions does not slow the 202 down. The model is only as
@@ -83,8 +84,9 @@ async def current_state(
     if model is not None and not ref.namespace:
         found = model.find(ref.id, time.time())
         if found is not None and runtime.refusal(found, action, force=force) is None:
-            return found
-    return await runtime.get(ref)
+            return found, None
+    current = await runtime.get(ref)
+    return current, runtime.refusal(current, action, force=force)
 
 
 async def _list_one(

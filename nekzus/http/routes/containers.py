@@ -99,8 +99,10 @@ async def container_action(request: web.Request) -> web.Response:
 
     # The synchronous pre-check, so a client learns of 404/409 at once.
     try:
-        current = await current_state(request, runtime, ContainerRef(cid, namespace), action, force=force)
-        if (refused := runtime.refusal(current, action, force=force)) is not None:
+        current, refused = await current_state(
+            request, runtime, ContainerRef(cid, namespace), action, force=force
+        )
+        if refused is not None:
             raise refused
     except RuntimeFailure as exc:
         raise runtime_error(exc, failure_code(action), f"Failed to {action} container", cid) from exc
