@@ -1,5 +1,6 @@
-"""The one rule for request bodies: known fields only, two spellings that must agree, and a timeout
-taken from the query or the body alike."""
+"""The tests of bodies that need the private Docker Engine (docker tier); the story and the other tests
+are in tests/unit/test_bodies.py.
+"""
 
 from __future__ import annotations
 

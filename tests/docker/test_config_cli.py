@@ -1,4 +1,6 @@
-"""Configuration loading, environment overrides, and the command's exit codes."""
+"""The tests of config cli that need the private Docker Engine (docker tier); the story and the other
+tests are in tests/unit/test_config_cli.py.
+"""
 
 from __future__ import annotations
 

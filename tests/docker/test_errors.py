@@ -1,4 +1,6 @@
-"""Every error path of the contract that the core can produce, each triggered for real."""
+"""The tests of errors that need the private Docker Engine (docker tier); the story and the other tests
+are in tests/unit/test_errors.py.
+"""
 
 from __future__ import annotations
 

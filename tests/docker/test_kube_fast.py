@@ -1,8 +1,5 @@
-"""The Kubernetes runtime through the gateway, against a small stateful fake apiserver.
-
-Every branch of the backend that a real control plane cannot be made to take on demand (RBAC
-refusals, a missing metrics API, an expired watch, a controller that never gets ready) is here;
-tests/kube_real/test_kube_real.py runs the main paths against a real kube-apiserver.
+"""The tests of kube fast that need the private Docker Engine (docker tier); the story and the other
+tests are in tests/kube_fake/test_kube_fast.py, tests/unit/test_kube_fast.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Operation records on disk: what a crashed gateway leaves behind, pruning, and a store that fails."""
+"""The tests of operation store that need the private Docker Engine (docker tier); the story and the
+other tests are in tests/unit/test_operation_store.py.
+"""
 
 from __future__ import annotations
 

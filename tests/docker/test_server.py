@@ -1,4 +1,6 @@
-"""The listener as ``nekzus serve`` runs it: handshake timeout and caps, protocol errors, start-up."""
+"""The tests of server that need the private Docker Engine (docker tier); the story and the other tests
+are in tests/unit/test_server.py.
+"""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Kubernetes operations report what happened: an apiserver that goes away during a stop's wait,
-stops of several pods of one workload, a workload scaled up by hand after a stop, and a rolling
-restart that completes only once the rollout has finished.
-
-Real control plane tier (see tests/kube_real/test_kube_real.py), except for the apiserver's 429 and 5xx
-answers, which a real one cannot be made to give on cue: those are served by the fake.
+"""The tests of kube operations that need the fake apiserver (kube_fake tier); the story and the other
+tests are in tests/kube_real/test_kube_operations.py.
 """
 
 from __future__ import annotations

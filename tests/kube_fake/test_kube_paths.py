@@ -1,9 +1,5 @@
-"""Ids, namespaces and workloads on the real control plane: no path injection through a log
-subscription, stats and logs of a workload entry, and log follows that outlive the apiserver.
-
-Helpers come from tests/kube_real/test_kube_real.py; each test has its namespace (and, where it needs one,
-a second) and a gateway of its own. The last test runs on the fake apiserver: the limit on how
-long a follow waits for the apiserver is minutes, which a test does not wait for.
+"""The tests of kube paths that need the fake apiserver (kube_fake tier); the story and the other tests
+are in tests/kube_real/test_kube_paths.py.
 """
 
 from __future__ import annotations

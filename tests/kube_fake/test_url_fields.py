@@ -1,13 +1,5 @@
-"""Every value a client chooses that reaches a runtime's URL, walked with hostile values.
-
-Path ids, namespaces (query and path form), batch and export ids, and the log subscription's
-``containerId``, ``namespace`` and ``container`` go to both runtimes with ``../``, ``/``, ``?``,
-``#``, ``%2F``, ``%00``, NUL, newlines, spaces, 300 characters and non-ASCII text. Each is refused
-with a 4xx envelope (or INVALID_MESSAGE over the WebSocket), and what the fake apiserver and the
-Docker Engine (behind a recording proxy) received is checked: every path has the expected shape.
-Below that, the runtimes' own URL building is checked with values that skipped validation: both
-daemons decode ``%2F`` before routing, so besides percent-encoding each segment the runtimes send
-nothing their daemon could not hold as a name.
+"""The tests of url fields that need the fake apiserver (kube_fake tier); the story and the other tests
+are in tests/docker/test_url_fields.py, tests/unit/test_url_fields.py.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Removed containers are announced: a ``container.state`` with the state ``removed``, once,
-whether the removal was seen live or found by a relist after the event stream was down."""
+"""The tests of removals that need the real control plane (kube_real tier); the story and the other
+tests are in tests/docker/test_removals.py, tests/unit/test_removals.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The Docker backend's streams and translations, straight against the Engine (no HTTP)."""
+"""The tests of docker runtime that need no daemon (unit tier); the story and the other tests are in
+tests/docker/test_docker_runtime.py.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Export to docker-compose on a real Docker Engine: the files are checked by the real Docker
-Compose (`docker compose config`), deployed with `docker compose up`, and the container compose
-makes is compared with the original on every exported field."""
+"""The tests of export that need no daemon (unit tier); the story and the other tests are in
+tests/docker/test_export.py.
+"""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""Least privilege on the real control plane: deploy/kubernetes/rbac.yaml grants exactly what the
-gateway uses, and a permission it lacks is named in the gateway's answer.
-
-Every real-tier gateway runs as the manifest's ServiceAccount (tests/support/kube_fixtures.py). Here a
-second ServiceAccount gets the manifest's roles minus one permission at a time, generated from the
-file itself, and a probe of the feature that needs that permission must see the refusal name the
-verb, the resource and the namespace. Each permission of the manifest has its probe: a grant that no
-feature needs fails ``test_each_permission_of_the_manifest_has_a_probe``, and a grant the code needs
-but the manifest lacks fails the real tier as a whole.
+"""The tests of kube rbac that need no daemon (unit tier); the story and the other tests are in
+tests/kube_real/test_kube_rbac.py.
 """
 
 from __future__ import annotations

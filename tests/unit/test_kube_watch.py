@@ -1,8 +1,5 @@
-"""A silent pod watch, a frozen path to the apiserver and a dead etcd: noticed, bounded, recovered.
-
-The real tier puts a loopback TCP proxy between the gateway and the apiserver that can freeze
-(keep every connection open and forward nothing), and stops etcd under a running apiserver, which
-still answers /version from memory. The fast tier covers what the fake apiserver can show on cue.
+"""The tests of kube watch that need no daemon (unit tier); the story and the other tests are in
+tests/kube_fake/test_kube_watch.py, tests/kube_real/test_kube_watch.py.
 """
 
 from __future__ import annotations

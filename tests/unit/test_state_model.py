@@ -1,8 +1,5 @@
-"""The container list served from the event-fed state model: rendering, warmth, and staleness.
-
-The unit tests need no daemon; the rest run the gateway against the real Docker Engine and check
-that a list asked after a client heard of a change already shows it, and that the model's rows
-are the Engine's own.
+"""The tests of state model that need no daemon (unit tier); the story and the other tests are in
+tests/docker/test_state_model.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The served certificate, the credential commands, and CORS."""
+"""The tests of tls cli that need no daemon (unit tier); the story and the other tests are in
+tests/docker/test_tls_cli.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The WebSocket hub against a real Docker Engine, with real WebSocket clients."""
+"""The tests of websocket that need no daemon (unit tier); the story and the other tests are in
+tests/docker/test_websocket.py.
+"""
 
 from __future__ import annotations
 
