@@ -16,6 +16,7 @@ from runtimes import (
     AlreadyStopped,
     Conflict,
     Forbidden,
+    InUse,
     NoRuntime,
     NotFound,
     NotNamespaced,
@@ -72,6 +73,11 @@ def container_not_found(container_id: str) -> ApiError:
     return ApiError(404, "CONTAINER_NOT_FOUND", f"Container {container_id!r} does not exist")
 
 
+def not_found(resource: str, name: str) -> ApiError:
+    """404 ``<RESOURCE>_NOT_FOUND`` for an object of the engine other than a container."""
+    return ApiError(404, f"{resource.upper()}_NOT_FOUND", f"{resource.capitalize()} {name!r} does not exist")
+
+
 def container_not_running(container_id: str, detail: str = "") -> ApiError:
     """409 for a reading (stats, logs) of an entry with nothing running to read, such as a stopped
     Kubernetes workload; ``detail``, the runtime's sentence, says why."""
@@ -106,7 +112,13 @@ def from_runtime(
         log.info("%s: %s", fallback, exc)
         return ApiError(500, fallback, detail or fallback_message)
     if isinstance(exc, NotFound):
+        if exc.resource != "container":
+            return not_found(exc.resource, exc.name or container_id)
         return container_not_found(container_id)
+    if isinstance(exc, InUse):
+        # The detail says who uses it (which containers, which endpoints).
+        what = exc.resource.replace("_", " ").capitalize()
+        return ApiError(409, f"{exc.resource.upper()}_IN_USE", detail or f"{what} is in use")
     if isinstance(exc, Forbidden):
         log.warning("runtime refused the request: %s", exc)
         return ApiError(403, "FORBIDDEN", detail or "The container runtime refused this request")

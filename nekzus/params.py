@@ -24,6 +24,7 @@ MIN_TIMEOUT, MAX_TIMEOUT = 1, 300
 # never reaches a runtime.
 # ASCII digits only: int() also reads "٣" and "５", which no client means as a number.
 _TIMEOUT = re.compile(r"[+-]?[0-9]{1,6}")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
 
@@ -61,6 +62,19 @@ def bool_query(request: web.Request, name: str) -> bool:
     if raw in _FALSE:
         return False
     raise invalid_request(f"Query parameter {name!r} must be true or false")
+
+
+def int_query(
+    request: web.Request, name: str, *, default: int | None, minimum: int, maximum: int
+) -> int | None:
+    """A whole number from ``?name=`` within ``minimum``–``maximum`` (ASCII digits, at most 12 of
+    them), ``default`` when absent; anything else is INVALID_REQUEST naming the parameter."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not _INTEGER.fullmatch(raw) or not minimum <= int(raw) <= maximum:
+        raise invalid_request(f"Query parameter {name!r} must be a whole number from {minimum} to {maximum}")
+    return int(raw)
 
 
 def container_id(request: web.Request) -> str:

@@ -19,7 +19,15 @@ class RuntimeFailure(Exception):
 
 
 class NotFound(RuntimeFailure):
-    """The addressed container (or pod) does not exist."""
+    """The addressed object does not exist: a container (or pod) unless ``resource`` names another
+    kind ("image", "volume", "network"), and ``name`` is how the client named it."""
+
+    def __init__(
+        self, message: str, *, detail: str = "", resource: str = "container", name: str = ""
+    ) -> None:
+        super().__init__(message, detail=detail)
+        self.resource = resource
+        self.name = name
 
 
 class Conflict(RuntimeFailure):
@@ -36,6 +44,15 @@ class AlreadyRunning(AlreadyInState):
 
 class AlreadyStopped(AlreadyInState):
     """A stop found nothing running."""
+
+
+class InUse(Conflict):
+    """The object is still used, so it cannot go: an image or volume a container uses, a network
+    with endpoints, a container name another container holds (``resource`` "container_name")."""
+
+    def __init__(self, message: str, *, detail: str = "", resource: str) -> None:
+        super().__init__(message, detail=detail)
+        self.resource = resource
 
 
 class Unavailable(RuntimeFailure):

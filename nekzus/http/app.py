@@ -255,13 +255,15 @@ def _setup_cors(app: web.Application, origins: list[str]) -> None:
         allow_credentials=False,
         allow_headers=("Authorization", "Content-Type", "X-Request-ID"),
         expose_headers=(
+            "Link",
             "RateLimit-Limit",
             "RateLimit-Remaining",
             "RateLimit-Reset",
             "Retry-After",
             "X-Request-ID",
+            "X-Total-Count",
         ),
-        allow_methods=["GET", "POST"],
+        allow_methods=["GET", "POST", "DELETE"],
         max_age=600,
     )
     cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})

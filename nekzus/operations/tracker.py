@@ -1,7 +1,10 @@
 """Asynchronous lifecycle operations: accepted with 202, finished by an owned task, then announced.
 
 Each operation gets a record that a client can poll (``GET /api/v1/operations/{id}``) and, when it
-ends, a ``container.<action>.completed`` or ``.failed`` event on the bus. Operations on the same
+ends, a ``<resource>.<action>.completed`` or ``.failed`` event on the bus. Lifecycle actions
+(:meth:`OperationTracker.submit`) are one runtime call each; any other long task (a removal, a
+creation, an image pull) is a *job* (:meth:`OperationTracker.submit_job`), whose work may publish
+progress events along the way. Operations on the same
 container run one after another in the order they were accepted, so a stop that was accepted
 before a start cannot overtake it. Operations on different containers never wait for each other,
 except that only a few starts run against the runtime at once.
@@ -17,11 +20,13 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-from runtimes import ACTIONS, Action, AlreadyInState, ContainerRef, ContainerRuntime, RuntimeFailure
+from runtimes import Action, AlreadyInState, ContainerRef, ContainerRuntime, RuntimeFailure
 
+from ..errors import from_runtime
 from ..realtime.events import EventBus, now
 from ..tasks import TaskGroup
 from .store import OperationStore, StoredOperation
@@ -40,29 +45,49 @@ def accepted_message(action: Action) -> str:
     return f"Container {action} initiated"
 
 
-def failure_code(action: Action) -> str:
-    return f"CONTAINER_{action.upper()}_FAILED"
+def failure_code(action: str, resource: str = "container") -> str:
+    return f"{resource.upper()}_{action.upper()}_FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class JobText:
+    """How a job's record and events word it: ``Container removal initiated``, ``Container removed
+    successfully`` (``past``, also the completion event's ``status``), ``Failed to remove container``."""
+
+    accepted: str
+    past: str
+    verb: str
 
 
 @dataclass(eq=False)
 class Operation:
     id: str
+    # The object acted on: a container's id, an image's reference, a volume's name.
     container_id: str
     runtime: str
     namespace: str
-    action: Action
+    action: str
     started_at: int
     state: Literal["pending", "completed", "failed"] = "pending"
     error: str | None = None
     message: str = ""
     finished_at: int | None = None
+    resource: str = "container"
+    # What a job's work answered (such as a created container's id), in the record and the event.
+    result: Mapping[str, Any] = field(default_factory=dict)
+    text: JobText | None = field(default=None, repr=False)
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _finished_mono: float | None = field(default=None, repr=False)
+
+    def _subject(self) -> dict[str, Any]:
+        if self.resource == "container":
+            return {"containerId": self.container_id}
+        return {"resource": self.resource, "target": self.container_id}
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "operationId": self.id,
-            "containerId": self.container_id,
+            **self._subject(),
             "action": self.action,
             "state": self.state,
             "message": self.message,
@@ -71,19 +96,21 @@ class Operation:
         }
         if self.error:
             body["error"] = self.error
+        body.update(self.result)
         return body
 
     def event(self) -> tuple[str, dict[str, Any]]:
         """The completion or failure event of a finished operation: its type and data."""
-        data: dict[str, Any] = {"containerId": self.container_id}
+        data: dict[str, Any] = self._subject()
         if self.state == "completed":
-            data["status"] = _PAST[self.action]
+            data["status"] = self.text.past if self.text is not None else _PAST.get(self.action, self.action)
         else:
             data["error"] = self.error
         data.update(message=self.message, timestamp=self.finished_at, operationId=self.id)
         if self.namespace:
             data["namespace"] = self.namespace  # a pod's name is unique only within its namespace
-        return f"container.{self.action}.{self.state}", data
+        data.update(self.result)
+        return f"{self.resource}.{self.action}.{self.state}", data
 
     def stored(self) -> StoredOperation:
         return StoredOperation(
@@ -91,7 +118,7 @@ class Operation:
             self.container_id,
             self.runtime,
             self.namespace,
-            self.action,
+            self.action if self.resource == "container" else f"{self.resource}.{self.action}",
             self.state,
             self.error,
             self.message,
@@ -101,12 +128,14 @@ class Operation:
 
     @classmethod
     def from_stored(cls, record: StoredOperation) -> Operation:
+        resource, _, action = record.action.rpartition(".")
         op = cls(
             id=record.id,
             container_id=record.container_id,
             runtime=record.runtime,
             namespace=record.namespace,
-            action=cast(Action, record.action),
+            action=action,
+            resource=resource or "container",
             started_at=record.started_at,
             state="completed" if record.state == "completed" else "failed",
             error=record.error,
@@ -118,6 +147,21 @@ class Operation:
             op._finished_mono = time.monotonic() - max(0.0, time.time() - record.finished_at)
             op.done.set()
         return op
+
+
+class JobProgress:
+    """What a job's work publishes on the way: events that carry the job's ``operationId``."""
+
+    def __init__(self, bus: EventBus, op: Operation) -> None:
+        self._bus = bus
+        self._op = op
+
+    @property
+    def operation_id(self) -> str:
+        return self._op.id
+
+    def publish(self, event_type: str, data: Mapping[str, Any]) -> None:
+        self._bus.publish(event_type, {**data, "operationId": self._op.id})
 
 
 class OperationTracker:
@@ -145,6 +189,43 @@ class OperationTracker:
         # The last task accepted per container, which the next operation on it waits for.
         self._tails: dict[tuple[str, str, str], asyncio.Task[None]] = {}
 
+    def submit_job(
+        self,
+        *,
+        runtime: str,
+        resource: str,
+        action: str,
+        target: str,
+        work: Callable[[JobProgress], Awaitable[Mapping[str, Any] | None]],
+        text: JobText,
+        namespace: str = "",
+        key: str | None = None,
+    ) -> Operation:
+        """Record a job on ``target`` (a ``resource`` of ``runtime``) and start ``work``; the caller
+        answers 202 right away. Jobs and actions with the same ``key`` (default: ``target``) run
+        one after another, in the order they were accepted.
+
+        ``work`` publishes progress through the :class:`JobProgress` it is given, and answers the
+        fields its completion adds to the record and the event. A :class:`RuntimeFailure` it
+        raises fails the job with the error's own code where it has one (``IMAGE_IN_USE``), else
+        ``<RESOURCE>_<ACTION>_FAILED``.
+        """
+        self._prune()
+        op = Operation(
+            id=uuid.uuid4().hex,
+            container_id=target,
+            runtime=runtime,
+            namespace=namespace,
+            action=action,
+            resource=resource,
+            started_at=now(),
+            message=text.accepted,
+            text=text,
+        )
+        self._records[op.id] = op
+        stored = self._store.save(op.stored()) if self._store is not None else None
+        return self._spawn(op, (runtime, namespace, key or target), lambda: self._run_job(op, work, stored))
+
     def get(self, operation_id: str) -> Operation | None:
         return self._records.get(operation_id)
 
@@ -158,11 +239,8 @@ class OperationTracker:
             return
         loaded = await self._store.load(retention_seconds=self._retention, max_records=self._max_records)
         for record in loaded.finished:
-            if record.action in ACTIONS:
-                self._records[record.id] = Operation.from_stored(record)
+            self._records[record.id] = Operation.from_stored(record)
         for record in loaded.orphaned:
-            if record.action not in ACTIONS:
-                continue
             op = Operation.from_stored(record)
             self._mark(op, INTERRUPTED, INTERRUPTED_MESSAGE)
             op.done.set()
@@ -201,32 +279,68 @@ class OperationTracker:
         self._records[op.id] = op
         stored = self._store.save(op.stored()) if self._store is not None else None
         key = (runtime.name, ref.namespace, ref.id)
+        return self._spawn(op, key, lambda: self._run(op, runtime, ref, action, timeout, stored))
+
+    def _spawn(
+        self, op: Operation, key: tuple[str, str, str], run: Callable[[], Awaitable[None]]
+    ) -> Operation:
+        """Start ``run`` once every operation accepted before it under ``key`` has finished."""
         previous = self._tails.get(key)
         task = self._tasks.spawn(
-            self._run(op, runtime, ref, timeout, previous, stored),
-            name=f"operation-{action}-{container_id}-{op.id[:8]}",
+            self._after(previous, run),
+            name=f"operation-{op.resource}-{op.action}-{op.container_id}-{op.id[:8]}",
         )
         self._tails[key] = task
         task.add_done_callback(lambda t: self._tails.pop(key, None) if self._tails.get(key) is t else None)
         return op
+
+    @staticmethod
+    async def _after(previous: asyncio.Task[None] | None, run: Callable[[], Awaitable[None]]) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})
+        await run()
+
+    async def _run_job(
+        self,
+        op: Operation,
+        work: Callable[[JobProgress], Awaitable[Mapping[str, Any] | None]],
+        stored: asyncio.Future[None] | None,
+    ) -> None:
+        if stored is not None:
+            await stored
+        assert op.text is not None
+        try:
+            op.result = dict(await work(JobProgress(self._bus, op)) or {})
+        except RuntimeFailure as exc:
+            log.warning("%s %s of %s failed: %s", op.resource, op.action, op.container_id, exc)
+            error = from_runtime(
+                exc,
+                fallback=failure_code(op.action, op.resource),
+                fallback_message=f"Failed to {op.text.verb} {op.resource}",
+                container_id=op.container_id,
+            )
+            await self._finish(op, error.code, message=error.message)
+        except Exception:
+            log.exception("%s %s of %s failed unexpectedly", op.resource, op.action, op.container_id)
+            await self._finish(op, failure_code(op.action, op.resource))
+        else:
+            await self._finish(op, None)
 
     async def _run(
         self,
         op: Operation,
         runtime: ContainerRuntime,
         ref: ContainerRef,
+        action: Action,
         timeout: int,
-        previous: asyncio.Task[None] | None,
         stored: asyncio.Future[None] | None,
     ) -> None:
         # Ordering: the record is on disk before the action reaches the runtime, so a crash can
         # never leave an acted-on container without a record to poll after the restart.
         if stored is not None:
             await stored
-        if previous is not None:
-            await asyncio.wait({previous})
         try:
-            await self._perform(op.action, runtime, ref, timeout)
+            await self._perform(action, runtime, ref, timeout)
         except AlreadyInState:
             # Another client (or an earlier operation) got there first: the goal is reached.
             await self._finish(op, None)
@@ -263,11 +377,13 @@ class OperationTracker:
         op._finished_mono = time.monotonic()
         if error is None:
             op.state = "completed"
-            op.message = f"Container {_PAST[op.action]} successfully"
+            past = op.text.past if op.text is not None else _PAST.get(op.action, op.action)
+            op.message = f"{op.resource.capitalize()} {past} successfully"
         else:
             op.state = "failed"
             op.error = error
-            op.message = message or f"Failed to {op.action} container"
+            verb = op.text.verb if op.text is not None else op.action
+            op.message = message or f"Failed to {verb} {op.resource}"
 
     async def _finish(self, op: Operation, error: str | None, *, message: str | None = None) -> None:
         self._mark(op, error, message)
@@ -300,7 +416,11 @@ class OperationTracker:
         # A task cancelled before (or while) it ran leaves its record pending: say why it ended.
         for op in self._records.values():
             if op.state == "pending":
-                self._mark(op, failure_code(op.action), "The gateway shut down before the operation finished")
+                self._mark(
+                    op,
+                    failure_code(op.action, op.resource),
+                    "The gateway shut down before the operation finished",
+                )
                 if self._store is not None:
                     self._store.save(op.stored())
             op.done.set()

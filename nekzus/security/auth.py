@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 READ_CONTAINERS = "read:containers"
 WRITE_CONTAINERS = "write:containers"
+# The engine's own objects (images, volumes, networks, the host): reading them, and changing or
+# destroying them (pull, delete, prune), which write:containers does not grant.
+READ_ENGINE = "read:engine"
+WRITE_ENGINE = "write:engine"
 LEEWAY_SECONDS = 30
 SECRET_FILE = "jwt_secret"
 

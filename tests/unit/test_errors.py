@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from nekzus.errors import from_runtime
 from nekzus.keys import EVENT_BUS
-from runtimes import ContainerState, OperationFailed, Unavailable, Unsupported
+from runtimes import ContainerState, InUse, NotFound, OperationFailed, Unavailable, Unsupported
 from runtimes.docker.session import without_userinfo
 from tests.support.fakes import FakeRuntime, registry_of, summary
 from tests.support.gateway import ClientFactory, Heard, make_config, next_event
@@ -240,3 +241,12 @@ def test_the_unreachable_message_leaves_out_a_login_name() -> None:
     assert without_userinfo("ssh://admin@docker.lan:22") == "ssh://docker.lan:22"
     assert without_userinfo("tcp://u:secret@10.0.0.5:2376") == "tcp://10.0.0.5:2376"
     assert without_userinfo("unix:///var/run/docker.sock") == "unix:///var/run/docker.sock"
+
+
+def test_engine_objects_have_their_own_not_found_and_in_use_codes() -> None:
+    gone = from_runtime(NotFound("no such volume", resource="volume", name="data"))
+    assert (gone.status, gone.code, gone.message) == (404, "VOLUME_NOT_FOUND", "Volume 'data' does not exist")
+    busy = from_runtime(InUse("used", detail="Used by web, db", resource="image"))
+    assert (busy.status, busy.code, busy.message) == (409, "IMAGE_IN_USE", "Used by web, db")
+    named = from_runtime(InUse("taken", resource="container_name"))
+    assert (named.code, named.message) == ("CONTAINER_NAME_IN_USE", "Container name is in use")
