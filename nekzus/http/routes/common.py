@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -29,6 +29,8 @@ from ...params import addressed
 from ...realtime.state import ContainerModel
 
 log = logging.getLogger(__name__)
+
+_C = TypeVar("_C")
 
 
 def _lookup_error(request: web.Request, exc: LookupError) -> ApiError:
@@ -62,6 +64,25 @@ def runtimes_for(request: web.Request) -> list[ContainerRuntime]:
         return request.app[REGISTRY].select(*addressed(request))
     except (UnknownRuntime, NoRuntime, NotNamespaced) as exc:
         raise _lookup_error(request, exc) from exc
+
+
+def capable_runtime(request: web.Request, capability: type[_C], what: str) -> _C:
+    """The runtime that serves an engine route: the one ``?runtime=`` names, else the primary
+    one if it has ``capability`` (a runtime-checkable Protocol such as images), else the first that
+    has it. One without it is ``409 OPERATION_NOT_SUPPORTED``, saying it has no ``what``."""
+    registry = request.app[REGISTRY]
+    name = request.query.get("runtime") or None
+    try:
+        runtime = registry.get(name)
+    except (UnknownRuntime, NoRuntime) as exc:
+        raise from_runtime(exc) from exc
+    if isinstance(runtime, capability):
+        return runtime
+    if name is None:
+        for other in registry:
+            if isinstance(other, capability):
+                return other
+    raise ApiError(409, "OPERATION_NOT_SUPPORTED", f"The {runtime.name} runtime has no {what}")
 
 
 async def current_state(
