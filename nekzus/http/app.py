@@ -46,14 +46,16 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
 
-# A GET route with a free segment must not take a path that names a POST-only route: GET on
+# A GET or DELETE route with a free segment must not take a path that names another route: GET on
 # /containers/batch or /containers/web/stop would be read as an inspect (of a container "batch",
-# of the pod "stop" in namespace "web"). Kept out of those segments, such a path matches only its
-# POST route, and the router answers 405 with "Allow: POST".
+# of the pod "stop" in namespace "web"), DELETE on /containers/stats as a removal. Kept out of
+# those segments, such a path matches only its own route, and the router answers 405 with the
+# methods that route takes in "Allow".
 _POST_ONLY = "start-all|stop-all|restart-all|pause-all|unpause-all|batch"
 _ACTIONS = "start|stop|restart|pause|unpause|export"
-_ID = rf"{{id:(?!(?:{_POST_ONLY})$)[^/]+}}"
-_POD = rf"{{id:(?!(?:{_ACTIONS})$)[^/]+}}"
+_GET_ONLY = "stats"
+_ID = rf"{{id:(?!(?:{_POST_ONLY}|{_GET_ONLY})$)[^/]+}}"
+_POD = rf"{{id:(?!(?:{_ACTIONS}|{_GET_ONLY})$)[^/]+}}"
 
 
 def build_registry(config: Config) -> RuntimeRegistry:
