@@ -257,7 +257,8 @@ async def test_a_removal_waits_for_a_stop_accepted_before_it(
         await fake.changed.wait_for(lambda: fake.active == 1)
     # The stop named it by name, the removal by short id: both are keyed by the full id.
     removal = await accepted(await client.delete("/api/v1/containers/c00000000001?force=true"))
-    assert fake.removed == [] and client.app[OPERATIONS].get(removal["operationId"]).state == "pending"  # type: ignore[union-attr]
+    op = client.app[OPERATIONS].get(removal["operationId"])
+    assert fake.removed == [] and op is not None and op.state == "pending"
     fake.release.set()
     first = await next_event(sub, "container.")
     second = await next_event(sub, "container.")
