@@ -259,7 +259,7 @@ async def test_a_removal_runs_after_a_stop_accepted_before_it(
     sub = Heard(client.app[EVENT_BUS])
     stop = await accepted(await client.post(f"/api/v1/containers/{cid}/stop?timeout=1"))
     remove = await accepted(await client.delete(f"/api/v1/containers/{cid}?force=true"))
-    ended = []
+    ended: list[tuple[str, str]] = []
     while len(ended) < 2:
         event = await next_event(sub, "container.")
         if event.type.endswith((".completed", ".failed")):
