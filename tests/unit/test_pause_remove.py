@@ -24,12 +24,15 @@ from runtimes import (
     NotRunning,
     RemoveOutcome,
     StillRunning,
+    Unsupported,
     removal_refusal,
 )
+from runtimes import kubeobjects as ko
 from tests.support.fakes import FakeRuntime, registry_of, summary
 from tests.support.gateway import ClientFactory, Heard, make_config, next_event
 from tests.unit.test_errors import expect
 from tests.unit.test_guard import EVIL
+from tests.unit.test_runtime_policy import _kube_runtime
 from tests.unit.test_security import bearer, security_config, token
 
 RUNNING, PAUSED, EXITED = ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.EXITED
@@ -62,6 +65,30 @@ def test_a_live_container_is_removed_only_when_forced(state: ContainerState, for
         assert isinstance(refused, StillRunning) and "force=true" in refused.detail
     else:
         assert refused is None
+
+
+def test_kubernetes_refuses_every_pause_and_every_workload_removal() -> None:
+    kube = _kube_runtime()
+    for state in ContainerState:
+        pod = dataclasses.replace(box(1, state), runtime="kubernetes", namespace="shop", controller="")
+        for action in ("pause", "unpause"):
+            refused = kube.refusal(pod, action, force=True)
+            assert isinstance(refused, Unsupported) and "no pause" in refused.detail
+        live = state in (RUNNING, PAUSED, ContainerState.RESTARTING, ContainerState.PENDING)
+        assert isinstance(kube.removal_refusal(pod, force=False), StillRunning) is live
+        assert kube.removal_refusal(pod, force=True) is None
+    workload = dataclasses.replace(
+        box(1, ContainerState.STOPPED), id="deployment/web", controller="deployment/web"
+    )
+    refused = kube.removal_refusal(workload, force=True)
+    assert isinstance(refused, Unsupported) and "never workloads" in refused.detail
+    owned = dataclasses.replace(box(1), runtime="kubernetes", controller="deployment/web")
+    refused = kube.removal_refusal(owned, force=False)
+    assert isinstance(refused, StillRunning) and "deployment/web will create a replacement" in refused.detail
+    # A Job's pod that has finished its work is not replaced; one that runs is.
+    assert ko.recreated_by(dataclasses.replace(owned, controller="job/nightly", state=EXITED)) == ""
+    assert ko.recreated_by(dataclasses.replace(owned, controller="job/nightly")) == "job/nightly"
+    assert ko.recreated_by(dataclasses.replace(owned, controller="")) == ""
 
 
 def test_the_new_refusals_have_their_own_codes_and_phrases() -> None:
