@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from runtimes import (
+    AlreadyPaused,
     AlreadyRunning,
     AlreadyStopped,
     Conflict,
@@ -20,7 +21,10 @@ from runtimes import (
     NoRuntime,
     NotFound,
     NotNamespaced,
+    NotPaused,
+    NotRunning,
     RuntimeFailure,
+    StillRunning,
     Unavailable,
     UnknownRuntime,
     Unsupported,
@@ -35,6 +39,9 @@ _PHRASES = {
     "RUNTIME_UNAVAILABLE": "container runtime not available",
     "CONTAINER_ALREADY_STARTED": "container already running",
     "CONTAINER_ALREADY_STOPPED": "container already stopped",
+    "CONTAINER_ALREADY_PAUSED": "container already paused",
+    "CONTAINER_NOT_PAUSED": "container not paused",
+    "CONTAINER_NOT_RUNNING": "container not running",
     "CONTAINER_INSPECT_FAILED": "failed to inspect container",
 }
 
@@ -80,7 +87,8 @@ def not_found(resource: str, name: str) -> ApiError:
 
 def container_not_running(container_id: str, detail: str = "") -> ApiError:
     """409 for a reading (stats, logs) of an entry with nothing running to read, such as a stopped
-    Kubernetes workload; ``detail``, the runtime's sentence, says why."""
+    Kubernetes workload, or a pause of one with nothing running to freeze; ``detail``, the
+    runtime's sentence, says why."""
     return ApiError(409, "CONTAINER_NOT_RUNNING", detail or f"Container {container_id!r} is not running")
 
 
@@ -136,6 +144,15 @@ def from_runtime(
         return ApiError(409, "CONTAINER_ALREADY_STARTED", "Container is already running")
     if isinstance(exc, AlreadyStopped):
         return ApiError(409, "CONTAINER_ALREADY_STOPPED", "Container is already stopped")
+    if isinstance(exc, AlreadyPaused):
+        return ApiError(409, "CONTAINER_ALREADY_PAUSED", "Container is already paused")
+    if isinstance(exc, NotPaused):
+        return ApiError(409, "CONTAINER_NOT_PAUSED", "Container is not paused")
+    if isinstance(exc, NotRunning):
+        return container_not_running(container_id, detail)
+    if isinstance(exc, StillRunning):
+        # The detail says in which state, and that force=true removes it anyway.
+        return ApiError(409, "CONTAINER_RUNNING", detail or "Container is running")
     if isinstance(exc, Conflict | RuntimeFailure):
         log.warning("%s: %s", fallback, exc)
     else:

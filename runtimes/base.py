@@ -12,10 +12,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from .compose import ServiceDraft
-from .errors import AlreadyRunning, AlreadyStopped, RuntimeFailure
+from .errors import (
+    AlreadyPaused,
+    AlreadyRunning,
+    AlreadyStopped,
+    NotPaused,
+    NotRunning,
+    RuntimeFailure,
+    StillRunning,
+)
 
-Action = Literal["start", "stop", "restart"]
-ACTIONS: tuple[Action, ...] = ("start", "stop", "restart")
+Action = Literal["start", "stop", "restart", "pause", "unpause"]
+ACTIONS: tuple[Action, ...] = ("start", "stop", "restart", "pause", "unpause")
 
 
 class ContainerState(enum.StrEnum):
@@ -153,13 +161,47 @@ class ExportSource:
     log_driver: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class RemoveOutcome:
+    """What a removal leaves behind: ``recreated_by`` names the controller that makes a replacement
+    ("deployment/web"), so a client is not surprised to see the container come back."""
+
+    recreated_by: str = ""
+
+
 def state_refusal(container: ContainerSummary, action: Action) -> RuntimeFailure | None:
     """The refusal every runtime shares: a start of a started container, a stop of one with
-    nothing running; a restart is always possible."""
-    if action == "start" and container.state.is_started:
+    nothing running, a pause of anything but a running container, an unpause of anything but a
+    paused one; a restart is always possible."""
+    state = container.state
+    if action == "start" and state.is_started:
         return AlreadyRunning(f"{container.id} is already running")
-    if action == "stop" and not container.state.is_running:
+    if action == "stop" and not state.is_running:
         return AlreadyStopped(f"{container.id} is already stopped")
+    if action == "pause" and state is ContainerState.PAUSED:
+        return AlreadyPaused(f"{container.id} is already paused")
+    if action == "pause" and state is not ContainerState.RUNNING:
+        # A restarting container is between two runs: the Engine has nothing to freeze either.
+        return NotRunning(
+            f"{container.id} is {state.value}",
+            detail=f"Container {container.name} is {state.value}: nothing runs that could be paused",
+        )
+    if action == "unpause" and state is not ContainerState.PAUSED:
+        return NotPaused(f"{container.id} is {state.value}, not paused")
+    return None
+
+
+def removal_refusal(container: ContainerSummary, *, force: bool) -> RuntimeFailure | None:
+    """The removal rule every runtime shares, as the Docker CLI has it: a container with live
+    processes (running, paused, restarting) goes only when the client said ``force``."""
+    if container.state.is_running and not force:
+        return StillRunning(
+            f"{container.id} is {container.state.value}",
+            detail=(
+                f"Container {container.name} is {container.state.value}: stop it first, "
+                "or remove it with force=true"
+            ),
+        )
     return None
 
 
@@ -236,6 +278,23 @@ class ContainerRuntime(Protocol):
     async def stop(self, ref: ContainerRef, *, timeout: int) -> None: ...
 
     async def restart(self, ref: ContainerRef, *, timeout: int) -> None: ...
+
+    async def pause(self, ref: ContainerRef) -> None:
+        """Freeze the container's processes (their memory stays); an Unsupported where the
+        runtime has no such thing."""
+        ...
+
+    async def unpause(self, ref: ContainerRef) -> None: ...
+
+    def removal_refusal(self, container: ContainerSummary, *, force: bool) -> RuntimeFailure | None:
+        """The error a removal of ``container`` is refused with before it is accepted, else None;
+        ``force`` is the client's word that a running container may go."""
+        ...
+
+    async def remove(self, ref: ContainerRef, *, force: bool, volumes: bool) -> RemoveOutcome | None:
+        """Delete the container (with ``volumes``, its anonymous volumes too); what it leaves
+        behind, where something will bring it back."""
+        ...
 
     async def stats(self, ref: ContainerRef) -> StatsSample: ...
 

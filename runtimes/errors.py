@@ -35,7 +35,7 @@ class Conflict(RuntimeFailure):
 
 
 class AlreadyInState(Conflict):
-    """The container is already in the state the action asked for (started, or stopped)."""
+    """The container is already in the state the action asked for (started, stopped, paused)."""
 
 
 class AlreadyRunning(AlreadyInState):
@@ -44,6 +44,27 @@ class AlreadyRunning(AlreadyInState):
 
 class AlreadyStopped(AlreadyInState):
     """A stop found nothing running."""
+
+
+class AlreadyPaused(AlreadyInState):
+    """A pause found the container paused already."""
+
+
+class NotInState(Conflict):
+    """The action does not apply to the container's state (a pause of a stopped container, an
+    unpause of one that is not paused): unlike :class:`AlreadyInState`, its goal is not reached."""
+
+
+class NotRunning(NotInState):
+    """A pause found nothing running to freeze."""
+
+
+class NotPaused(NotInState):
+    """An unpause found the container not paused."""
+
+
+class StillRunning(Conflict):
+    """A removal found the container running (or paused, or restarting) and was not forced."""
 
 
 class InUse(Conflict):

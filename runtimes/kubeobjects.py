@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TypeGuard
 
 from .base import Action, ContainerState, ContainerSummary, PortMapping, state_refusal
-from .errors import RuntimeFailure, Unsupported
+from .errors import RuntimeFailure, StillRunning, Unsupported
 from .redact import MASK, mask_value
 
 RUNTIME = "kubernetes"
@@ -84,10 +84,58 @@ def controller_refusal(
     return None
 
 
+def no_pause(action: Action) -> Unsupported:
+    """A pause or unpause: Kubernetes cannot freeze a pod's containers (nor does the gateway
+    pretend to by scaling or deleting), whatever the pod's state."""
+    return Unsupported(
+        f"kubernetes cannot {action} a pod",
+        detail="Kubernetes has no pause: a pod's containers cannot be frozen and resumed",
+    )
+
+
 def refusal(container: ContainerSummary, action: Action, *, force: bool) -> RuntimeFailure | None:
-    """The Kubernetes runtime's answer to "may this action run": the shared state rule, then the
-    workload's."""
+    """The Kubernetes runtime's answer to "may this action run": no pause at all, else the shared
+    state rule, then the workload's."""
+    if action in ("pause", "unpause"):
+        return no_pause(action)
     return state_refusal(container, action) or controller_refusal(container, action, force=force)
+
+
+def workload_removal(workload: str) -> Unsupported:
+    """A removal of a workload entry ("deployment/web"): the gateway deletes pods, never the
+    workloads that own them."""
+    return Unsupported(
+        f"{workload} is a workload",
+        detail=f"{workload} is a workload: the gateway removes pods, never workloads",
+    )
+
+
+def recreated_by(container: ContainerSummary) -> str:
+    """The controller that replaces a deleted pod ("deployment/web"), "" when nothing will: a
+    standalone pod, or the pod of a Job that has finished its work."""
+    controller = container.controller or ""
+    if controller.partition("/")[0] == "job" and container.state not in (
+        ContainerState.RUNNING,
+        ContainerState.PENDING,
+    ):
+        return ""
+    return controller
+
+
+def removal_refusal(container: ContainerSummary, *, force: bool) -> RuntimeFailure | None:
+    """Whether a pod may be deleted: never a workload entry; a pod that runs, or is about to
+    (pending), only with ``force``, controller or not, as a running Docker container."""
+    if WORKLOAD_ID.fullmatch(container.id):
+        return workload_removal(container.id)
+    live = container.state.is_running or container.state is ContainerState.PENDING
+    if not live or force:
+        return None
+    replacement = recreated_by(container)
+    then = f" (its controller {replacement} will create a replacement)" if replacement else ""
+    return StillRunning(
+        f"pod {container.name} is {container.state.value}",
+        detail=f"Pod {container.name} is {container.state.value}: remove it with force=true{then}",
+    )
 
 
 _PHASES: Mapping[str, ContainerState] = {

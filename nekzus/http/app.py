@@ -46,14 +46,16 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
 
-# A GET route with a free segment must not take a path that names a POST-only route: GET on
+# A GET or DELETE route with a free segment must not take a path that names another route: GET on
 # /containers/batch or /containers/web/stop would be read as an inspect (of a container "batch",
-# of the pod "stop" in namespace "web"). Kept out of those segments, such a path matches only its
-# POST route, and the router answers 405 with "Allow: POST".
-_POST_ONLY = "start-all|stop-all|restart-all|batch"
-_ACTIONS = "start|stop|restart|export"
-_ID = rf"{{id:(?!(?:{_POST_ONLY})$)[^/]+}}"
-_POD = rf"{{id:(?!(?:{_ACTIONS})$)[^/]+}}"
+# of the pod "stop" in namespace "web"), DELETE on /containers/stats as a removal. Kept out of
+# those segments, such a path matches only its own route, and the router answers 405 with the
+# methods that route takes in "Allow".
+_POST_ONLY = "start-all|stop-all|restart-all|pause-all|unpause-all|batch"
+_ACTIONS = "start|stop|restart|pause|unpause|export"
+_GET_ONLY = "stats"
+_ID = rf"{{id:(?!(?:{_POST_ONLY}|{_GET_ONLY})$)[^/]+}}"
+_POD = rf"{{id:(?!(?:{_ACTIONS}|{_GET_ONLY})$)[^/]+}}"
 
 
 def build_registry(config: Config) -> RuntimeRegistry:
@@ -221,6 +223,8 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     r.add_post("/api/v1/containers/start-all", bulk.start_all)
     r.add_post("/api/v1/containers/stop-all", bulk.stop_all)
     r.add_post("/api/v1/containers/restart-all", bulk.restart_all)
+    r.add_post("/api/v1/containers/pause-all", bulk.pause_all)
+    r.add_post("/api/v1/containers/unpause-all", bulk.unpause_all)
     r.add_post("/api/v1/containers/batch", bulk.batch)
     r.add_post("/api/v1/containers/batch/export", export.batch_export)
     r.add_post("/api/v1/containers/batch/export/preview", export.batch_export_preview)
@@ -228,7 +232,8 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     r.add_post("/api/v1/containers/{id}/export", export.export_container)
     r.add_post("/api/v1/containers/{id}/export/preview", export.export_preview)
     # The Kubernetes path form. "{id}/stats" above wins over a pod named "stats", and the actions
-    # over pods named start, stop, restart or export: the query form (?namespace=…) reaches those.
+    # over pods named start, stop, restart, pause, unpause or export: the query form
+    # (?namespace=…) reaches those.
     _container_routes(r, "/api/v1/containers/{namespace}", _POD)
     r.add_get("/api/v1/operations/{operation_id}", operations.get_operation)
     r.add_post("/api/v1/auth/login", auth.login)
@@ -240,11 +245,12 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
 
 
 def _container_routes(r: web.UrlDispatcher, base: str, id_route: str) -> None:
-    """Inspect, stats and the actions of one container under ``base``, whose inspect route takes
-    the id as ``id_route`` (which keeps the paths of other routes out of it)."""
+    """Inspect, removal, stats and the actions of one container under ``base``, whose inspect and
+    removal routes take the id as ``id_route`` (which keeps the paths of other routes out of it)."""
     r.add_get(f"{base}/{id_route}", containers.inspect_container)
+    r.add_delete(f"{base}/{id_route}", containers.remove_container)
     r.add_get(f"{base}/{{id}}/stats", containers.container_stats)
-    r.add_post(f"{base}/{{id}}/{{action:start|stop|restart}}", containers.container_action)
+    r.add_post(f"{base}/{{id}}/{{action:start|stop|restart|pause|unpause}}", containers.container_action)
 
 
 def _setup_cors(app: web.Application, origins: list[str]) -> None:

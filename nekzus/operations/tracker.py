@@ -33,7 +33,13 @@ from .store import OperationStore, StoredOperation
 
 log = logging.getLogger(__name__)
 
-_PAST = {"start": "started", "stop": "stopped", "restart": "restarted"}
+_PAST = {
+    "start": "started",
+    "stop": "stopped",
+    "restart": "restarted",
+    "pause": "paused",
+    "unpause": "unpaused",
+}
 INTERRUPTED = "OPERATION_INTERRUPTED"
 INTERRUPTED_MESSAGE = (
     "The gateway restarted before the operation finished; the container's current state tells "
@@ -365,6 +371,11 @@ class OperationTracker:
                 await runtime.start(ref)
         elif action == "stop":
             await runtime.stop(ref, timeout=timeout)
+        elif action == "pause":
+            # A freeze or a thaw is one cgroup write: nothing to bound, and no grace period.
+            await runtime.pause(ref)
+        elif action == "unpause":
+            await runtime.unpause(ref)
         else:
             # Not bounded like a start: the daemon waits out the grace period inside this one call,
             # so a bounded restart would hold a slot for all of it, and slow restarts would again

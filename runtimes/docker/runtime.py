@@ -13,9 +13,11 @@ from ..base import (
     ContainerSummary,
     ExportSource,
     LogChunk,
+    RemoveOutcome,
     RuntimeEvent,
     RuntimeInfo,
     StatsSample,
+    removal_refusal,
     state_refusal,
 )
 from ..compose import ServiceDraft
@@ -124,3 +126,17 @@ class DockerRuntime:
         return stream_logs(
             self._session, self._queries, ref, follow=follow, tail=tail, timestamps=timestamps, since=since
         )
+
+    # Pause, unpause and removal of one container.
+    async def pause(self, ref: ContainerRef) -> None:
+        await self._lifecycle.pause(ref)
+
+    async def unpause(self, ref: ContainerRef) -> None:
+        await self._lifecycle.unpause(ref)
+
+    def removal_refusal(self, container: ContainerSummary, *, force: bool) -> RuntimeFailure | None:
+        return removal_refusal(container, force=force)
+
+    async def remove(self, ref: ContainerRef, *, force: bool, volumes: bool) -> RemoveOutcome | None:
+        await self._lifecycle.remove(ref, force=force, volumes=volumes)
+        return None

@@ -1,11 +1,13 @@
-"""Start, stop and restart of pods and workload entries, where Nekzus went wrong:
+"""Start, stop, restart and removal of pods and workload entries, where Nekzus went wrong:
 
 - stop scales the owning workload to 0 and start restores its count (:mod:`.scaling`); the
   stopped workload stays listed as ``deployment/web`` so a client can start it again;
 - restart deletes the pod and lets the controller replace it, finishing when the workload is
   ready again; a running workload entry is restarted as ``kubectl rollout restart`` does;
 - a standalone pod is only deleted (stop) or recreated (restart) when the client said force:
-  that check is the runtime's ``refusal``, which the gateway asks before the 202.
+  that check is the runtime's ``refusal``, which the gateway asks before the 202;
+- a removal deletes the pod, controller or not, and says which controller recreates it; a
+  workload is never deleted.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import kubeobjects as ko
-from ..base import ContainerRef, ContainerState
+from ..base import ContainerRef, ContainerState, RemoveOutcome
 from ..errors import AlreadyRunning, Conflict, NotFound, Unsupported
 from .client import ApiSession, until
 from .paths import ManagedNamespaces, pod_path, workload_path
@@ -103,6 +105,23 @@ class Lifecycle:
         )
         await self._wait_replaced(kind, namespace, name, owner_path, seen)
 
+    async def remove(self, ref: ContainerRef) -> RemoveOutcome:
+        """Delete the pod with its own grace period, as ``kubectl delete pod`` does, and finish
+        when it is gone (a StatefulSet's replacement may already hold its name: the uid tells)."""
+        if ko.WORKLOAD_ID.fullmatch(ref.id):
+            raise ko.workload_removal(ref.id)
+        summary, pod = await self._session.retry(
+            lambda: self._queries.resolve(ref), f"pod {ref.id} to be read"
+        )
+        namespace = summary.namespace
+        uid = str((pod.get("metadata") or {}).get("uid", ""))
+        await self._session.retry(
+            lambda: self._delete_pod(namespace, ref.id, None, uid), f"pod {ref.id} to be deleted"
+        )
+        grace = int((pod.get("spec") or {}).get("terminationGracePeriodSeconds") or 30)
+        await self._wait_gone(namespace, ref.id, grace + 30, uid)
+        return RemoveOutcome(recreated_by=ko.recreated_by(summary))
+
     async def _rollout_restart(self, kind: str, namespace: str, name: str) -> None:
         """Restart of a running workload entry: a rolling restart, as ``kubectl rollout restart``.
 
@@ -140,26 +159,28 @@ class Lifecycle:
 
         await until(finished, f"{kind}/{name} to roll out", session.ready_timeout)
 
-    async def _delete_pod(self, namespace: str, name: str, grace: int, uid: str = "") -> None:
-        """Delete the pod (``uid``: only that one, not a pod that has replaced it under its name)."""
+    async def _delete_pod(self, namespace: str, name: str, grace: int | None, uid: str = "") -> None:
+        """Delete the pod (``uid``: only that one, not a pod that has replaced it under its name)
+        after ``grace`` seconds, None for the pod's own grace period."""
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}} if uid else None
+        query = {"gracePeriodSeconds": grace} if grace is not None else None
         try:
-            await self._session.json(
-                "DELETE", pod_path(namespace, name), query={"gracePeriodSeconds": grace}, body=body
-            )
+            await self._session.json("DELETE", pod_path(namespace, name), query=query, body=body)
         except NotFound:
             pass  # gone already
         except Conflict:
             if not uid:
                 raise  # else the precondition failed: the pod was replaced already
 
-    async def _wait_gone(self, namespace: str, name: str, timeout: float) -> None:
+    async def _wait_gone(self, namespace: str, name: str, timeout: float, uid: str = "") -> None:
+        """Until no pod has that name (``uid``: until that pod is gone, whatever has its name now)."""
+
         async def gone() -> bool:
             try:
-                await self._session.json("GET", pod_path(namespace, name))
+                pod = await self._session.json("GET", pod_path(namespace, name))
             except NotFound:
                 return True
-            return False
+            return bool(uid) and (pod.get("metadata") or {}).get("uid") != uid
 
         await until(gone, f"pod {name} to be deleted", timeout)
 

@@ -12,6 +12,7 @@ from ..base import (
     ContainerSummary,
     ExportSource,
     LogChunk,
+    RemoveOutcome,
     RuntimeEvent,
     RuntimeInfo,
     StatsSample,
@@ -140,3 +141,18 @@ class KubernetesRuntime:
             timestamps=timestamps,
             since=since,
         )
+
+    # Pause, unpause and removal of one pod.
+    async def pause(self, ref: ContainerRef) -> None:
+        raise ko.no_pause("pause")
+
+    async def unpause(self, ref: ContainerRef) -> None:
+        raise ko.no_pause("unpause")
+
+    def removal_refusal(self, container: ContainerSummary, *, force: bool) -> RuntimeFailure | None:
+        return ko.removal_refusal(container, force=force)
+
+    async def remove(self, ref: ContainerRef, *, force: bool, volumes: bool) -> RemoveOutcome | None:
+        """Deletes the pod: ``force`` was the gateway's check to make, and a pod's own volumes go
+        with it anyway (claims are never deleted)."""
+        return await self._lifecycle.remove(ref)

@@ -918,7 +918,13 @@ class FakeKube:
         self._authorize("delete", "pods", ns, name)
         body, grace = await self._body(request), int_param(request, "gracePeriodSeconds")
         grace = grace if grace is not None else (body or {}).get("gracePeriodSeconds")
-        pod = copy.deepcopy(self._terminate(self._find("pods", ns, name), grace))
+        current = self._find("pods", ns, name)
+        # DeleteOptions.preconditions: only the pod with that uid, not one that took its name.
+        uid = ((body or {}).get("preconditions") or {}).get("uid")
+        if uid is not None and uid != current["metadata"]["uid"]:
+            message = f"Precondition failed: UID in precondition: {uid}, UID in object meta: "
+            raise Fail(409, "Conflict", message + current["metadata"]["uid"])
+        pod = copy.deepcopy(self._terminate(current, grace))
         self._sync()
         return web.json_response(pod)
 

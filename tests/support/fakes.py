@@ -17,12 +17,14 @@ from runtimes import (
     LogChunk,
     NotFound,
     OperationFailed,
+    RemoveOutcome,
     RuntimeEvent,
     RuntimeFailure,
     RuntimeInfo,
     RuntimeRegistry,
     ServiceDraft,
     StatsSample,
+    removal_refusal,
     state_refusal,
 )
 from runtimes.docker import is_container_id
@@ -64,6 +66,7 @@ class FakeRuntime:
         self.max_active = 0
         self.export_kind = "docker"
         self.timeouts: list[tuple[str, int]] = []  # (container name, grace period) of each stop/restart
+        self.removed: list[tuple[str, bool, bool]] = []  # (container name, force, volumes) of each removal
 
     @property
     def name(self) -> str:
@@ -127,6 +130,23 @@ class FakeRuntime:
     async def restart(self, ref: ContainerRef, *, timeout: int) -> None:
         self.timeouts.append((self._find(ref).name, timeout))
         await self._act(ref, ContainerState.RUNNING)
+
+    async def pause(self, ref: ContainerRef) -> None:
+        await self._act(ref, ContainerState.PAUSED)
+
+    async def unpause(self, ref: ContainerRef) -> None:
+        await self._act(ref, ContainerState.RUNNING)
+
+    def removal_refusal(self, container: ContainerSummary, *, force: bool) -> RuntimeFailure | None:
+        return removal_refusal(container, force=force)
+
+    async def remove(self, ref: ContainerRef, *, force: bool, volumes: bool) -> RemoveOutcome | None:
+        """Drops the container, as the Engine does: gone when the removal runs is NotFound."""
+        self._maybe_fail("remove")
+        gone = self._find(ref)
+        self.removed.append((gone.name, force, volumes))
+        del self.containers[gone.full_id]
+        return None
 
     async def stats(self, ref: ContainerRef) -> StatsSample:
         self._maybe_fail("stats")

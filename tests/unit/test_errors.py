@@ -80,21 +80,30 @@ ROUTES = [
     ("/api/v1/health", _GET),
     ("/api/v1/containers", _GET),
     ("/api/v1/containers/stats", _GET),
-    ("/api/v1/containers/web", _GET),
+    ("/api/v1/containers/web", _GET | {"DELETE"}),
     ("/api/v1/containers/web/stats", _GET),
-    ("/api/v1/containers/shop/web", _GET),
+    ("/api/v1/containers/shop/web", _GET | {"DELETE"}),
     ("/api/v1/containers/shop/web/stats", _GET),
     ("/api/v1/operations/abc", _GET),
     ("/api/v1/auth/status", _GET),
     ("/api/v1/auth/validate", _GET),
     ("/api/v1/ws", _GET),
     ("/api/v1/auth/login", _POST),
-    *((f"/api/v1/containers/{fixed}", _POST) for fixed in ("start-all", "stop-all", "restart-all", "batch")),
+    *(
+        (f"/api/v1/containers/{fixed}", _POST)
+        for fixed in ("start-all", "stop-all", "restart-all", "pause-all", "unpause-all", "batch")
+    ),
     ("/api/v1/containers/batch/export", _POST),
     ("/api/v1/containers/batch/export/preview", _POST),
-    *((f"/api/v1/containers/grafana-1/{action}", _POST) for action in ("start", "stop", "restart", "export")),
+    *(
+        (f"/api/v1/containers/grafana-1/{action}", _POST)
+        for action in ("start", "stop", "restart", "pause", "unpause", "export")
+    ),
     ("/api/v1/containers/grafana-1/export/preview", _POST),
-    *((f"/api/v1/containers/shop/web/{action}", _POST) for action in ("start", "stop", "restart")),
+    *(
+        (f"/api/v1/containers/shop/web/{action}", _POST)
+        for action in ("start", "stop", "restart", "pause", "unpause")
+    ),
 ]
 
 

@@ -13,6 +13,7 @@ from nekzus.errors import from_runtime
 from runtimes import (
     ACTIONS,
     Action,
+    AlreadyPaused,
     AlreadyRunning,
     AlreadyStopped,
     Conflict,
@@ -23,6 +24,8 @@ from runtimes import (
     NoRuntime,
     NotFound,
     NotNamespaced,
+    NotPaused,
+    NotRunning,
     OperationFailed,
     RuntimeRegistry,
     Unavailable,
@@ -65,6 +68,12 @@ def test_the_shared_state_rule(state: ContainerState, action: Action) -> None:
         assert isinstance(refused, AlreadyRunning)
     elif action == "stop" and state not in LIVE:
         assert isinstance(refused, AlreadyStopped)
+    elif action == "pause" and state is not ContainerState.RUNNING:
+        # Only a running container pauses: a restarting one is between two runs.
+        expected = AlreadyPaused if state is ContainerState.PAUSED else NotRunning
+        assert type(refused) is expected
+    elif action == "unpause" and state is not ContainerState.PAUSED:
+        assert isinstance(refused, NotPaused)
     else:
         # A paused container is started by resuming it, and stopped like a running one.
         assert refused is None

@@ -1,4 +1,5 @@
-"""Bulk actions (start-all, stop-all, restart-all) and batch actions on a list of ids.
+"""Bulk actions (start-all, stop-all, restart-all, pause-all, unpause-all) and batch actions on a
+list of ids.
 
 They act only on linked containers, never on the gateway's own. Each action goes through the
 operation tracker, which runs them all at once except for its bound on starts, so every client also
@@ -21,6 +22,7 @@ from runtimes import (
     ContainerRef,
     ContainerRuntime,
     ContainerSummary,
+    NotInState,
     RuntimeFailure,
     Unavailable,
 )
@@ -108,8 +110,10 @@ def _bulk_handler(action: Action) -> Any:
         for c in containers:
             runtime = runtimes[c.runtime]
             refused = runtime.refusal(c, action, force=False)
-            if isinstance(refused, AlreadyInState):
-                continue  # "all" means all that the action changes: the others are left out
+            if isinstance(refused, AlreadyInState | NotInState):
+                # "all" means all that the action changes: the others are left out (pause-all
+                # leaves out stopped containers as well as paused ones).
+                continue
             targets.append(_failed(c.id, c.name, refused) if refused else _Target(runtime, c))
         return _summary(title, await _run_all(request, action, targets, timeout))
 
@@ -120,6 +124,8 @@ def _bulk_handler(action: Action) -> Any:
 start_all = _bulk_handler("start")
 stop_all = _bulk_handler("stop")
 restart_all = _bulk_handler("restart")
+pause_all = _bulk_handler("pause")
+unpause_all = _bulk_handler("unpause")
 
 
 @requires(WRITE_CONTAINERS)
@@ -128,7 +134,7 @@ async def batch(request: web.Request) -> web.Response:
     body = await json_fields(request, ("action", *ID_LIST_FIELDS, "timeout"), required=True)
     action = body.get("action")
     if action not in ACTIONS:
-        raise ApiError(400, "INVALID_ACTION", "Action must be start, stop, or restart")
+        raise ApiError(400, "INVALID_ACTION", f"Action must be one of {', '.join(ACTIONS)}")
     unique = container_ids(body, "containerIds")
     timeout = timeout_of(request, body)
     runtime = runtime_for(request)

@@ -1,4 +1,4 @@
-"""List, inspect, start/stop/restart and stats of single containers."""
+"""List, inspect, lifecycle actions, removal and stats of single containers."""
 
 from __future__ import annotations
 
@@ -6,18 +6,20 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
 from aiohttp import web
 
 from runtimes import Action, ContainerRef, ContainerRuntime, ContainerState, RuntimeFailure
 
-from ...keys import OPERATIONS, STATE
-from ...operations.tracker import accepted_message, failure_code
+from ...errors import ApiError, invalid_request
+from ...keys import LINKER, OPERATIONS, SELF_CONTAINER_ID, STATE
+from ...linking import is_self
+from ...operations.tracker import JobProgress, JobText, accepted_message, failure_code
 from ...params import bool_query, container_id, json_fields, namespace_value, timeout_of
 from ...realtime.events import now
-from ...security.auth import READ_CONTAINERS, WRITE_CONTAINERS, requires
+from ...security.auth import PRINCIPAL, READ_CONTAINERS, WRITE_CONTAINERS, WRITE_ENGINE, requires
 from ...security.ratelimit import rate_pool
 from .common import (
     current_state,
@@ -33,6 +35,8 @@ from .common import (
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+REMOVAL = JobText(accepted="Container removal initiated", past="removed", verb="remove")
 
 
 @requires(READ_CONTAINERS)
@@ -122,6 +126,80 @@ async def container_action(request: web.Request) -> web.Response:
         body["timeout"] = timeout
     body["timestamp"] = now()
     body["operationId"] = op.id
+    return web.json_response(body, status=202, headers={"Location": f"/api/v1/operations/{op.id}"})
+
+
+@requires(WRITE_CONTAINERS)
+@rate_pool("containers")
+async def remove_container(request: web.Request) -> web.Response:
+    """``DELETE /containers/{id}``: checked at once (404, 403, 409), then removed by a job (202).
+
+    Security: the gateway's own container is never removed, even forced; a container that is
+    not linked only with ``all=true``, which also needs ``write:engine``: deleting what the
+    gateway does not manage is a host administrator's act, not an app user's.
+    """
+    cid = container_id(request)
+    runtime = runtime_for(request)
+    force = bool_query(request, "force")
+    volumes = bool_query(request, "volumes")
+    unlinked = bool_query(request, "all")
+    namespace = namespace_value(request)
+    if (await request.read()).strip():
+        raise invalid_request(
+            "A removal takes no body: its options are the query parameters force, volumes, all"
+        )
+    if unlinked and not request[PRINCIPAL].allows(WRITE_ENGINE):
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            f"Removing with all=true (containers that are not linked) needs the scope {WRITE_ENGINE!r}",
+        )
+    try:
+        current = await runtime.get(ContainerRef(cid, namespace))
+    except RuntimeFailure as exc:
+        raise runtime_error(exc, "CONTAINER_REMOVE_FAILED", "Failed to remove container", cid) from exc
+    if is_self(current, request.app[SELF_CONTAINER_ID]):
+        raise ApiError(403, "FORBIDDEN", "The gateway does not remove its own container")
+    if not unlinked and not request.app[LINKER].is_linked(current):
+        raise ApiError(
+            409,
+            "CONTAINER_NOT_LINKED",
+            f"Container {current.name!r} is not linked to an approved app: remove it with all=true "
+            f"(which needs the scope {WRITE_ENGINE!r})",
+        )
+    refused = runtime.removal_refusal(current, force=force)
+    if refused is not None:
+        raise runtime_error(refused, "CONTAINER_REMOVE_FAILED", "Failed to remove container", cid)
+    ref = ContainerRef(current.full_id, namespace)
+
+    async def work(progress: JobProgress) -> Mapping[str, Any] | None:
+        outcome = await runtime.remove(ref, force=force, volumes=volumes)
+        if outcome is None or not outcome.recreated_by:
+            return None
+        # These fields join the record and the completion event; the message replaces the plain
+        # "Container removed successfully", which would hide that the pod comes back.
+        by = outcome.recreated_by
+        return {"recreatedBy": by, "message": f"Container removed; its controller {by} recreates it"}
+
+    # Keyed as lifecycle actions of the same container are (see OperationTracker.submit), so a
+    # stop accepted before this removal finishes before it starts.
+    op = request.app[OPERATIONS].submit_job(
+        runtime=runtime.name,
+        resource="container",
+        action="remove",
+        target=current.id,
+        work=work,
+        text=REMOVAL,
+        namespace=namespace,
+        key=current.full_id,
+    )
+    body = {
+        "status": "accepted",
+        "containerId": current.id,
+        "message": REMOVAL.accepted,
+        "timestamp": now(),
+        "operationId": op.id,
+    }
     return web.json_response(body, status=202, headers={"Location": f"/api/v1/operations/{op.id}"})
 
 
