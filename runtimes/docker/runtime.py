@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from ..base import (
@@ -19,10 +19,12 @@ from ..base import (
     state_refusal,
 )
 from ..compose import ServiceDraft
+from ..engine.images import PulledImage, PullProgress
 from ..errors import RuntimeFailure
 from .compose import docker_service
 from .events import stream_events
 from .export import ExportSources
+from .images import Images
 from .lifecycle import Lifecycle
 from .logs import stream_logs
 from .paths import is_container_id
@@ -44,6 +46,7 @@ class DockerRuntime:
         self._lifecycle = Lifecycle(self._session, self._queries)
         self._stats = ContainerStats(self._session)
         self._exports = ExportSources(self._session, self._queries, name)
+        self._images = Images(self._session)
 
     @property
     def name(self) -> str:
@@ -124,3 +127,7 @@ class DockerRuntime:
         return stream_logs(
             self._session, self._queries, ref, follow=follow, tail=tail, timestamps=timestamps, since=since
         )
+
+    # Images
+    async def pull_image(self, reference: str, on_progress: Callable[[PullProgress], None]) -> PulledImage:
+        return await self._images.pull(reference, on_progress)

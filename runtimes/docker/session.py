@@ -104,12 +104,16 @@ class EngineSession:
             self.fail(exc, f"POST {path}")
 
     def stream(
-        self, path: str, params: Mapping[str, Any]
+        self, path: str, params: Mapping[str, Any], *, method: str = "GET"
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-        """A GET whose body is read for as long as it lasts (events, followed logs): no time limit.
-        Its errors, reading included, are the caller's to pass to :meth:`fail`."""
+        """A request whose body is read for as long as it lasts (events, followed logs, a pull's
+        progress): no time limit. Its errors, reading included, are the caller's to pass to :meth:`fail`."""
         return aiodocker_compat.query(
-            self._docker, path, params=params, timeout=aiohttp.ClientTimeout(total=None, sock_read=None)
+            self._docker,
+            path,
+            method,
+            params=params,
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
         )
 
     async def daemon_info(self) -> dict[str, Any]:
