@@ -19,9 +19,12 @@ from ..base import (
     state_refusal,
 )
 from ..compose import ServiceDraft
+from ..engine.creation import ContainerSpec, Recreated, UpdateSource
 from ..engine.images import PulledImage, PullProgress
+from ..engine.updates import ContainerImage
 from ..errors import RuntimeFailure
 from .compose import docker_service
+from .create import Creation
 from .events import stream_events
 from .export import ExportSources
 from .images import Images
@@ -31,6 +34,7 @@ from .paths import is_container_id
 from .queries import Queries
 from .session import EngineSession
 from .stats import ContainerStats
+from .update import Updates
 
 
 class DockerRuntime:
@@ -47,6 +51,8 @@ class DockerRuntime:
         self._stats = ContainerStats(self._session)
         self._exports = ExportSources(self._session, self._queries, name)
         self._images = Images(self._session)
+        self._creation = Creation(self._session)
+        self._updates = Updates(self._session, self._queries, self._creation)
 
     @property
     def name(self) -> str:
@@ -131,3 +137,25 @@ class DockerRuntime:
     # Images
     async def pull_image(self, reference: str, on_progress: Callable[[PullProgress], None]) -> PulledImage:
         return await self._images.pull(reference, on_progress)
+
+    # Container creation, updates and the registry check of updateAvailable
+    async def name_taken(self, name: str) -> bool:
+        return await self._creation.name_taken(name)
+
+    async def has_image(self, reference: str) -> bool:
+        return await self._creation.has_image(reference)
+
+    async def create_container(self, spec: ContainerSpec, *, start: bool) -> str:
+        return await self._creation.create(spec, start=start)
+
+    async def update_source(self, container: str) -> UpdateSource:
+        return await self._updates.source(container)
+
+    async def recreate_container(self, container: str, reference: str) -> Recreated:
+        return await self._updates.recreate(container, reference)
+
+    async def container_images(self) -> list[ContainerImage]:
+        return await self._updates.container_images()
+
+    async def registry_digest(self, reference: str) -> str:
+        return await self._updates.registry_digest(reference)

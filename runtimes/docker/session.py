@@ -79,6 +79,7 @@ class EngineSession:
         params: Mapping[str, Any] | None = None,
         timeout: float = READ_TIMEOUT,
         versioned: bool = True,
+        body: Mapping[str, Any] | None = None,
     ) -> Any:
         try:
             return await aiodocker_compat.query_json(
@@ -88,6 +89,7 @@ class EngineSession:
                 params=params or {},
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 versioned=versioned,
+                body=body,
             )
         except ENGINE_ERRORS as exc:
             self.fail(exc, f"{method} {path}")

@@ -78,7 +78,7 @@ ROUTES = [
     ("/healthz", _GET),
     ("/readyz", _GET),
     ("/api/v1/health", _GET),
-    ("/api/v1/containers", _GET),
+    ("/api/v1/containers", _GET | _POST),
     ("/api/v1/containers/stats", _GET),
     ("/api/v1/containers/web", _GET),
     ("/api/v1/containers/web/stats", _GET),
@@ -94,6 +94,7 @@ ROUTES = [
     ("/api/v1/containers/batch/export/preview", _POST),
     *((f"/api/v1/containers/grafana-1/{action}", _POST) for action in ("start", "stop", "restart", "export")),
     ("/api/v1/containers/grafana-1/export/preview", _POST),
+    ("/api/v1/containers/grafana-1/update", _POST),
     *((f"/api/v1/containers/shop/web/{action}", _POST) for action in ("start", "stop", "restart")),
 ]
 
