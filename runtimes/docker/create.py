@@ -18,6 +18,8 @@ from .paths import container_path, short_id
 from .session import READ_TIMEOUT, EngineSession
 
 CREATE_TIMEOUT = 60.0
+# Network modes every Engine has, which are no network object to look up.
+_ENGINE_NETWORKS = ("none", "host", "bridge", "default")
 
 
 def create_body(spec: ContainerSpec) -> dict[str, Any]:
@@ -78,11 +80,18 @@ class Creation:
     async def create(self, spec: ContainerSpec, *, start: bool) -> str:
         """Create ``spec`` (and start it); answer its full id. A container whose start fails is
         kept, as ``docker run`` keeps it, and the error's detail says so."""
-        full_id = await self.create_raw(spec.name, create_body(spec), image=spec.image, network=spec.network)
+        if spec.network is not None and spec.network not in _ENGINE_NETWORKS:
+            # An Engine before API 1.44 creates a container on a network that does not exist, and
+            # only its start fails: ask first, so nothing is left behind.
+            try:
+                await self._session.json(f"networks/{segment(spec.network)}")
+            except NotFound as exc:
+                raise NotFound(str(exc), resource="network", name=spec.network) from exc
+        full_id = await self.create_raw(spec.name, create_body(spec), image=spec.image)
         if start:
             try:
                 await self._session.post(container_path(full_id, "start"), params={}, timeout=CREATE_TIMEOUT)
-            except (Conflict, OperationFailed) as exc:
+            except (Conflict, NotFound, OperationFailed) as exc:
                 raise OperationFailed(
                     f"start of the new container {spec.name} failed: {exc}",
                     detail=(
@@ -92,9 +101,7 @@ class Creation:
                 ) from exc
         return full_id
 
-    async def create_raw(
-        self, name: str, body: dict[str, Any], *, image: str, network: str | None = None
-    ) -> str:
+    async def create_raw(self, name: str, body: dict[str, Any], *, image: str) -> str:
         """``POST /containers/create?name=`` with ``body``; answer the new container's full id."""
         try:
             created = await self._session.json(
@@ -111,9 +118,6 @@ class Creation:
                 resource="container_name",
             ) from exc
         except NotFound as exc:
-            # The Engine answers 404 for a missing image and for a missing network alike.
-            if network is not None and await self.has_image(image):
-                raise NotFound(str(exc), resource="network", name=network) from exc
             raise NotFound(str(exc), resource="image", name=image) from exc
         except OperationFailed as exc:
             raise OperationFailed(

@@ -34,13 +34,20 @@ _IMAGE_DEFAULTS = ("WorkingDir", "User", "Healthcheck", "StopSignal", "Shell", "
 _SPECIAL_NETWORKS = ("none", "host")
 
 
+def _names_an_id(reference: str, image_id: str) -> bool:
+    """Whether ``reference`` is no name but the image's id (``sha256:…`` or a prefix of its hex)."""
+    return (
+        not reference
+        or reference.startswith("sha256:")
+        or image_id.removeprefix("sha256:").startswith(reference)
+    )
+
+
 def pinned_reason(doc: Mapping[str, Any]) -> str:
     """Why the container's image cannot be pulled again ("" when it can): it was created from an
     image id, or from a digest, which always names the same image."""
     reference = str((doc.get("Config") or {}).get("Image") or "")
-    image_id = str(doc.get("Image") or "")
-    hex_id = image_id.removeprefix("sha256:")
-    if not reference or reference.startswith("sha256:") or hex_id.startswith(reference):
+    if _names_an_id(reference, str(doc.get("Image") or "")):
         return "it was created from an image id, not a tag, so there is nothing to pull again"
     if "@" in reference or not is_image_reference(reference):
         return "its image is pinned to a digest, which always names the same image"
@@ -161,7 +168,7 @@ class Updates:
         for row in rows:
             reference = str(row.get("Image") or "")
             image_id = str(row.get("ImageID") or "")
-            if not is_image_reference(reference) or image_id.removeprefix("sha256:").startswith(reference):
+            if _names_an_id(reference, image_id) or not is_image_reference(reference):
                 # The list shows the image's id once its tag has moved on: the inspect keeps the reference.
                 try:
                     doc = await self._queries.inspect_raw(ContainerRef(str(row["Id"])))
