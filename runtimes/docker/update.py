@@ -233,9 +233,11 @@ class _Recreate:
                 await self._post(self.new_id, "start", {}, CREATE_TIMEOUT)
             step = "removing the previous container"
             await self._creation.remove(self.old_id)
-        except (RuntimeFailure, asyncio.CancelledError) as exc:
+        except BaseException as exc:
+            # Undone whatever ended the recreate, a shutdown's cancellation included: the shield
+            # lets the rollback finish, so the old container is never left renamed and stopped.
             failures = await asyncio.shield(self._roll_back())
-            if isinstance(exc, asyncio.CancelledError):
+            if not isinstance(exc, RuntimeFailure):
                 raise
             raise self._failure(step, exc, failures) from exc
         return Recreated(full_id=self.new_id, previous_id=self.old_id)

@@ -5,11 +5,12 @@ leave the Engine as it was; and ``updateAvailable`` from the registry check."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import tarfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from nekzus.operations.tracker import JobProgress, JobText
 from nekzus.realtime.events import Event
 from nekzus.realtime.updates import UPDATES
 from tests.support.docker_engine import QUICK_STOP, RUN_LABEL, TEST_IMAGE, Containers
-from tests.support.gateway import JSON, ClientFactory, Heard, make_config, next_event
+from tests.support.gateway import JSON, ClientFactory, Heard, make_config, watching
 from tests.support.registry import LocalRegistry
 
 
@@ -76,25 +77,49 @@ async def made(docker: aiodocker.Docker) -> AsyncIterator[Made]:
         await tracked.cleanup()
 
 
+class Events:
+    """Every event the gateway publishes during a test, kept, so a wait can find one that came
+    while the test waited for another."""
+
+    def __init__(self, heard: Heard) -> None:
+        self.heard = heard
+        self.seen: list[Event] = []
+
+    async def until(self, match: Callable[[Event], bool], *, timeout: float = 60) -> Event:
+        found = next((event for event in self.seen if match(event)), None)
+        async with asyncio.timeout(timeout):
+            while found is None:
+                event = await self.heard.get()
+                self.seen.append(event)
+                found = event if match(event) else None
+        return found
+
+
 @pytest.fixture
-def heard(client: TestClient[Any, Any]) -> Iterator[Heard]:
+async def heard(client: TestClient[Any, Any]) -> AsyncIterator[Events]:
+    await watching(client)  # so the gateway hears of each container it makes
     listener = Heard(client.app[EVENT_BUS])
     try:
-        yield listener
+        yield Events(listener)
     finally:
         listener.close()
 
 
-async def finished(heard: Heard, operation_id: str, *, timeout: float = 60) -> tuple[Event, list[Event]]:
+async def finished(heard: Events, operation_id: str) -> tuple[Event, list[Event]]:
     """The completion or failure event of one operation, and the progress events it had before."""
-    progress: list[Event] = []
-    while True:
-        event = await next_event(heard, "", timeout=timeout)
-        if event.data.get("operationId") != operation_id:
-            continue
-        if event.type.endswith((".completed", ".failed")):
-            return event, progress
-        progress.append(event)
+    done = await heard.until(
+        lambda e: e.data.get("operationId") == operation_id and e.type.endswith((".completed", ".failed"))
+    )
+    progress = [e for e in heard.seen if e.data.get("operationId") == operation_id and e is not done]
+    return done, progress
+
+
+async def listed(client: TestClient[Any, Any], heard: Events, container_id: str) -> list[dict[str, Any]]:
+    """The container list once the gateway has heard of ``container_id``'s last change (a list
+    is served from what its event stream told)."""
+    await heard.until(lambda e: e.type == "container.state" and e.data["containerId"] == container_id[:12])
+    body: list[dict[str, Any]] = await (await client.get("/api/v1/containers")).json()
+    return body
 
 
 async def accepted(client: TestClient[Any, Any], path: str, body: Any = None) -> str:
@@ -122,7 +147,7 @@ def pushed(registry: LocalRegistry, made: Made) -> str:
 
 
 async def test_a_container_is_created_as_its_spec_says_linked_and_running(
-    client: TestClient[Any, Any], heard: Heard, made: Made, tmp_path: Path
+    client: TestClient[Any, Any], heard: Events, made: Made, tmp_path: Path
 ) -> None:
     name, volume = made.name(), f"nekzus-create-vol-{uuid.uuid4().hex[:8]}"
     made.volumes.append(volume)
@@ -159,12 +184,13 @@ async def test_a_container_is_created_as_its_spec_says_linked_and_running(
     # The record says the same, and the list shows the new container (it is linked).
     record = await (await client.get(f"/api/v1/operations/{operation}")).json()
     assert record["state"] == "completed" and record["containerId"] == doc["Id"][:12]
-    listed = await (await client.get("/api/v1/containers")).json()
-    assert any(c["name"] == name and c["updateAvailable"] is None for c in listed)
+    assert any(
+        c["name"] == name and c["updateAvailable"] is None for c in await listed(client, heard, doc["Id"])
+    )
 
 
 async def test_a_missing_image_is_pulled_with_progress_under_the_creates_operation(
-    client: TestClient[Any, Any], heard: Heard, made: Made, registry: LocalRegistry
+    client: TestClient[Any, Any], heard: Events, made: Made, registry: LocalRegistry
 ) -> None:
     reference = pushed(registry, made)
     name = made.name()
@@ -177,12 +203,11 @@ async def test_a_missing_image_is_pulled_with_progress_under_the_creates_operati
     doc = await made.inspect(name)
     assert doc["State"]["Status"] == "created" and doc["Config"]["Image"] == reference
     assert doc["Config"]["Labels"]["nekzus.enable"] == "false"
-    listed = await (await client.get("/api/v1/containers")).json()
-    assert all(c["name"] != name for c in listed)  # told not to be linked
+    assert all(c["name"] != name for c in await listed(client, heard, doc["Id"]))  # told not to be linked
 
 
 async def test_a_name_in_use_is_409_at_once_or_fails_the_job_when_taken_in_between(
-    client: TestClient[Any, Any], heard: Heard, made: Made, containers: Containers
+    client: TestClient[Any, Any], heard: Events, made: Made, containers: Containers
 ) -> None:
     existing = await containers.create(start=False)
     taken = existing["Name"].lstrip("/")
@@ -214,7 +239,7 @@ async def test_a_name_in_use_is_409_at_once_or_fails_the_job_when_taken_in_betwe
 
 
 async def test_a_missing_image_or_network_fails_the_job_with_its_code(
-    client: TestClient[Any, Any], heard: Heard, made: Made, registry: LocalRegistry
+    client: TestClient[Any, Any], heard: Events, made: Made, registry: LocalRegistry
 ) -> None:
     missing = registry.reference(f"nekzus/none-{uuid.uuid4().hex[:10]}", "1")
     name = made.name()
@@ -229,7 +254,7 @@ async def test_a_missing_image_or_network_fails_the_job_with_its_code(
 
 
 async def test_a_container_that_does_not_start_is_kept_and_the_failure_says_so(
-    client: TestClient[Any, Any], heard: Heard, made: Made
+    client: TestClient[Any, Any], heard: Events, made: Made
 ) -> None:
     name = made.name()
     body = {"name": name, "image": TEST_IMAGE, "command": ["/no/such/program"], "network": "none"}
@@ -299,7 +324,7 @@ async def test_numbers_json_does_not_have_and_unknown_fields_are_400(
 
 
 async def create_from(
-    client: TestClient[Any, Any], heard: Heard, made: Made, reference: str
+    client: TestClient[Any, Any], heard: Events, made: Made, reference: str
 ) -> dict[str, Any]:
     """A linked, running container made through the gateway from ``reference``; its inspect document."""
     name, volume = made.name(), f"nekzus-create-vol-{uuid.uuid4().hex[:8]}"
@@ -321,25 +346,25 @@ async def create_from(
     return doc
 
 
-async def update_available(client: TestClient[Any, Any], container: dict[str, Any]) -> Any:
+async def update_available(client: TestClient[Any, Any], heard: Events, container: dict[str, Any]) -> Any:
     """The verdict after a check, as the list and the inspect show it (they must agree)."""
     await client.app[UPDATES].check()
-    listed = await (await client.get("/api/v1/containers")).json()
-    in_list = next(c["updateAvailable"] for c in listed if c["id"] == container["Id"][:12])
+    rows = await listed(client, heard, container["Id"])
+    in_list = next(c["updateAvailable"] for c in rows if c["id"] == container["Id"][:12])
     inspected = await (await client.get(f"/api/v1/containers/{container['Id'][:12]}")).json()
     assert inspected["updateAvailable"] == in_list
     return in_list
 
 
 async def test_an_update_recreates_the_container_on_the_new_image_with_its_configuration(
-    client: TestClient[Any, Any], heard: Heard, made: Made, registry: LocalRegistry
+    client: TestClient[Any, Any], heard: Events, made: Made, registry: LocalRegistry
 ) -> None:
     reference = pushed(registry, made)
     old = await create_from(client, heard, made, reference)
     name = old["Name"].lstrip("/")
-    assert await update_available(client, old) is False
+    assert await update_available(client, heard, old) is False
     registry.push_changed(reference)
-    assert await update_available(client, old) is True
+    assert await update_available(client, heard, old) is True
 
     operation = await accepted(client, f"/api/v1/containers/{old['Id'][:12]}/update")
     done, progress = await finished(heard, operation)
@@ -356,13 +381,31 @@ async def test_an_update_recreates_the_container_on_the_new_image_with_its_confi
     for key in ("Binds", "RestartPolicy", "NetworkMode"):
         assert new["HostConfig"][key] == old["HostConfig"][key], key
     assert [row["Id"] for row in await made.named(name)] == [new["Id"]]  # the old one is gone
-    assert await update_available(client, new) is False
+    assert await update_available(client, heard, new) is False
 
     operation = await accepted(client, f"/api/v1/containers/{name}/update")
     done, _ = await finished(heard, operation)
     assert done.type == "container.update.completed"
     assert done.data["updated"] is False and done.data["containerId"] == new["Id"][:12]
     assert (await made.inspect(name))["Id"] == new["Id"]
+
+
+async def test_an_update_runs_after_a_stop_accepted_before_it_and_leaves_the_container_stopped(
+    client: TestClient[Any, Any], heard: Events, made: Made, registry: LocalRegistry
+) -> None:
+    reference = pushed(registry, made)
+    old = await create_from(client, heard, made, reference)
+    registry.push_changed(reference)
+    stop = await accepted(client, f"/api/v1/containers/{old['Id'][:12]}/stop")
+    update = await accepted(client, f"/api/v1/containers/{old['Id'][:12]}/update")
+    stopped, _ = await finished(heard, stop)
+    done, _ = await finished(heard, update)
+    assert stopped.type == "container.stop.completed"
+    assert done.type == "container.update.completed" and done.data["updated"] is True
+    assert heard.seen.index(stopped) < heard.seen.index(done)
+    new = await made.inspect(old["Name"].lstrip("/"))
+    made.images.append(new["Image"])
+    assert new["Id"] != old["Id"] and new["State"]["Status"] == "created"  # it did not run: nor does this
 
 
 def without_shell(registry: LocalRegistry, reference: str) -> None:
@@ -383,7 +426,7 @@ def without_shell(registry: LocalRegistry, reference: str) -> None:
 
 
 async def test_an_update_whose_new_container_fails_rolls_back_to_the_old_one(
-    client: TestClient[Any, Any], heard: Heard, made: Made, registry: LocalRegistry
+    client: TestClient[Any, Any], heard: Events, made: Made, registry: LocalRegistry
 ) -> None:
     reference = pushed(registry, made)
     old = await create_from(client, heard, made, reference)
@@ -402,7 +445,7 @@ async def test_an_update_whose_new_container_fails_rolls_back_to_the_old_one(
 
 async def test_an_unreachable_registry_fails_the_update_and_makes_the_verdict_unknown(
     client: TestClient[Any, Any],
-    heard: Heard,
+    heard: Events,
     made: Made,
     docker_host: str,
     tmp_path_factory: pytest.TempPathFactory,
@@ -412,10 +455,10 @@ async def test_an_unreachable_registry_fails_the_update_and_makes_the_verdict_un
     try:
         reference = pushed(own, made)
         old = await create_from(client, heard, made, reference)
-        assert await update_available(client, old) is False
+        assert await update_available(client, heard, old) is False
     finally:
         own.stop()
-    assert await update_available(client, old) is None
+    assert await update_available(client, heard, old) is None
     operation = await accepted(client, f"/api/v1/containers/{old['Id'][:12]}/update")
     done, _ = await finished(heard, operation)
     assert done.type == "container.update.failed" and done.data["error"] == "CONTAINER_UPDATE_FAILED"
