@@ -234,7 +234,7 @@ class _Recreate:
             step = "removing the previous container"
             await self._creation.remove(self.old_id)
         except BaseException as exc:
-            # Undone whatever ended the recreate, a shutdown's cancellation included: the shield
+            # Whatever ended the recreate is undone, a shutdown's cancellation included: the shield
             # lets the rollback finish, so the old container is never left renamed and stopped.
             failures = await asyncio.shield(self._roll_back())
             if not isinstance(exc, RuntimeFailure):
