@@ -100,6 +100,8 @@ class UpdateChecker:
                 self.digests[(runtime.name, reference)] = await self._digest(images, reference)
 
         await asyncio.gather(*(ask(reference) for reference in references))
+        for key in [k for k in self.digests if k[0] == runtime.name and k[1] not in references]:
+            del self.digests[key]  # no linked container uses it any more
         return {(runtime.name, image.container_id): self._verdict(runtime.name, image) for image in used}
 
     @staticmethod
@@ -125,7 +127,8 @@ class UpdateChecker:
 
     def forget(self, keys: Iterable[tuple[str, str]]) -> None:
         """Drop the verdicts of containers that are gone (a recreate's previous container)."""
-        self._set({k: v for k, v in self._verdicts.items() if k not in set(keys)}, keep_others=False)
+        gone = set(keys)
+        self._set({k: v for k, v in self._verdicts.items() if k not in gone}, keep_others=False)
 
 
 UPDATES: web.AppKey[UpdateChecker] = web.AppKey("updates")

@@ -87,6 +87,10 @@ async def test_a_check_compares_each_linked_containers_digest_with_its_registry(
     await checker.check()
     assert [checker.of("docker", i) for i in ids[:2]] == [True, False]
     assert checker.version == version + 1
+    runtime.images = runtime.images[:1]  # the others are gone: so are their references' digests
+    await checker.check()
+    assert list(checker.digests) == [("docker", "app:1")]
+    assert checker.of("docker", ids[1]) is None
 
 
 async def test_a_runtime_that_fails_its_check_has_only_unknowns() -> None:
