@@ -275,6 +275,15 @@ class OperationsConfig(_Section):
     concurrency: int = Field(5, ge=1, le=50)
 
 
+class UpdatesConfig(_Section):
+    # The background check behind updateAvailable; off: every value is null and no registry is asked.
+    enabled: bool = True
+    # Seconds between checks of every linked container's image reference against its registry.
+    interval: float = Field(3600.0, ge=60, le=604_800)
+    # References asked about at once.
+    concurrency: int = Field(4, ge=1, le=32)
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # text: one human-readable line per record; json: one JSON object per line, for collectors.
@@ -298,6 +307,7 @@ class Config(BaseSettings):
     ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
     operations: OperationsConfig = Field(default_factory=OperationsConfig)
+    updates: UpdatesConfig = Field(default_factory=UpdatesConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("apps")

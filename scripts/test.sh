@@ -19,17 +19,17 @@ fi
 
 if ! $fast; then
   missing=""
-  for tool in dockerd docker busybox redis-server; do
+  for tool in dockerd docker busybox redis-server docker-registry; do
     command -v "$tool" >/dev/null || missing="$missing $tool"
   done
   if [ -n "$missing" ]; then
     if [ "$(id -u)" -ne 0 ]; then
-      echo "missing:$missing; install them with apt-get install docker.io busybox-static redis-server (as root)" >&2
+      echo "missing:$missing; install them with apt-get install docker.io busybox-static redis-server docker-registry (as root)" >&2
       exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q docker.io busybox-static redis-server
+    apt-get install -y -q docker.io busybox-static redis-server docker-registry
   fi
 
   kube_bin=${NEKZUS_KUBE_BIN:-${NEKZUS_KUBE_CACHE:-/var/cache/nekzus-kube}/bin}

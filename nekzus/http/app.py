@@ -33,6 +33,7 @@ from ..realtime.events import EventBus
 from ..realtime.hub import HUB, Hub
 from ..realtime.monitor import RuntimeMonitor
 from ..realtime.state import ContainerModel, StateModels
+from ..realtime.updates import UPDATES, UpdateChecker
 from ..realtime.watcher import StateWatcher
 from ..security.auth import AUTHORITY, auth_middleware, authority_from_config, client_address_middleware
 from ..security.guard import allowed_hosts, browser_middleware, host_middleware, listed_origins
@@ -40,7 +41,7 @@ from ..security.ratelimit import LIMITER, RateLimiter, add_rate_headers, ratelim
 from ..tasks import TaskGroup
 from .accesslog import access_log_middleware, log_websocket_upgrade
 from .middlewares import error_middleware, request_id_middleware
-from .routes import auth, bulk, containers, export, health, operations, ws
+from .routes import auth, bulk, containers, create, export, health, operations, ws
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ MAX_BODY = 1 << 20
 # those segments, such a path matches only its own route, and the router answers 405 with the
 # methods that route takes in "Allow".
 _POST_ONLY = "start-all|stop-all|restart-all|pause-all|unpause-all|batch"
-_ACTIONS = "start|stop|restart|pause|unpause|export"
+_ACTIONS = "start|stop|restart|pause|unpause|export|update"
 _GET_ONLY = "stats"
 _ID = rf"{{id:(?!(?:{_POST_ONLY}|{_GET_ONLY})$)[^/]+}}"
 _POD = rf"{{id:(?!(?:{_ACTIONS}|{_GET_ONLY})$)[^/]+}}"
@@ -90,6 +91,17 @@ def _runtimes_ctx(registry: RuntimeRegistry | None) -> Callable[[web.Application
         app[MONITOR] = monitor
         tasks = app[TASKS]
         tasks.spawn(monitor.run(), name="runtime-monitor")
+        checks = config.updates
+        app[UPDATES] = UpdateChecker(
+            app[REGISTRY],
+            app[LINKER],
+            app[SELF_CONTAINER_ID],
+            enabled=checks.enabled,
+            interval=checks.interval,
+            concurrency=checks.concurrency,
+        )
+        if checks.enabled:
+            tasks.spawn(app[UPDATES].run(), name="update-checker")
         yield
         await tasks.close()
         if owned:
@@ -219,6 +231,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     r.add_get("/api/v1/health", health.health)
     # Fixed paths first: /containers/stats and the bulk actions must not be taken for an {id}.
     r.add_get("/api/v1/containers", containers.list_containers)
+    r.add_post("/api/v1/containers", create.create_container)
     r.add_get("/api/v1/containers/stats", containers.batch_stats)
     r.add_post("/api/v1/containers/start-all", bulk.start_all)
     r.add_post("/api/v1/containers/stop-all", bulk.stop_all)
@@ -231,6 +244,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     _container_routes(r, "/api/v1/containers", _ID)
     r.add_post("/api/v1/containers/{id}/export", export.export_container)
     r.add_post("/api/v1/containers/{id}/export/preview", export.export_preview)
+    r.add_post("/api/v1/containers/{id}/update", create.update_container)
     # The Kubernetes path form. "{id}/stats" above wins over a pod named "stats", and the actions
     # over pods named start, stop, restart, pause, unpause or export: the query form
     # (?namespace=…) reaches those.

@@ -39,8 +39,10 @@ async def query_json(
     params: Mapping[str, Any],
     timeout: aiohttp.ClientTimeout,
     versioned: bool = True,
+    body: Mapping[str, Any] | None = None,
 ) -> Any:
-    """The Engine's JSON answer to one request (``versioned=False`` for ``/version`` itself)."""
+    """The Engine's JSON answer to one request (``versioned=False`` for ``/version`` itself), with
+    ``body`` sent as JSON when given."""
     return await docker._query_json(
-        path, method, params=dict(params), timeout=timeout, versioned_api=versioned
+        path, method, params=dict(params), timeout=timeout, versioned_api=versioned, data=body
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from ..base import (
@@ -21,16 +21,22 @@ from ..base import (
     state_refusal,
 )
 from ..compose import ServiceDraft
+from ..engine.creation import ContainerSpec, Recreated, UpdateSource
+from ..engine.images import PulledImage, PullProgress
+from ..engine.updates import ContainerImage
 from ..errors import RuntimeFailure
 from .compose import docker_service
+from .create import Creation
 from .events import stream_events
 from .export import ExportSources
+from .images import Images
 from .lifecycle import Lifecycle
 from .logs import stream_logs
 from .paths import is_container_id
 from .queries import Queries
 from .session import EngineSession
 from .stats import ContainerStats
+from .update import Updates
 
 
 class DockerRuntime:
@@ -46,6 +52,9 @@ class DockerRuntime:
         self._lifecycle = Lifecycle(self._session, self._queries)
         self._stats = ContainerStats(self._session)
         self._exports = ExportSources(self._session, self._queries, name)
+        self._images = Images(self._session)
+        self._creation = Creation(self._session)
+        self._updates = Updates(self._session, self._queries, self._creation)
 
     @property
     def name(self) -> str:
@@ -140,3 +149,29 @@ class DockerRuntime:
     async def remove(self, ref: ContainerRef, *, force: bool, volumes: bool) -> RemoveOutcome | None:
         await self._lifecycle.remove(ref, force=force, volumes=volumes)
         return None
+
+    # Images
+    async def pull_image(self, reference: str, on_progress: Callable[[PullProgress], None]) -> PulledImage:
+        return await self._images.pull(reference, on_progress)
+
+    # Container creation, updates and the registry check of updateAvailable
+    async def name_taken(self, name: str) -> bool:
+        return await self._creation.name_taken(name)
+
+    async def has_image(self, reference: str) -> bool:
+        return await self._creation.has_image(reference)
+
+    async def create_container(self, spec: ContainerSpec, *, start: bool) -> str:
+        return await self._creation.create(spec, start=start)
+
+    async def update_source(self, container: str) -> UpdateSource:
+        return await self._updates.source(container)
+
+    async def recreate_container(self, container: str, reference: str) -> Recreated:
+        return await self._updates.recreate(container, reference)
+
+    async def container_images(self) -> list[ContainerImage]:
+        return await self._updates.container_images()
+
+    async def registry_digest(self, reference: str) -> str:
+        return await self._updates.registry_digest(reference)

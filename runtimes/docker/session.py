@@ -79,6 +79,7 @@ class EngineSession:
         params: Mapping[str, Any] | None = None,
         timeout: float = READ_TIMEOUT,
         versioned: bool = True,
+        body: Mapping[str, Any] | None = None,
     ) -> Any:
         try:
             return await aiodocker_compat.query_json(
@@ -88,6 +89,7 @@ class EngineSession:
                 params=params or {},
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 versioned=versioned,
+                body=body,
             )
         except ENGINE_ERRORS as exc:
             self.fail(exc, f"{method} {path}")
@@ -104,12 +106,16 @@ class EngineSession:
             self.fail(exc, f"POST {path}")
 
     def stream(
-        self, path: str, params: Mapping[str, Any]
+        self, path: str, params: Mapping[str, Any], *, method: str = "GET"
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-        """A GET whose body is read for as long as it lasts (events, followed logs): no time limit.
-        Its errors, reading included, are the caller's to pass to :meth:`fail`."""
+        """A request whose body is read for as long as it lasts (events, followed logs, a pull's
+        progress): no time limit. Its errors, reading included, are the caller's to pass to :meth:`fail`."""
         return aiodocker_compat.query(
-            self._docker, path, params=params, timeout=aiohttp.ClientTimeout(total=None, sock_read=None)
+            self._docker,
+            path,
+            method,
+            params=params,
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
         )
 
     async def daemon_info(self) -> dict[str, Any]:

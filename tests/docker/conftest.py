@@ -2,7 +2,8 @@
 processes of the full set-up (``nekzus serve`` as a child process, redis-server, Docker Compose).
 
 ``docker`` is an Engine client of the test's own; ``containers`` creates labelled test containers
-and removes them afterwards; ``client`` is the gateway on the Engine with the shared settings.
+and removes them afterwards; ``client`` is the gateway on the Engine with the shared settings;
+``registry`` is a local image registry (tests/support/registry.py) holding the test image.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from nekzus.config import Config
 from tests.support.docker_engine import Containers
 from tests.support.fake_kube_fixtures import kube, kubeconfig  # noqa: F401
 from tests.support.gateway import ClientFactory, make_config
+from tests.support.registry import registry  # noqa: F401
 
 
 @pytest.fixture

@@ -35,7 +35,9 @@ async def test_list_shows_linked_containers_with_contract_fields(
     row = next(c for c in mine if c["id"] == linked["Id"][:12])
     assert set(row) == {
         "id", "name", "image", "state", "status", "created", "ports", "labels", "runtime", "namespace",
+        "updateAvailable",
     }  # fmt: skip
+    assert row["updateAvailable"] is None  # the first update check runs seconds after the start
     assert HEX12.match(row["id"])
     assert row["name"] == linked["Name"].lstrip("/")
     assert row["image"] == "nekzus-test:busybox"

@@ -78,7 +78,7 @@ ROUTES = [
     ("/healthz", _GET),
     ("/readyz", _GET),
     ("/api/v1/health", _GET),
-    ("/api/v1/containers", _GET),
+    ("/api/v1/containers", _GET | _POST),
     ("/api/v1/containers/stats", _GET),
     ("/api/v1/containers/web", _GET | {"DELETE"}),
     ("/api/v1/containers/web/stats", _GET),
@@ -100,6 +100,7 @@ ROUTES = [
         for action in ("start", "stop", "restart", "pause", "unpause", "export")
     ),
     ("/api/v1/containers/grafana-1/export/preview", _POST),
+    ("/api/v1/containers/grafana-1/update", _POST),
     *(
         (f"/api/v1/containers/shop/web/{action}", _POST)
         for action in ("start", "stop", "restart", "pause", "unpause")

@@ -155,7 +155,8 @@ def managed(request: web.Request, containers: list[ContainerSummary]) -> list[Co
     return [c for c in containers if link.is_linked(c) and not is_self(c, self_id)]
 
 
-def summary_json(c: ContainerSummary) -> dict[str, Any]:
+def summary_json(c: ContainerSummary, update_available: bool | None = None) -> dict[str, Any]:
+    """One container in the list; ``update_available`` is the update check's verdict (None: unknown)."""
     return {
         "id": c.id,
         "name": c.name,
@@ -170,6 +171,7 @@ def summary_json(c: ContainerSummary) -> dict[str, Any]:
         "labels": dict(c.labels),
         "runtime": c.runtime,
         "namespace": c.namespace,
+        "updateAvailable": update_available,
     }
 
 

@@ -12,6 +12,7 @@ from typing import Any, TypeVar, cast
 from aiohttp import web
 
 from runtimes import Action, ContainerRef, ContainerRuntime, ContainerState, RuntimeFailure
+from runtimes.engine.updates import ImageUpdates
 
 from ...errors import ApiError, invalid_request
 from ...keys import LINKER, OPERATIONS, SELF_CONTAINER_ID, STATE
@@ -19,6 +20,7 @@ from ...linking import is_self
 from ...operations.tracker import JobProgress, JobText, accepted_message, failure_code
 from ...params import bool_query, container_id, json_fields, namespace_value, timeout_of
 from ...realtime.events import now
+from ...realtime.updates import UPDATES
 from ...security.auth import PRINCIPAL, READ_CONTAINERS, WRITE_CONTAINERS, WRITE_ENGINE, requires
 from ...security.ratelimit import rate_pool
 from .common import (
@@ -49,7 +51,8 @@ async def list_containers(request: web.Request) -> web.Response:
     # Served from warm models only, a body is the same for everyone within a second (status lines
     # count seconds) until a model changes: render it once.
     versions = state.warm_versions(runtimes)
-    key = (tuple(rt.name for rt in runtimes), namespace, show_all, versions)
+    updates = request.app[UPDATES]
+    key = (tuple(rt.name for rt in runtimes), namespace, show_all, versions, updates.version)
     second = int(time.time())
     if versions is not None:
         body = state.rendered.get(key, second)
@@ -58,7 +61,7 @@ async def list_containers(request: web.Request) -> web.Response:
     containers = await list_from(runtimes, namespace, state.models)
     if not show_all:
         containers = managed(request, containers)
-    body = json.dumps([summary_json(c) for c in containers]).encode()
+    body = json.dumps([summary_json(c, updates.of(c.runtime, c.full_id)) for c in containers]).encode()
     if versions is not None:
         state.rendered.put(key, second, body)
     return web.Response(body=body, content_type="application/json", charset="utf-8")
@@ -88,6 +91,9 @@ async def inspect_container(request: web.Request) -> web.Response:
     doc = await _read(
         request, lambda rt, ref: rt.inspect(ref), "CONTAINER_INSPECT_FAILED", "Failed to inspect container"
     )
+    runtime = runtime_for(request)
+    if isinstance(runtime, ImageUpdates) and isinstance(doc.get("Id"), str):
+        doc["updateAvailable"] = request.app[UPDATES].of(runtime.name, doc["Id"])
     return web.json_response(doc)
 
 
