@@ -130,12 +130,12 @@ class LocalRegistry:
             raise RuntimeError(f"docker push {reference} told no digest: {output}")
         return found.group(1)
 
-    def push_changed(self, reference: str) -> str:
-        """Push under ``reference`` the test image plus one file of its own, so its content and
-        digest differ from every earlier push; the changed image is not left on the Engine.
-        Answer its digest."""
+    def push_changed(self, reference: str, *, labels: Mapping[str, str] | None = None) -> str:
+        """Push under ``reference`` the test image plus one file of its own (and ``labels``), so
+        its content and digest differ from every earlier push; the changed image is not left on
+        the Engine. Answer its digest."""
         scratch = f"{self.address}/nekzus/scratch:{uuid.uuid4().hex[:12]}"
-        self.import_changed(scratch)
+        self.import_changed(scratch, labels=labels)
         try:
             return self.push(scratch, reference)
         finally:
