@@ -239,12 +239,13 @@ class Images:
                 f"Image {target} is used by container(s) {_names(users)}; remove them first, "
                 "or delete with force=true to remove it anyway (the containers stay)"
             )
-        else:
-            tags = [str(tag) for tag in image.get("RepoTags") or ()]
+        elif len(tags := [str(tag) for tag in image.get("RepoTags") or ()]) > 1 and not force:
             detail = (
                 f"Image {target} has several tags ({', '.join(tags[:_NAMES_SHOWN])}); delete them one "
                 "at a time, or delete with force=true to remove them all"
             )
+        else:
+            detail = f"Image {target} has other images built on it; delete those first"
         return InUse(f"delete of image {target} refused: {refusal}", detail=detail, resource="image")
 
     async def pull(self, reference: str, on_progress: Callable[[PullProgress], None]) -> PulledImage:

@@ -216,7 +216,7 @@ async def test_a_refused_delete_names_the_containers_and_says_what_force_does() 
     assert refused.value.detail.startswith("Image app:1 is used by running container(s) web-3;")
 
 
-async def test_a_delete_refused_for_several_tags_says_so() -> None:
+async def test_a_delete_refused_for_several_tags_or_child_images_says_so() -> None:
     images, _ = backend(
         {
             "GET images/json": [{"Id": IMAGE_ID}],
@@ -234,6 +234,10 @@ async def test_a_delete_refused_for_several_tags_says_so() -> None:
         f"Image {IMAGE_ID} has several tags (a:1, b:2); delete them one at a time, "
         "or delete with force=true to remove them all"
     )
+    # Refused even with force and with no container using it: images built on it hold it.
+    with pytest.raises(InUse) as refused:
+        await images.remove(IMAGE_ID, force=True)
+    assert refused.value.detail == f"Image {IMAGE_ID} has other images built on it; delete those first"
 
 
 async def test_prunes_take_turns_and_one_started_elsewhere_is_a_clear_failure() -> None:
