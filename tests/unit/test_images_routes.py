@@ -25,7 +25,7 @@ from runtimes.engine.images import (
 )
 from tests.support.fakes import FakeRuntime, registry_of
 from tests.support.gateway import ClientFactory, make_config
-from tests.unit.test_security import expect_error
+from tests.unit.test_security import bearer, expect_error, security_config, token
 
 
 def image(n: int, *, created: int) -> ImageSummary:
@@ -155,6 +155,23 @@ async def test_a_runtime_without_images_is_409(gateway: ClientFactory, docker_ho
     await expect_error(
         await client.post("/api/v1/images/pull", json={"image": "busybox"}), 409, "OPERATION_NOT_SUPPORTED"
     )
+
+
+async def test_image_routes_count_in_the_containers_pool(gateway: ClientFactory, docker_host: str) -> None:
+    config = security_config(docker_host, ratelimit={"containers": {"per_minute": 30, "burst": 3}})
+    client = await gateway(config, runtimes=registry_of(FakeImages([])))
+    headers = bearer(token(scopes=["read:*", "write:engine"]))
+    for _ in range(2):
+        assert (await client.get("/api/v1/images", headers=headers)).status == 200
+    assert (await client.get("/api/v1/containers", headers=headers)).status == 200
+    for verb, path in (
+        ("GET", "/api/v1/images"),
+        ("DELETE", "/api/v1/images/app"),
+        ("POST", "/api/v1/images/prune"),
+    ):
+        resp = await client.request(verb, path, headers=headers)
+        await expect_error(resp, 429, "RATE_LIMITED")
+        assert int(resp.headers["Retry-After"]) >= 1
 
 
 class ScriptedSession:
