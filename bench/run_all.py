@@ -23,6 +23,7 @@ from bench import (
     event_latency,
     export_batch,
     idle_memory,
+    image_load,
     json_depth,
     limiter_memory,
     list_containers,
@@ -63,6 +64,7 @@ BENCHMARKS: tuple[tuple[str, Measure, dict[str, str]], ...] = (
     ("log_throughput", log_throughput.measure, log_throughput.GATEWAY_ENV),
     ("start_latency", start_latency.measure, {}),
     ("export_batch", export_batch.measure, {}),
+    ("image_load", image_load.measure, {}),
 )
 
 

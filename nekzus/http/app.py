@@ -41,7 +41,7 @@ from ..security.ratelimit import LIMITER, RateLimiter, add_rate_headers, ratelim
 from ..tasks import TaskGroup
 from .accesslog import access_log_middleware, log_websocket_upgrade
 from .middlewares import error_middleware, request_id_middleware
-from .routes import auth, bulk, containers, create, export, health, operations, ws
+from .routes import auth, bulk, containers, create, export, health, images, operations, ws
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +250,11 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     # (?namespace=…) reaches those.
     _container_routes(r, "/api/v1/containers/{namespace}", _POD)
     r.add_get("/api/v1/operations/{operation_id}", operations.get_operation)
+    # Images: a reference's slashes may arrive as they are or as %2F, so the id takes the rest.
+    r.add_get("/api/v1/images", images.list_images)
+    r.add_post("/api/v1/images/pull", images.pull_image)
+    r.add_post("/api/v1/images/prune", images.prune_images)
+    r.add_delete("/api/v1/images/{id:.+}", images.delete_image)
     r.add_post("/api/v1/auth/login", auth.login)
     r.add_get("/api/v1/auth/status", auth.status)
     r.add_get("/api/v1/auth/validate", auth.validate)

@@ -14,6 +14,7 @@ from typing import Any
 
 from runtimes.engine.images import PullProgress
 
+from ..realtime.events import now
 from .tracker import JobProgress
 
 PROGRESS_EVENT = "image.pull.progress"
@@ -22,12 +23,14 @@ _INTERVAL = 1.0 / MAX_PER_SECOND
 
 
 def progress_data(state: PullProgress, reference: str) -> dict[str, Any]:
-    """The event's data (JobProgress adds the ``operationId``)."""
+    """The event's data (JobProgress adds the ``operationId``); every server message has a
+    ``timestamp``."""
     return {
         "image": reference,
         "status": state.status,
         "layers": {"total": state.layers_total, "done": state.layers_done},
         "bytes": {"done": state.bytes_done, "total": state.bytes_total},
+        "timestamp": now(),
     }
 
 

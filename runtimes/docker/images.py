@@ -1,4 +1,5 @@
-"""Images on a Docker Engine: a pull through ``POST /images/create``, read as it streams.
+"""Images on a Docker Engine: a pull through ``POST /images/create``, read as it streams; the list,
+deletes and prunes.
 
 The Engine answers a pull with one JSON object per line (a status per layer, download and extract
 counters, a digest, or an error). :class:`PullTally` folds those lines into :class:`PullProgress`;
@@ -8,20 +9,32 @@ words the known causes itself.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiodocker
 
-from ..engine.images import ImageName, PulledImage, PullProgress, PullStatus
-from ..errors import NotFound, OperationFailed, RuntimeFailure
+from ..engine.images import (
+    ImageFilter,
+    ImageName,
+    ImagePrune,
+    ImageRemoval,
+    ImageSummary,
+    PulledImage,
+    PullProgress,
+    PullStatus,
+)
+from ..errors import Conflict, InUse, NotFound, OperationFailed, RuntimeFailure
 from ..urlpath import segment
 from .session import ENGINE_ERRORS, EngineSession
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+PRUNE_SECONDS = 600.0  # a prune of many images keeps the Engine busy for a while
+_NAMES_SHOWN = 5  # containers named in an "in use" message; more are counted
 # Layer states after which a layer's bytes are all there.
 _DOWNLOADED = ("Verifying Checksum", "Download complete", "Extracting", "Pull complete")
 _LAYER_DONE = ("Pull complete", "Already exists")
@@ -130,6 +143,110 @@ class Images:
 
     def __init__(self, session: EngineSession) -> None:
         self._session = session
+        # The Engine refuses a second prune while one runs: the gateway's own prunes take turns.
+        self._prune_lock = asyncio.Lock()
+
+    async def summaries(self, filters: ImageFilter) -> list[ImageSummary]:
+        """The Engine's top-level images (as ``docker images``), each with the containers using it."""
+        wanted: dict[str, list[str]] = {}
+        if filters.dangling is not None:
+            wanted["dangling"] = ["true" if filters.dangling else "false"]
+        if filters.reference:
+            wanted["reference"] = [filters.reference]
+        if filters.labels:
+            wanted["label"] = list(filters.labels)
+        params = {"filters": json.dumps(wanted)} if wanted else {}
+        rows, containers = await asyncio.gather(
+            self._session.json("images/json", params=params), self._containers()
+        )
+        users: dict[str, list[str]] = {}
+        for container in containers:
+            users.setdefault(str(container.get("ImageID", "")), []).append(str(container.get("Id", ""))[:12])
+        return [_summary(row, users.get(str(row.get("Id", "")), [])) for row in rows or ()]
+
+    async def remove(self, target: str, *, force: bool) -> ImageRemoval:
+        """Delete ``target`` as ``docker rmi`` would; a refusal names the containers behind it."""
+        images = await self._image_ids({})
+        try:
+            answer = await self._session.json(
+                f"images/{segment(target)}",
+                method="DELETE",
+                params={"force": "1" if force else "0"},
+            )
+        except NotFound as exc:
+            raise NotFound(str(exc), resource="image", name=target) from exc
+        except Conflict as exc:
+            raise await self._in_use(target, force, exc) from exc
+        entries = [entry for entry in answer or () if isinstance(entry, Mapping)]
+        return ImageRemoval(
+            deleted=_deleted_images(entries, images),
+            untagged=tuple(str(e["Untagged"]) for e in entries if e.get("Untagged")),
+        )
+
+    async def prune(self, *, unused: bool, labels: Sequence[str]) -> ImagePrune:
+        """Remove dangling images, or every image no container uses (``unused``)."""
+        chosen: dict[str, list[str]] = {"label": list(labels)} if labels else {}
+        async with self._prune_lock:
+            images = await self._image_ids(chosen)
+            try:
+                answer = await self._session.json(
+                    "images/prune",
+                    method="POST",
+                    params={"filters": json.dumps({**chosen, "dangling": ["false" if unused else "true"]})},
+                    timeout=PRUNE_SECONDS,
+                )
+            except Conflict as exc:
+                raise OperationFailed(
+                    str(exc),
+                    detail="another prune, started outside the gateway, is running on the Engine; "
+                    "try again when it has finished",
+                ) from exc
+        removed = [entry for entry in (answer or {}).get("ImagesDeleted") or () if isinstance(entry, Mapping)]
+        return ImagePrune(
+            deleted=_deleted_images(removed, images),
+            space_reclaimed=int((answer or {}).get("SpaceReclaimed") or 0),
+        )
+
+    async def _image_ids(self, filters: Mapping[str, list[str]]) -> frozenset[str]:
+        """The ids of every image (intermediate ones too) that ``filters`` select."""
+        params = {"all": "1", **({"filters": json.dumps(filters)} if filters else {})}
+        rows = await self._session.json("images/json", params=params)
+        return frozenset(str(row.get("Id", "")) for row in rows or ())
+
+    async def _containers(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self._session.json("containers/json", params={"all": "1"})
+        return rows or []
+
+    async def _in_use(self, target: str, force: bool, refusal: Conflict) -> RuntimeFailure:
+        """Why the Engine refused to delete ``target``, in a sentence naming the containers that use
+        it (the running ones when ``force`` was given, since only those stop a forced delete)."""
+        try:
+            image, containers = await asyncio.gather(
+                self._session.json(f"images/{segment(target)}/json"), self._containers()
+            )
+        except NotFound as exc:  # gone since the refusal
+            return NotFound(str(exc), resource="image", name=target)
+        image_id = str(image.get("Id", ""))
+        users = [c for c in containers if c.get("ImageID") == image_id]
+        running = [c for c in users if c.get("State") == "running"]
+        if running:
+            detail = (
+                f"Image {target} is used by running container(s) {_names(running)}; "
+                "stop and remove them first (force does not remove an image a running container uses)"
+            )
+        elif users and not force:
+            detail = (
+                f"Image {target} is used by container(s) {_names(users)}; remove them first, "
+                "or delete with force=true to remove it anyway (the containers stay)"
+            )
+        elif len(tags := [str(tag) for tag in image.get("RepoTags") or ()]) > 1 and not force:
+            detail = (
+                f"Image {target} has several tags ({', '.join(tags[:_NAMES_SHOWN])}); delete them one "
+                "at a time, or delete with force=true to remove them all"
+            )
+        else:
+            detail = f"Image {target} has other images built on it; delete those first"
+        return InUse(f"delete of image {target} refused: {refusal}", detail=detail, resource="image")
 
     async def pull(self, reference: str, on_progress: Callable[[PullProgress], None]) -> PulledImage:
         """Pull ``reference``, reading the Engine's progress line by line (never the whole body),
@@ -202,3 +319,28 @@ def _familiar(repository: str) -> str:
         if repository.startswith(prefix):
             return repository[len(prefix) :]
     return repository
+
+
+def _summary(row: Mapping[str, Any], containers: Iterable[str]) -> ImageSummary:
+    tags = tuple(str(t) for t in row.get("RepoTags") or () if t != "<none>:<none>")
+    digests = tuple(str(d) for d in row.get("RepoDigests") or () if d != "<none>@<none>")
+    return ImageSummary(
+        id=str(row.get("Id", "")),
+        tags=tags,
+        digests=digests,
+        size=int(row.get("Size") or 0),
+        created=int(row.get("Created") or 0),
+        containers=tuple(containers),
+    )
+
+
+def _deleted_images(entries: Iterable[Mapping[str, Any]], images: frozenset[str]) -> tuple[str, ...]:
+    """The images among what the Engine says it deleted: it names the layers it freed alike."""
+    return tuple(str(e["Deleted"]) for e in entries if e.get("Deleted") in images)
+
+
+def _names(containers: Sequence[Mapping[str, Any]]) -> str:
+    """Up to five containers by name (``web, db and 3 more``)."""
+    names = [str((c.get("Names") or [""])[0]).lstrip("/") or str(c.get("Id", ""))[:12] for c in containers]
+    shown = ", ".join(names[:_NAMES_SHOWN])
+    return f"{shown} and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else shown

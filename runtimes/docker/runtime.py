@@ -22,7 +22,7 @@ from ..base import (
 )
 from ..compose import ServiceDraft
 from ..engine.creation import ContainerSpec, Recreated, UpdateSource
-from ..engine.images import PulledImage, PullProgress
+from ..engine.images import ImageFilter, ImagePrune, ImageRemoval, ImageSummary, PulledImage, PullProgress
 from ..engine.updates import ContainerImage
 from ..errors import RuntimeFailure
 from .compose import docker_service
@@ -153,6 +153,15 @@ class DockerRuntime:
     # Images
     async def pull_image(self, reference: str, on_progress: Callable[[PullProgress], None]) -> PulledImage:
         return await self._images.pull(reference, on_progress)
+
+    async def list_images(self, filters: ImageFilter) -> list[ImageSummary]:
+        return await self._images.summaries(filters)
+
+    async def remove_image(self, target: str, *, force: bool) -> ImageRemoval:
+        return await self._images.remove(target, force=force)
+
+    async def prune_images(self, *, unused: bool, labels: Sequence[str]) -> ImagePrune:
+        return await self._images.prune(unused=unused, labels=labels)
 
     # Container creation, updates and the registry check of updateAvailable
     async def name_taken(self, name: str) -> bool:

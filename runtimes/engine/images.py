@@ -1,13 +1,15 @@
-"""Images: pulling one by reference, with progress, and the one check of a reference a client sends.
+"""Images: pulling one by reference, with progress; listing, deleting and pruning them; and the one
+check of a reference or id a client sends.
 
 Creating and updating a container pull through :class:`ImageStore` as the image routes do, so a
-pull looks the same (progress events, error codes) wherever it starts.
+pull looks the same (progress events, error codes) wherever it starts. :class:`ImageCatalog` adds
+what only the image routes need.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -29,6 +31,10 @@ _REFERENCE = re.compile(
     re.ASCII,
 )
 
+# An image id as Docker shows it: the full ``sha256:<64 hex>``, or a prefix of at least 12 hex
+# digits (the short id), with or without ``sha256:``.
+_IMAGE_ID = re.compile(r"(?:sha256:)?[0-9a-f]{12,64}", re.ASCII)
+
 PullStatus = Literal["pulling", "downloading", "extracting", "complete", "failed"]
 # The states after which a pull reports nothing more.
 FINAL_STATUSES: frozenset[str] = frozenset({"complete", "failed"})
@@ -39,6 +45,23 @@ def is_image_reference(value: object) -> bool:
     ``127.0.0.1:5000/team/app:v2``, ``app@sha256:…``): the one validation of a reference a client
     sends, before it reaches an Engine."""
     return isinstance(value, str) and len(value) <= MAX_REFERENCE and _REFERENCE.fullmatch(value) is not None
+
+
+def image_target(value: object) -> str | None:
+    """What an image id or reference from a client addresses on an Engine, or None for neither.
+
+    An id (prefix) is kept as it is; a reference gets its tag made explicit (``busybox`` is
+    ``busybox:latest``), so a short name of hex digits is never taken for an id prefix of another
+    image. Twelve or more hex digits are an id.
+    """
+    if isinstance(value, str) and _IMAGE_ID.fullmatch(value):
+        return value
+    if isinstance(value, str) and value.startswith("sha256:"):
+        return None  # a malformed id, though "sha256" could name a repository
+    if is_image_reference(value):
+        assert isinstance(value, str)
+        return str(ImageName.parse(value))
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,4 +139,71 @@ class ImageStore(Protocol):
         """Pull ``reference`` (``:latest`` when it has neither tag nor digest), telling
         ``on_progress`` where it stands; its last call is a final state (``complete`` or
         ``failed``). Raises ``NotFound(resource="image")`` when the registry has no such image."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSummary:
+    """One image of a list: ``id`` is ``sha256:…``; ``containers`` are the short ids of the
+    containers made from it, running or not."""
+
+    id: str
+    tags: tuple[str, ...]
+    digests: tuple[str, ...]
+    size: int
+    created: int
+    containers: tuple[str, ...]
+
+    @property
+    def dangling(self) -> bool:
+        """Neither tagged nor known by a digest, as ``docker images -f dangling=true`` means it."""
+        return not self.tags and not self.digests
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFilter:
+    """Which images a list answers: ``dangling`` True or False (None: both), a ``reference``
+    pattern as ``docker images --filter reference=`` takes it, and labels (``key`` or ``key=value``)."""
+
+    dangling: bool | None = None
+    reference: str | None = None
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRemoval:
+    """What a delete did: image ids removed, and tags or digests taken off."""
+
+    deleted: tuple[str, ...]
+    untagged: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePrune:
+    """What a prune removed (image ids) and the bytes it freed."""
+
+    deleted: tuple[str, ...]
+    space_reclaimed: int
+
+
+@runtime_checkable
+class ImageCatalog(ImageStore, Protocol):
+    """A runtime whose images a client manages: list, delete and prune as well as pull."""
+
+    @property
+    def name(self) -> str:
+        """The runtime's name in the registry, which a pull's operation record carries."""
+        ...
+
+    async def list_images(self, filters: ImageFilter) -> list[ImageSummary]: ...
+
+    async def remove_image(self, target: str, *, force: bool) -> ImageRemoval:
+        """Delete ``target`` (an :func:`image_target`). Raises ``NotFound(resource="image")``,
+        or ``InUse(resource="image")`` naming the containers that use it: any container without
+        ``force``, a running one even with it."""
+        ...
+
+    async def prune_images(self, *, unused: bool, labels: Sequence[str]) -> ImagePrune:
+        """Remove dangling images (every image no container uses, with ``unused``), only those
+        with all of ``labels`` when any are given."""
         ...

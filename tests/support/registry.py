@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from io import BytesIO
 from pathlib import Path
 
@@ -130,23 +130,29 @@ class LocalRegistry:
             raise RuntimeError(f"docker push {reference} told no digest: {output}")
         return found.group(1)
 
-    def push_changed(self, reference: str) -> str:
-        """Push under ``reference`` the test image plus one file of its own, so its content and
-        digest differ from every earlier push; the changed image is not left on the Engine.
-        Answer its digest."""
+    def push_changed(self, reference: str, *, labels: Mapping[str, str] | None = None) -> str:
+        """Push under ``reference`` the test image plus one file of its own (and ``labels``), so
+        its content and digest differ from every earlier push; the changed image is not left on
+        the Engine. Answer its digest."""
         scratch = f"{self.address}/nekzus/scratch:{uuid.uuid4().hex[:12]}"
+        self.import_changed(scratch, labels=labels)
+        try:
+            return self.push(scratch, reference)
+        finally:
+            self.remove_local(scratch)
+
+    def import_changed(self, reference: str, *, labels: Mapping[str, str] | None = None) -> str:
+        """Make on the Engine, as ``reference``, the test image plus one file of its own (so an
+        image no other has the layer of), with ``labels``; answer its id. The caller removes it."""
         container = self.docker("create", "--network", "none", TEST_IMAGE, "true").strip()
         try:
             tree = self.docker_bytes("export", container)
         finally:
             self.docker("rm", "-f", container)
-        self.docker(
-            "import", "-c", 'CMD ["/bin/sh"]', "-c", "ENV PATH=/bin", "-", scratch, stdin=_with_marker(tree)
-        )
-        try:
-            return self.push(scratch, reference)
-        finally:
-            self.remove_local(scratch)
+        changes = ["-c", 'CMD ["/bin/sh"]', "-c", "ENV PATH=/bin"]
+        for key, value in (labels or {}).items():
+            changes += ["-c", f"LABEL {key}={value}"]
+        return self.docker("import", *changes, "-", reference, stdin=_with_marker(tree)).strip()
 
     def docker_bytes(self, *args: str) -> bytes:
         done = subprocess.run(

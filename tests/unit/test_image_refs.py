@@ -258,7 +258,9 @@ async def test_progress_events_carry_the_operation_id_and_the_shape_clients_draw
     on_progress(state(10))  # the first state goes out at once
     (event,) = heard.events
     assert event.type == PROGRESS_EVENT
-    assert dict(event.data) == {
+    data = dict(event.data)
+    assert isinstance(data.pop("timestamp"), int)
+    assert data == {
         "image": "app:1",
         "status": "downloading",
         "layers": {"total": 2, "done": 0},
@@ -278,7 +280,7 @@ async def test_states_are_throttled_but_the_newest_one_is_never_lost() -> None:
         on_progress(state(done))
         await asyncio.sleep(0.005)  # a download's pace: a state every few milliseconds
     # The first state goes out at once, then at most one per interval.
-    assert len(heard.events) <= MAX_PER_SECOND + 2
+    assert len(heard.events) <= 1 + MAX_PER_SECOND * (loop.time() - started)
     assert len(heard.events) >= 2
     # The last state of the burst was held back; it arrives when its turn comes.
     while heard.events[-1].data["bytes"]["done"] != done:
