@@ -39,8 +39,10 @@ async def query_json(
     params: Mapping[str, Any],
     timeout: aiohttp.ClientTimeout,
     versioned: bool = True,
+    data: bytes | None = None,
 ) -> Any:
-    """The Engine's JSON answer to one request (``versioned=False`` for ``/version`` itself)."""
+    """The Engine's JSON answer to one request (``versioned=False`` for ``/version`` itself);
+    ``data`` is a JSON body, which aiodocker sends as ``application/json``."""
     return await docker._query_json(
-        path, method, params=dict(params), timeout=timeout, versioned_api=versioned
+        path, method, params=dict(params), data=data, timeout=timeout, versioned_api=versioned
     )

@@ -26,7 +26,7 @@ TIMEOUT = aiohttp.ClientTimeout(total=10)
     ("method", "keywords"),
     [
         (aiodocker.Docker._query, {"params", "timeout", "versioned_api"}),
-        (aiodocker.Docker._query_json, {"params", "timeout", "versioned_api"}),
+        (aiodocker.Docker._query_json, {"params", "data", "timeout", "versioned_api"}),
     ],
 )
 def test_the_private_methods_take_what_the_module_passes(
