@@ -25,20 +25,30 @@ from .volumes import container_name, engine_status
 
 
 def endpoints_by_network(containers: Iterable[Mapping[str, Any]]) -> dict[str, list[Endpoint]]:
-    """Network id → the containers (from ``containers/json``, running or not) attached to it."""
+    """Network id → the containers (from ``containers/json``, running or not) attached to it.
+
+    A container that never ran has no network id yet: it is listed under the network's name.
+    """
     attached: dict[str, list[Endpoint]] = {}
     for container in containers:
         networks = (container.get("NetworkSettings") or {}).get("Networks") or {}
-        for settings in networks.values():
-            network_id = (settings or {}).get("NetworkID")
-            if network_id:
-                endpoint = Endpoint(
-                    short_id(str(container["Id"])),
-                    container_name(container),
-                    settings.get("IPAddress") or None,
-                )
-                attached.setdefault(network_id, []).append(endpoint)
+        for name, settings in networks.items():
+            settings = settings or {}
+            endpoint = Endpoint(
+                short_id(str(container["Id"])), container_name(container), settings.get("IPAddress") or None
+            )
+            attached.setdefault(settings.get("NetworkID") or name, []).append(endpoint)
     return attached
+
+
+def _joined(container: Mapping[str, Any], network: Mapping[str, Any]) -> bool:
+    """Whether an inspected container is on an inspected network (by its id, else by its name)."""
+    joined = (container.get("NetworkSettings") or {}).get("Networks") or {}
+    return any(
+        (settings or {}).get("NetworkID") == network["Id"]
+        or (not (settings or {}).get("NetworkID") and name == network["Name"])
+        for name, settings in joined.items()
+    )
 
 
 def _network(doc: Mapping[str, Any], attached: Mapping[str, list[Endpoint]]) -> Network:
@@ -53,7 +63,7 @@ def _network(doc: Mapping[str, Any], attached: Mapping[str, list[Endpoint]]) -> 
         created=parse_timestamp(str(doc.get("Created") or "")),
         labels=dict(doc.get("Labels") or {}),
         subnets=tuple(Subnet(c["Subnet"], c.get("Gateway") or None) for c in config if c.get("Subnet")),
-        containers=tuple(attached.get(str(doc["Id"]), ())),
+        containers=(*attached.get(str(doc["Id"]), ()), *attached.get(str(doc.get("Name", "")), ())),
     )
 
 
@@ -174,8 +184,7 @@ class Networks:
         """The network, the container, and whether the container is on the network."""
         network = await self._inspect(ref)
         doc = await self._container(container)
-        joined = ((doc.get("NetworkSettings") or {}).get("Networks") or {}).values()
-        return network, doc, any((s or {}).get("NetworkID") == network["Id"] for s in joined)
+        return network, doc, _joined(doc, network)
 
     async def connect(self, ref: str, container: str, *, aliases: Sequence[str], ipv4: str | None) -> None:
         network, doc, connected = await self._endpoint_of(ref, container)
