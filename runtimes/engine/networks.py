@@ -86,5 +86,5 @@ class NetworkStore(Protocol):
     async def disconnect_network(self, ref: str, container: str, *, force: bool) -> None: ...
 
     async def prune_networks(self) -> list[str]:
-        """Removes the networks no container uses; the names of those removed."""
+        """Removes the networks no container is on (running or not); the names of those removed."""
         ...
