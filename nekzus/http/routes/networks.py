@@ -68,7 +68,7 @@ def str_value(value: Any) -> str:
     return value
 
 
-def _subnets(value: Any) -> tuple[Subnet, ...]:
+def subnets_field(value: Any) -> tuple[Subnet, ...]:
     """``[{subnet, gateway?}]``: CIDRs with no host bits set, each gateway an address inside its subnet."""
     if value is None:
         return ()
@@ -163,7 +163,7 @@ async def create_network(request: web.Request) -> web.Response:
         internal=_flag(body, "internal"),
         attachable=_flag(body, "attachable"),
         labels=string_map(body.get("labels"), "labels"),
-        subnets=_subnets(body.get("subnets")),
+        subnets=subnets_field(body.get("subnets")),
     )
     try:
         network = await store.create_network(spec)
