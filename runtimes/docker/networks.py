@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -98,8 +99,7 @@ class Networks:
         return doc
 
     async def list_networks(self) -> list[Network]:
-        docs = await self._session.json("networks")
-        attached = await self._attached()
+        docs, attached = await asyncio.gather(self._session.json("networks"), self._attached())
         return [_network(doc, attached) for doc in docs]
 
     async def get(self, ref: str) -> Network:
@@ -202,7 +202,7 @@ class Networks:
         except NotFound as exc:
             raise NotFound(str(exc), name=container) from exc
         except OperationFailed as exc:
-            if engine_status(exc) not in (400, 403, 500):
+            if engine_status(exc) not in (400, 403):
                 raise
             raise SpecRejected(
                 str(exc),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -78,6 +79,11 @@ def _volume(
     )
 
 
+async def _unsized() -> dict[str, int | None]:
+    """No sizes: what a list answers when it was not asked for them."""
+    return {}
+
+
 class Volumes:
     """The volumes of one Engine."""
 
@@ -92,9 +98,9 @@ class Volumes:
         return {str(doc["Name"]): _size(doc) for doc in df.get("Volumes") or ()}
 
     async def list_volumes(self, *, sizes: bool) -> list[Volume]:
-        answer = await self._session.json("volumes")
-        users = await self._users()
-        known = await self._sizes() if sizes else {}
+        answer, users, known = await asyncio.gather(
+            self._session.json("volumes"), self._users(), self._sizes() if sizes else _unsized()
+        )
         return [_volume(doc, users, known) for doc in answer.get("Volumes") or ()]
 
     async def _inspect(self, name: str) -> dict[str, Any] | None:
