@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -50,6 +51,30 @@ def _joined(container: Mapping[str, Any], network: Mapping[str, Any]) -> bool:
         or (not (settings or {}).get("NetworkID") and name == network["Name"])
         for name, settings in joined.items()
     )
+
+
+def _check_address(address: str, network: Mapping[str, Any]) -> None:
+    """Refuses an IPv4 address an inspected network cannot give: one outside its subnets (the
+    Engine answers that with a 500, as if it had failed), or one a container or the gateway holds
+    (the Engine refuses that too, but records the failed endpoint on the container)."""
+    ip = ipaddress.IPv4Address(address)
+    configs = (network.get("IPAM") or {}).get("Config") or ()
+    subnets = [ipaddress.ip_network(str(c.get("Subnet")), strict=False) for c in configs if c.get("Subnet")]
+    if not any(subnet.version == 4 and ip in subnet for subnet in subnets):
+        raise SpecRejected(
+            f"{address} is outside {network['Name']}",
+            detail=f"{address} is in none of the subnets of network {network['Name']!r}",
+            field="ipv4",
+        )
+    held = {str(c.get("Gateway")) for c in configs} | {
+        str(e.get("IPv4Address", "")).partition("/")[0] for e in (network.get("Containers") or {}).values()
+    }
+    if address in held:
+        raise SpecRejected(
+            f"{address} is taken on {network['Name']}",
+            detail=f"{address} is already in use on network {network['Name']!r}",
+            field="ipv4",
+        )
 
 
 def _network(doc: Mapping[str, Any], attached: Mapping[str, list[Endpoint]]) -> Network:
@@ -193,6 +218,8 @@ class Networks:
                 f"{container} is on {network['Name']}",
                 detail=f"Container {container!r} is already connected to network {network['Name']!r}",
             )
+        if ipv4 is not None:
+            _check_address(ipv4, network)
         endpoint: dict[str, Any] = {"Aliases": list(aliases)}
         if ipv4 is not None:
             endpoint["IPAMConfig"] = {"IPv4Address": ipv4}

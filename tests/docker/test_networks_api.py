@@ -135,16 +135,28 @@ async def test_create_connect_disconnect_and_remove(client: TestClient[Any, Any]
     resp = await client.post(f"/api/v1/networks/{back}/connect", json={"container": cid})
     body = await expect(resp, 409, "CONTAINER_ALREADY_CONNECTED")
     assert back in body["message"]
+    # A second container asks for an address outside the subnet, then for one that is taken.
+    other = await engine.container(front)
+    for ipv4 in ("10.99.0.5", "10.232.0.50"):
+        resp = await client.post(
+            f"/api/v1/networks/{back}/connect", json={"container": other["Id"], "ipv4": ipv4}
+        )
+        assert (await expect(resp, 400, "VALIDATION_ERROR"))["field"] == "ipv4"
+    inspected = await engine.docker.containers.container(other["Id"]).show()
+    assert set(inspected["NetworkSettings"]["Networks"]) == {front}
 
     body = await expect(await client.delete(f"/api/v1/networks/{back}"), 409, "NETWORK_IN_USE")
     assert cname in body["message"]
     resp = await client.post(f"/api/v1/networks/{made['id']}/disconnect", json={"container": cid})
-    assert resp.status == 200 and (await resp.json())["containers"] == []
+    assert resp.status == 200
+    assert [c["id"] for c in (await resp.json())["containers"]] == [other["Id"][:12]]
     resp = await client.post(f"/api/v1/networks/{front}/disconnect", json={"container": cid, "force": True})
     await expect(resp, 409, "CONTAINER_NOT_CONNECTED")
     inspected = await engine.docker.containers.container(cid).show()
     assert set(inspected["NetworkSettings"]["Networks"]) == {back}
 
+    await expect(await client.delete(f"/api/v1/networks/{made['id']}"), 409, "NETWORK_IN_USE")
+    await engine.docker.containers.container(other["Id"]).delete(force=True)
     assert (await client.delete(f"/api/v1/networks/{made['id']}")).status == 204
     assert await engine.ours() == {back}
     await expect(await client.delete(f"/api/v1/networks/{front}"), 404, "NETWORK_NOT_FOUND")
