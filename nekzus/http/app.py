@@ -41,7 +41,7 @@ from ..security.ratelimit import LIMITER, RateLimiter, add_rate_headers, ratelim
 from ..tasks import TaskGroup
 from .accesslog import access_log_middleware, log_websocket_upgrade
 from .middlewares import error_middleware, request_id_middleware
-from .routes import auth, bulk, containers, create, export, health, images, operations, ws
+from .routes import auth, bulk, containers, create, export, health, images, networks, operations, volumes, ws
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     r.add_get("/api/v1/auth/status", auth.status)
     r.add_get("/api/v1/auth/validate", auth.validate)
     r.add_get("/api/v1/ws", ws.websocket)
+    _storage_routes(r)
     _setup_cors(app, config.server.cors_origins)
     return app
 
@@ -270,6 +271,20 @@ def _container_routes(r: web.UrlDispatcher, base: str, id_route: str) -> None:
     r.add_delete(f"{base}/{id_route}", containers.remove_container)
     r.add_get(f"{base}/{{id}}/stats", containers.container_stats)
     r.add_post(f"{base}/{{id}}/{{action:start|stop|restart|pause|unpause}}", containers.container_action)
+
+
+def _storage_routes(r: web.UrlDispatcher) -> None:
+    """Volumes and networks of the Engine; each prune path comes before the {name}/{id} routes."""
+    r.add_get("/api/v1/volumes", volumes.list_volumes)
+    r.add_post("/api/v1/volumes", volumes.create_volume)
+    r.add_post("/api/v1/volumes/prune", volumes.prune_volumes)
+    r.add_delete("/api/v1/volumes/{name}", volumes.remove_volume)
+    r.add_get("/api/v1/networks", networks.list_networks)
+    r.add_post("/api/v1/networks", networks.create_network)
+    r.add_post("/api/v1/networks/prune", networks.prune_networks)
+    r.add_delete("/api/v1/networks/{id}", networks.remove_network)
+    r.add_post("/api/v1/networks/{id}/connect", networks.connect_container)
+    r.add_post("/api/v1/networks/{id}/disconnect", networks.disconnect_container)
 
 
 def _setup_cors(app: web.Application, origins: list[str]) -> None:

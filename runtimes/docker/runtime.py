@@ -23,7 +23,9 @@ from ..base import (
 from ..compose import ServiceDraft
 from ..engine.creation import ContainerSpec, Recreated, UpdateSource
 from ..engine.images import ImageFilter, ImagePrune, ImageRemoval, ImageSummary, PulledImage, PullProgress
+from ..engine.networks import Network, NetworkSpec
 from ..engine.updates import ContainerImage
+from ..engine.volumes import Volume, VolumePrune, VolumeSpec
 from ..errors import RuntimeFailure
 from .compose import docker_service
 from .create import Creation
@@ -32,11 +34,13 @@ from .export import ExportSources
 from .images import Images
 from .lifecycle import Lifecycle
 from .logs import stream_logs
+from .networks import Networks
 from .paths import is_container_id
 from .queries import Queries
 from .session import EngineSession
 from .stats import ContainerStats
 from .update import Updates
+from .volumes import Volumes
 
 
 class DockerRuntime:
@@ -55,6 +59,8 @@ class DockerRuntime:
         self._images = Images(self._session)
         self._creation = Creation(self._session)
         self._updates = Updates(self._session, self._queries, self._creation)
+        self._volumes = Volumes(self._session)
+        self._networks = Networks(self._session)
 
     @property
     def name(self) -> str:
@@ -184,3 +190,39 @@ class DockerRuntime:
 
     async def registry_digest(self, reference: str) -> str:
         return await self._updates.registry_digest(reference)
+
+    # Volumes and networks (runtimes.engine.volumes.VolumeStore, runtimes.engine.networks.NetworkStore)
+    async def list_volumes(self, *, sizes: bool) -> list[Volume]:
+        return await self._volumes.list_volumes(sizes=sizes)
+
+    async def create_volume(self, spec: VolumeSpec) -> Volume:
+        return await self._volumes.create(spec)
+
+    async def remove_volume(self, name: str, *, force: bool) -> None:
+        await self._volumes.remove(name, force=force)
+
+    async def prune_volumes(self, *, all: bool) -> VolumePrune:
+        return await self._volumes.prune(all=all)
+
+    async def list_networks(self) -> list[Network]:
+        return await self._networks.list_networks()
+
+    async def get_network(self, ref: str) -> Network:
+        return await self._networks.get(ref)
+
+    async def create_network(self, spec: NetworkSpec) -> Network:
+        return await self._networks.create(spec)
+
+    async def remove_network(self, ref: str) -> None:
+        await self._networks.remove(ref)
+
+    async def connect_network(
+        self, ref: str, container: str, *, aliases: Sequence[str], ipv4: str | None
+    ) -> None:
+        await self._networks.connect(ref, container, aliases=aliases, ipv4=ipv4)
+
+    async def disconnect_network(self, ref: str, container: str, *, force: bool) -> None:
+        await self._networks.disconnect(ref, container, force=force)
+
+    async def prune_networks(self) -> list[str]:
+        return await self._networks.prune()

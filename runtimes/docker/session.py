@@ -81,6 +81,7 @@ class EngineSession:
         versioned: bool = True,
         body: Mapping[str, Any] | None = None,
     ) -> Any:
+        """The Engine's JSON answer to ``method path``; ``body``, when given, is sent as JSON."""
         try:
             return await aiodocker_compat.query_json(
                 self._docker,

@@ -8,7 +8,7 @@ and removes them afterwards; ``client`` is the gateway on the Engine with the sh
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiodocker
@@ -19,6 +19,7 @@ from nekzus.config import Config
 from tests.support.docker_engine import Containers
 from tests.support.fake_kube_fixtures import kube, kubeconfig  # noqa: F401
 from tests.support.gateway import ClientFactory, make_config
+from tests.support.netns_engine import netns_engine
 from tests.support.registry import registry  # noqa: F401
 
 
@@ -48,3 +49,10 @@ async def containers(docker: aiodocker.Docker) -> AsyncIterator[Containers]:
         yield made
     finally:
         await made.cleanup()
+
+
+@pytest.fixture(scope="module")
+def netns_docker_host() -> Iterator[str]:
+    """A Docker Engine of the module's own in a network namespace of its own (networks are made there)."""
+    with netns_engine() as engine:
+        yield engine.host
