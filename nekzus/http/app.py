@@ -40,7 +40,7 @@ from ..security.ratelimit import LIMITER, RateLimiter, add_rate_headers, ratelim
 from ..tasks import TaskGroup
 from .accesslog import access_log_middleware, log_websocket_upgrade
 from .middlewares import error_middleware, request_id_middleware
-from .routes import auth, bulk, containers, export, health, operations, ws
+from .routes import auth, bulk, containers, export, health, operations, system, ws
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,8 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     r.add_get("/api/v1/auth/status", auth.status)
     r.add_get("/api/v1/auth/validate", auth.validate)
     r.add_get("/api/v1/ws", ws.websocket)
+    r.add_get("/api/v1/system", system.system_info)
+    r.add_get("/api/v1/system/stats", system.system_stats)
     _setup_cors(app, config.server.cors_origins)
     return app
 

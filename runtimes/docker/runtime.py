@@ -19,6 +19,7 @@ from ..base import (
     state_refusal,
 )
 from ..compose import ServiceDraft
+from ..engine.system import SystemInfo, SystemStats
 from ..errors import RuntimeFailure
 from .compose import docker_service
 from .events import stream_events
@@ -29,6 +30,7 @@ from .paths import is_container_id
 from .queries import Queries
 from .session import EngineSession
 from .stats import ContainerStats
+from .system import HostSystem, is_local
 
 
 class DockerRuntime:
@@ -44,6 +46,7 @@ class DockerRuntime:
         self._lifecycle = Lifecycle(self._session, self._queries)
         self._stats = ContainerStats(self._session)
         self._exports = ExportSources(self._session, self._queries, name)
+        self._system = HostSystem(self._session, name, local=is_local(host))
 
     @property
     def name(self) -> str:
@@ -124,3 +127,10 @@ class DockerRuntime:
         return stream_logs(
             self._session, self._queries, ref, follow=follow, tail=tail, timestamps=timestamps, since=since
         )
+
+    # The host (runtimes.engine.system.SystemSource)
+    async def system_info(self) -> SystemInfo:
+        return await self._system.info()
+
+    async def system_stats(self) -> SystemStats:
+        return await self._system.stats()
