@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import re
 import secrets
 import sys
+import textwrap
 
 import yaml
 
@@ -15,12 +17,13 @@ from .config import Config, ConfigError, load_config
 from .http.app import create_app
 from .http.server import HandshakeLimits, ListenError, serve
 from .logsetup import configure_logging
-from .security.auth import authority_from_config, hash_api_key
+from .security.auth import SCOPES, WILDCARD_SCOPES, authority_from_config, hash_api_key, is_known_scope
 from .security.tls import server_ssl_context
 
 EXIT_CONFIG = 2
 _DURATION = re.compile(r"([0-9]+)([smhd]?)")  # ASCII digits, whole string
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_HELP_WIDTH = 88
 
 
 def duration(text: str) -> int:
@@ -29,6 +32,37 @@ def duration(text: str) -> int:
     if not match or int(match.group(1)) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 3600, 30m, 12h or 7d")
     return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def scope_list(text: str) -> list[str]:
+    """Space-separated scope names, each one some route asks for (or a wildcard covering one)."""
+    scopes = text.split()
+    if not scopes:
+        raise argparse.ArgumentTypeError('give at least one scope, e.g. "read:containers"')
+    for scope in scopes:
+        if not is_known_scope(scope):
+            known = [name for name, _ in (*SCOPES, *WILDCARD_SCOPES)]
+            close = difflib.get_close_matches(scope, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise argparse.ArgumentTypeError(
+                f"unknown scope {scope!r}{hint}; the scopes are {', '.join(known)}"
+            )
+    return scopes
+
+
+def _scope_help() -> str:
+    """The scopes and what each grants, as the epilog of the commands that take them."""
+    width = max(len(name) for name, _ in (*SCOPES, *WILDCARD_SCOPES))
+    lines = ["scopes (--scopes, space-separated) and what each grants:"]
+    for name, grants in (*SCOPES, *WILDCARD_SCOPES):
+        lines += textwrap.wrap(
+            grants,
+            width=_HELP_WIDTH,
+            initial_indent=f"  {name:<{width}}  ",
+            subsequent_indent=" " * (width + 4),
+        )
+    lines.append("LAN clients need no token and may do everything (auth.allow_local).")
+    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,16 +77,26 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="issue access tokens").add_subparsers(
         dest="action", required=True
     )
-    create = token.add_parser("create", help="print a signed JWT")
+    raw = argparse.RawDescriptionHelpFormatter
+    create = token.add_parser("create", help="print a signed JWT", epilog=_scope_help(), formatter_class=raw)
     create.add_argument("--config", help=config_help)
     create.add_argument("--subject", required=True, help="who the token stands for")
-    create.add_argument("--scopes", required=True, help='space-separated, e.g. "read:* write:*"')
+    create.add_argument(
+        "--scopes", required=True, type=scope_list, help='space-separated, e.g. "read:* write:containers"'
+    )
     create.add_argument("--ttl", type=duration, default=duration("12h"), help="lifetime: 3600, 30m, 12h, 7d")
 
     apikey = commands.add_parser("apikey", help="make API keys").add_subparsers(dest="action", required=True)
-    make = apikey.add_parser("create", help="print a new API key and the config entry that stores its hash")
+    make = apikey.add_parser(
+        "create",
+        help="print a new API key and the config entry that stores its hash",
+        epilog=_scope_help(),
+        formatter_class=raw,
+    )
     make.add_argument("--name", required=True, help="the key's name, which becomes the token subject")
-    make.add_argument("--scopes", required=True, help='space-separated, e.g. "read:containers"')
+    make.add_argument(
+        "--scopes", required=True, type=scope_list, help='space-separated, e.g. "read:containers"'
+    )
     return parser
 
 
@@ -79,9 +123,9 @@ def _serve(config: Config) -> int:
     return 0
 
 
-def _token(config: Config, subject: str, scopes: str, ttl: int) -> int:
+def _token(config: Config, subject: str, scopes: list[str], ttl: int) -> int:
     try:
-        token = authority_from_config(config).issue(subject, scopes.split(), ttl)
+        token = authority_from_config(config).issue(subject, scopes, ttl)
     except ConfigError as exc:
         print(f"nekzus: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -89,9 +133,9 @@ def _token(config: Config, subject: str, scopes: str, ttl: int) -> int:
     return 0
 
 
-def _apikey(name: str, scopes: str) -> int:
+def _apikey(name: str, scopes: list[str]) -> int:
     key = "nkz_" + secrets.token_urlsafe(32)
-    entry = {"name": name, "sha256": hash_api_key(key), "scopes": scopes.split()}
+    entry = {"name": name, "sha256": hash_api_key(key), "scopes": scopes}
     print(key)
     print("# The key above is shown only this once. Add this entry under auth.api_keys:")
     print("- " + yaml.safe_dump(entry, default_flow_style=True, sort_keys=False, width=400).rstrip())

@@ -41,7 +41,20 @@ from ..security.ratelimit import LIMITER, RateLimiter, add_rate_headers, ratelim
 from ..tasks import TaskGroup
 from .accesslog import access_log_middleware, log_websocket_upgrade
 from .middlewares import error_middleware, request_id_middleware
-from .routes import auth, bulk, containers, create, export, health, images, networks, operations, volumes, ws
+from .routes import (
+    auth,
+    bulk,
+    containers,
+    create,
+    export,
+    health,
+    images,
+    networks,
+    operations,
+    system,
+    volumes,
+    ws,
+)
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +273,8 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     r.add_get("/api/v1/auth/validate", auth.validate)
     r.add_get("/api/v1/ws", ws.websocket)
     _storage_routes(r)
+    r.add_get("/api/v1/system", system.system_info)
+    r.add_get("/api/v1/system/stats", system.system_stats)
     _setup_cors(app, config.server.cors_origins)
     return app
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from runtimes import ContainerRow, ContainerRuntime, ContainerSummary
 
@@ -20,7 +21,7 @@ from .events import Event
 
 # A finished action waits this long at most for the model to re-read its container.
 PENDING_SECONDS = 5.0
-_RENDERED_KEEP = 32  # rendered list bodies kept within one second
+_RENDERED_KEEP = 32  # rendered list answers kept within one second
 
 
 class ContainerModel:
@@ -121,22 +122,30 @@ class ContainerModel:
         return row.at(now)
 
 
+@dataclass(frozen=True, slots=True)
+class RenderedList:
+    """A list answer as sent: the serialised body and its headers (the total, the page links)."""
+
+    body: bytes
+    headers: Mapping[str, str]
+
+
 class RenderedLists:
-    """List bodies already serialised, valid for one set of model versions within one second
+    """List answers already serialised, valid for one set of model versions within one second
     (status lines such as "Up 5 seconds" change with the second)."""
 
     def __init__(self) -> None:
         self._second = 0
-        self._bodies: dict[tuple[object, ...], bytes] = {}
+        self._bodies: dict[tuple[object, ...], RenderedList] = {}
 
-    def get(self, key: tuple[object, ...], second: int) -> bytes | None:
+    def get(self, key: tuple[object, ...], second: int) -> RenderedList | None:
         if second != self._second:
             self._second = second
             self._bodies.clear()
             return None
         return self._bodies.get(key)
 
-    def put(self, key: tuple[object, ...], second: int, body: bytes) -> None:
+    def put(self, key: tuple[object, ...], second: int, body: RenderedList) -> None:
         if second != self._second:
             return
         if len(self._bodies) >= _RENDERED_KEEP:

@@ -38,6 +38,30 @@ WRITE_CONTAINERS = "write:containers"
 # destroying them (pull, delete, prune), which write:containers does not grant.
 READ_ENGINE = "read:engine"
 WRITE_ENGINE = "write:engine"
+# Every scope a route asks for and what it grants, for people choosing a token's scopes (the
+# CLI's help and its check of the names given). Keep it in step with README "Security".
+SCOPES: tuple[tuple[str, str], ...] = (
+    (
+        READ_CONTAINERS,
+        "list, inspect, stats and logs of containers and pods, operations, sanitised exports, the WebSocket",
+    ),
+    (
+        WRITE_CONTAINERS,
+        "start, stop, restart, pause, unpause, create, update and remove containers; bulk and "
+        "batch actions; exports with secrets in clear",
+    ),
+    (READ_ENGINE, "lists of images, volumes and networks; the host's information and load (/system)"),
+    (
+        WRITE_ENGINE,
+        "pull, delete and prune images; create, delete and prune volumes and networks; connect and "
+        "disconnect containers; with write:containers, remove ?all=true (an unlinked container)",
+    ),
+)
+WILDCARD_SCOPES: tuple[tuple[str, str], ...] = (
+    ("read:*", "every read: scope"),
+    ("write:*", "every write: scope (reading still needs read:)"),
+    ("*", "everything"),
+)
 LEEWAY_SECONDS = 30
 SECRET_FILE = "jwt_secret"
 
@@ -73,6 +97,12 @@ def scope_grants(granted: str, required: str) -> bool:
 
 def has_scope(granted: Iterable[str], required: str) -> bool:
     return any(scope_grants(g, required) for g in granted)
+
+
+def is_known_scope(scope: str) -> bool:
+    """A scope some route asks for, or a wildcard that covers at least one: anything else in a
+    token grants nothing, and is most likely a typo (``write:container``)."""
+    return any(scope_grants(scope, known) for known, _ in SCOPES)
 
 
 def parse_scopes(claims: dict[str, Any]) -> frozenset[str]:

@@ -24,6 +24,7 @@ from ..compose import ServiceDraft
 from ..engine.creation import ContainerSpec, Recreated, UpdateSource
 from ..engine.images import ImageFilter, ImagePrune, ImageRemoval, ImageSummary, PulledImage, PullProgress
 from ..engine.networks import Network, NetworkSpec
+from ..engine.system import SystemInfo, SystemStats
 from ..engine.updates import ContainerImage
 from ..engine.volumes import Volume, VolumePrune, VolumeSpec
 from ..errors import RuntimeFailure
@@ -39,6 +40,7 @@ from .paths import is_container_id
 from .queries import Queries
 from .session import EngineSession
 from .stats import ContainerStats
+from .system import HostSystem, is_local
 from .update import Updates
 from .volumes import Volumes
 
@@ -61,6 +63,7 @@ class DockerRuntime:
         self._updates = Updates(self._session, self._queries, self._creation)
         self._volumes = Volumes(self._session)
         self._networks = Networks(self._session)
+        self._system = HostSystem(self._session, name, local=is_local(host))
 
     @property
     def name(self) -> str:
@@ -226,3 +229,10 @@ class DockerRuntime:
 
     async def prune_networks(self) -> list[str]:
         return await self._networks.prune()
+
+    # The host (runtimes.engine.system.SystemSource)
+    async def system_info(self) -> SystemInfo:
+        return await self._system.info()
+
+    async def system_stats(self) -> SystemStats:
+        return await self._system.stats()

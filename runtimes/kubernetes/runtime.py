@@ -18,6 +18,7 @@ from ..base import (
     StatsSample,
 )
 from ..compose import ServiceDraft
+from ..engine.system import SystemInfo, SystemStats
 from ..errors import RuntimeFailure
 from .client import ApiSession, ConfigurationSource
 from .compose import pod_services
@@ -29,6 +30,7 @@ from .readiness import ping
 from .scaling import WorkloadScaler
 from .stats import PodStats
 from .stops import StopLedger
+from .system import ClusterSystem
 from .watch import PodWatches
 
 
@@ -57,6 +59,7 @@ class KubernetesRuntime:
         scaler = WorkloadScaler(self._session, self._queries, ledger)
         self._lifecycle = Lifecycle(self._session, self._namespaces, self._queries, scaler)
         self._stats = PodStats(self._session, self._namespaces, self._queries)
+        self._system = ClusterSystem(self._session, self._namespaces, self._queries, name)
         self._watches = PodWatches(self._session, self._namespaces, runtime=name, watch_timeout=watch_timeout)
 
     @property
@@ -156,3 +159,10 @@ class KubernetesRuntime:
         """Deletes the pod: ``force`` was the gateway's check to make, and a pod's own volumes go
         with it anyway (claims are never deleted)."""
         return await self._lifecycle.remove(ref)
+
+    # The host (runtimes.engine.system.SystemSource)
+    async def system_info(self) -> SystemInfo:
+        return await self._system.info()
+
+    async def system_stats(self) -> SystemStats:
+        return await self._system.stats()

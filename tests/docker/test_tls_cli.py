@@ -218,7 +218,7 @@ async def test_cli_token_is_accepted_by_the_gateway(
     assert valid["subject"] == "ops" and valid["scopes"] == ["read:*", "write:*"]
     assert (await client.get("/api/v1/containers", headers=bearer(tok))).status == 200
     bad_ttl = run_cli(
-        "token", "create", "--subject", "x", "--scopes", "a", "--ttl", "soon", env=env_for(tmp_path, 1)
+        "token", "create", "--subject", "x", "--scopes", "read:*", "--ttl", "soon", env=env_for(tmp_path, 1)
     )
     assert bad_ttl.returncode == 2 and "duration" in bad_ttl.stderr
 

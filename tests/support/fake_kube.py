@@ -233,6 +233,7 @@ class FakeKube:
         self._logs: dict[tuple[str, str, str], list[tuple[int, str, str]]] = {}
         self._last_log_ns = 0
         self._metrics: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
+        self._node_metrics: dict[str, dict[str, str]] = {}
         self._forbidden: set[tuple[str, str, str | None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._random = random.Random(seed)
@@ -716,6 +717,10 @@ class FakeKube:
         """What metrics-server reports for the pod: ``{container: {"cpu": "250m", "memory": "64Mi"}}``."""
         self._metrics[(ns, pod)] = copy.deepcopy(usage)
 
+    def set_node_metrics(self, node: str, *, cpu: str, memory: str) -> None:
+        """What metrics-server reports for a node: its usage, e.g. ``cpu="1500m", memory="3Gi"``."""
+        self._node_metrics[node] = {"cpu": cpu, "memory": memory}
+
     def forbid(self, verb: str, resource: str, namespace: str | None = None) -> None:
         """Deny ``verb`` on ``resource`` (``pods``, ``pods/log``, ``deployments/scale``,
         ``pods.metrics.k8s.io``…) in ``namespace``, or everywhere when None. A denial in one namespace
@@ -777,6 +782,8 @@ class FakeKube:
             ("GET", metrics + "/pods", self._pod_metrics),
             ("GET", metrics + "/namespaces/{ns}/pods", self._pod_metrics),
             ("GET", metrics + "/namespaces/{ns}/pods/{name}", self._pod_metrics),
+            ("GET", metrics + "/nodes", self._node_metrics_of),
+            ("GET", metrics + "/nodes/{name}", self._node_metrics_of),
             ("*", "/{tail:.*}", self._unknown),
         ]
         for method, path, handler in routes:
@@ -1076,4 +1083,25 @@ class FakeKube:
         if not items:
             details = {"name": f"{ns}/{name}", "group": "metrics.k8s.io", "kind": "pods"}
             raise Fail(404, "NotFound", f'podmetrics.metrics.k8s.io "{ns}/{name}" not found', details)
+        return web.json_response(items[0])
+
+    async def _node_metrics_of(self, request: web.Request) -> web.Response:
+        """NodeMetrics of the nodes that exist and have usage set (``set_node_metrics``)."""
+        name = request.match_info.get("name")
+        self._authorize("list" if name is None else "get", "nodes.metrics.k8s.io", None, name)
+        items = []
+        for node in self.items("nodes"):
+            node_name = node["metadata"]["name"]
+            usage = self._node_metrics.get(node_name)
+            if usage is None or name not in (None, node_name):
+                continue
+            meta = {"name": node_name, "labels": node["metadata"].get("labels", {})}
+            metrics = {"kind": "NodeMetrics", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": meta}
+            items.append(metrics | {"timestamp": rfc3339(), "window": "30s", "usage": dict(usage)})
+        if name is None:
+            body = {"kind": "NodeMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}}
+            return web.json_response(body | {"items": items})
+        if not items:
+            details = {"name": name, "group": "metrics.k8s.io", "kind": "nodes"}
+            raise Fail(404, "NotFound", f'nodemetrics.metrics.k8s.io "{name}" not found', details)
         return web.json_response(items[0])

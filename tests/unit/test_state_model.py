@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from nekzus.realtime.state import ContainerModel, RenderedLists, StateModels
+from nekzus.realtime.state import ContainerModel, RenderedList, RenderedLists, StateModels
 from runtimes import ContainerState
 from runtimes.docker.states import human_duration, parse_time
 from tests.docker.test_state_model import lifetime, row
@@ -145,11 +145,12 @@ def test_rendered_lists_live_one_second() -> None:
     rendered = RenderedLists()
     key = (("docker",), "", False, (1,))
     assert rendered.get(key, 10) is None
-    rendered.put(key, 10, b"[]")
-    assert rendered.get(key, 10) == b"[]"
+    empty = RenderedList(b"[]", {"X-Total-Count": "0"})
+    rendered.put(key, 10, empty)
+    assert rendered.get(key, 10) == empty
     assert rendered.get((("docker",), "", True, (1,)), 10) is None
     assert rendered.get(key, 11) is None
-    rendered.put(key, 10, b"old")  # made in a second that has passed: not kept
+    rendered.put(key, 10, RenderedList(b"old", {}))  # made in a second that has passed: not kept
     assert rendered.get(key, 11) is None
 
 

@@ -7,11 +7,19 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from aiohttp import web
 
-from runtimes import Action, ContainerRef, ContainerRuntime, ContainerState, RuntimeFailure
+from runtimes import (
+    Action,
+    ContainerRef,
+    ContainerRuntime,
+    ContainerState,
+    ContainerSummary,
+    RuntimeFailure,
+)
 from runtimes.engine.updates import ImageUpdates
 
 from ...errors import ApiError, invalid_request
@@ -20,9 +28,11 @@ from ...linking import is_self
 from ...operations.tracker import JobProgress, JobText, accepted_message, failure_code
 from ...params import bool_query, container_id, json_fields, namespace_value, timeout_of
 from ...realtime.events import now
+from ...realtime.state import RenderedList
 from ...realtime.updates import UPDATES
 from ...security.auth import PRINCIPAL, READ_CONTAINERS, WRITE_CONTAINERS, WRITE_ENGINE, requires
 from ...security.ratelimit import rate_pool
+from ..pages import page_of
 from .common import (
     current_state,
     list_from,
@@ -48,23 +58,133 @@ async def list_containers(request: web.Request) -> web.Response:
     show_all = bool_query(request, "all")
     namespace = namespace_value(request)
     state = request.app[STATE]
-    # Served from warm models only, a body is the same for everyone within a second (status lines
-    # count seconds) until a model changes: render it once.
+    # Served from warm models only, an answer is the same for everyone within a second (status
+    # lines count seconds) until a model changes: render it once. The query as sent is part of
+    # the key: filters and pages change the answer, and the Link header repeats the query. Only
+    # a valid query's answer is kept, so a hit needs no second validation.
     versions = state.warm_versions(runtimes)
     updates = request.app[UPDATES]
-    key = (tuple(rt.name for rt in runtimes), namespace, show_all, versions, updates.version)
+    key = (
+        tuple(rt.name for rt in runtimes),
+        namespace,
+        show_all,
+        request.query_string,
+        versions,
+        updates.version,
+    )
     second = int(time.time())
     if versions is not None:
-        body = state.rendered.get(key, second)
-        if body is not None:
-            return web.Response(body=body, content_type="application/json", charset="utf-8")
+        cached = state.rendered.get(key, second)
+        if cached is not None:
+            return _list_response(cached)
+    chosen = list_filter(request)
     containers = await list_from(runtimes, namespace, state.models)
     if not show_all:
         containers = managed(request, containers)
-    body = json.dumps([summary_json(c, updates.of(c.runtime, c.full_id)) for c in containers]).encode()
+    page, headers = page_of(request, chosen.apply(containers))
+    body = json.dumps([summary_json(c, updates.of(c.runtime, c.full_id)) for c in page]).encode()
+    rendered = RenderedList(body, headers)
     if versions is not None:
-        state.rendered.put(key, second, body)
-    return web.Response(body=body, content_type="application/json", charset="utf-8")
+        state.rendered.put(key, second, rendered)
+    return _list_response(rendered)
+
+
+def _list_response(rendered: RenderedList) -> web.Response:
+    return web.Response(
+        body=rendered.body, headers=rendered.headers, content_type="application/json", charset="utf-8"
+    )
+
+
+# What a ?state= value matches. "stopped" is what a user means by it: not running and not about to
+# run (Docker's exited and created containers, a failed pod, as well as the stopped state itself).
+_STATE_FILTERS: Mapping[str, frozenset[ContainerState]] = {
+    **{s.value: frozenset({s}) for s in ContainerState},
+    ContainerState.STOPPED.value: frozenset(
+        {ContainerState.STOPPED, ContainerState.EXITED, ContainerState.CREATED, ContainerState.FAILED}
+    ),
+}
+_SORT_KEYS: Mapping[str, Callable[[ContainerSummary], Any]] = {
+    "name": lambda c: c.name.casefold(),
+    "created": lambda c: c.created,
+    "state": lambda c: c.state.value,
+}
+MAX_NAME_FILTER = 256
+MAX_LABEL_FILTER = 1024
+MAX_LABEL_FILTERS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    """What ``?state=``, ``?name=``, ``?label=`` and ``?sort=`` keep of a list, and in which order.
+
+    ``states`` None keeps every state; ``name`` is case-folded; a label's value None asks only
+    that the key be there. Without ``sort`` the list keeps its order; a sort is stable, so ties
+    keep it too.
+    """
+
+    states: frozenset[ContainerState] | None = None
+    name: str | None = None
+    labels: tuple[tuple[str, str | None], ...] = ()
+    sort: str | None = None
+    descending: bool = False
+
+    def apply(self, containers: list[ContainerSummary]) -> list[ContainerSummary]:
+        chosen = [c for c in containers if self.matches(c)]
+        if self.sort is not None:
+            chosen.sort(key=_SORT_KEYS[self.sort], reverse=self.descending)
+        return chosen
+
+    def matches(self, c: ContainerSummary) -> bool:
+        if self.states is not None and c.state not in self.states:
+            return False
+        if self.name is not None and self.name not in c.name.casefold():
+            return False
+        return all(k in c.labels and (v is None or c.labels[k] == v) for k, v in self.labels)
+
+
+def list_filter(request: web.Request) -> ListFilter:
+    """The list's filters and order from the query; a bad value is INVALID_REQUEST naming it."""
+    query = request.query
+    states: set[ContainerState] = set()
+    for value in (v.strip() for raw in query.getall("state", ()) for v in raw.split(",")):
+        if value not in _STATE_FILTERS:
+            raise invalid_request(f"Query parameter 'state' must be one of {', '.join(_STATE_FILTERS)}")
+        states |= _STATE_FILTERS[value]
+    name = _single(request, "name")
+    if name is not None and not 0 < len(name) <= MAX_NAME_FILTER:
+        raise invalid_request(f"Query parameter 'name' must be 1 to {MAX_NAME_FILTER} characters")
+    labels = query.getall("label", ())
+    if len(labels) > MAX_LABEL_FILTERS:
+        raise invalid_request(f"Query parameter 'label' may be given at most {MAX_LABEL_FILTERS} times")
+    pairs: list[tuple[str, str | None]] = []
+    for label in labels:
+        key, equals, value = label.partition("=")
+        if not key or len(label) > MAX_LABEL_FILTER:
+            raise invalid_request(
+                f"Query parameter 'label' must be key or key=value (a key of at most "
+                f"{MAX_LABEL_FILTER} characters in all)"
+            )
+        pairs.append((key, value if equals else None))
+    sort = _single(request, "sort")
+    if sort is not None and sort.removeprefix("-") not in _SORT_KEYS:
+        raise invalid_request(
+            f"Query parameter 'sort' must be one of {', '.join(_SORT_KEYS)}, with '-' in front for descending"
+        )
+    return ListFilter(
+        states=frozenset(states) if states else None,
+        name=name.casefold() if name is not None else None,
+        labels=tuple(pairs),
+        sort=sort.removeprefix("-") if sort is not None else None,
+        descending=sort is not None and sort.startswith("-"),
+    )
+
+
+def _single(request: web.Request, name: str) -> str | None:
+    """A query parameter that may be given once (two would leave the caller guessing which won)."""
+    values = request.query.getall(name, ())
+    if len(values) > 1:
+        raise invalid_request(f"Query parameter {name!r} may be given only once")
+    return values[0] if values else None
 
 
 async def _read(
