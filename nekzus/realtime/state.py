@@ -24,6 +24,9 @@ PENDING_SECONDS = 5.0
 _RENDERED_KEEP = 32  # rendered list answers kept within one second
 
 
+_MAKES_CONTAINERS = frozenset({"container.create.completed", "container.update.completed"})
+
+
 class ContainerModel:
     """One runtime's containers by short id, and whether they may be served."""
 
@@ -81,10 +84,11 @@ class ContainerModel:
         self._ready = False
         self.version += 1
 
-    def expect(self, cid: str) -> bool:
+    def expect(self, cid: str, *, new: bool = False) -> bool:
         """A gateway action on ``cid`` finished: serve from the runtime until the row is re-read.
-        Answers whether the model holds that container at all."""
-        if cid not in self._rows:
+        Answers whether the model holds that container at all; a ``new`` container (one the
+        gateway just created) is waited for all the same."""
+        if cid not in self._rows and not new:
             return False
         self._pending[cid] = time.monotonic()
         self.wanted.set()
@@ -178,5 +182,11 @@ class StateModels:
         cid = str(event.data.get("containerId", ""))
         if not cid or event.data.get("namespace"):
             return  # pods are not modelled
+        # A create or an update made a container no model has heard of yet; an update also
+        # removed the one it replaced.
+        new = event.type in _MAKES_CONTAINERS
+        previous = str(event.data.get("previousContainerId", ""))
         for model in self.models.values():
-            model.expect(cid)
+            model.expect(cid, new=new)
+            if previous:
+                model.expect(previous)

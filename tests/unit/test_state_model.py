@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from nekzus.realtime.events import Event
 from nekzus.realtime.state import ContainerModel, RenderedList, RenderedLists, StateModels
 from runtimes import ContainerState
 from runtimes.docker.states import human_duration, parse_time
@@ -91,6 +92,22 @@ def test_a_finished_action_keeps_the_model_cold_until_its_container_is_reread() 
     model.refresh(["a"], [row("a", ContainerState.EXITED)], time.monotonic())
     assert model.warm
     assert {s.id: s.state for s in model.summaries(1010)}["a"] is ContainerState.EXITED
+
+
+def test_a_created_container_keeps_the_model_cold_until_it_is_read() -> None:
+    """A create's completion names a container the model has not heard of yet: a list right after
+    it must come from the runtime, which already has it."""
+    models = StateModels()
+    model = models.models["docker"] = ContainerModel("docker")
+    model.fill([row("a")], time.monotonic())
+    models.on_event(Event("container.create.completed", {"containerId": "new"}))
+    assert not model.warm and model.pending() == ["new"]
+    model.refresh(["new"], [row("new")], time.monotonic())
+    assert model.warm and {s.id for s in model.summaries(1010)} == {"a", "new"}
+    models.on_event(
+        Event("container.update.completed", {"containerId": "newer", "previousContainerId": "new"})
+    )
+    assert sorted(model.pending()) == ["new", "newer"]
 
 
 def test_a_read_begun_before_an_action_finished_does_not_clear_its_mark() -> None:
