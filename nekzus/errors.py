@@ -76,6 +76,12 @@ def invalid_request(message: str) -> ApiError:
     return ApiError(400, "INVALID_REQUEST", message)
 
 
+def validation_error(field: str, message: str) -> ApiError:
+    """400 VALIDATION_ERROR for a body field that breaks its rule: ``message`` says which rule,
+    ``field`` (also in the body) names the field by its path, such as ``ports[1].containerPort``."""
+    return ApiError(400, "VALIDATION_ERROR", message, field=field)
+
+
 def container_not_found(container_id: str) -> ApiError:
     return ApiError(404, "CONTAINER_NOT_FOUND", f"Container {container_id!r} does not exist")
 

@@ -16,7 +16,7 @@ from typing import Any, cast
 from runtimes.engine.creation import ContainerSpec, MountSpec, PortProtocol, PortSpec, RestartPolicy
 from runtimes.engine.images import is_image_reference
 
-from ..errors import ApiError
+from ..errors import ApiError, validation_error
 
 FIELDS = (
     "name",
@@ -54,7 +54,7 @@ _RESERVED_PREFIXES = ("nekzus.", "nekzus/")
 
 
 def invalid(field: str, message: str) -> ApiError:
-    return ApiError(400, "VALIDATION_ERROR", f"{field}: {message}", field=field)
+    return validation_error(field, f"{field}: {message}")
 
 
 def container_spec(body: Mapping[str, Any]) -> tuple[ContainerSpec, bool]:

@@ -333,9 +333,9 @@ async def test_bad_pull_bodies_are_400_and_start_nothing(
     body = await expect_error(
         await client.post("/api/v1/images/pull", json={"image": images.ref(), "platform": "x"}),
         400,
-        "VALIDATION_ERROR",
+        "INVALID_REQUEST",
     )
-    assert body["field"] == "platform" and "platform" in body["message"]
+    assert "'platform'" in body["message"]
     for raw in (b"", b"{", b"[]", b'"busybox"', b"null"):
         await expect_error(
             await client.post("/api/v1/images/pull", data=raw, headers=JSON), 400, "INVALID_REQUEST"
@@ -385,9 +385,9 @@ async def test_bad_paths_and_queries_are_400_and_change_nothing(
     for query in (f"all=2&{label}", f"{label}&label=%0A", "all=Infinity"):
         await expect_error(await client.post(f"/api/v1/images/prune?{query}"), 400, "INVALID_REQUEST")
     body = await expect_error(
-        await client.post(f"/api/v1/images/prune?{label}", json={"all": True}), 400, "VALIDATION_ERROR"
+        await client.post(f"/api/v1/images/prune?{label}", json={"all": True}), 400, "INVALID_REQUEST"
     )
-    assert body["field"] == "all"
+    assert "'all'" in body["message"]
     await expect_error(await client.get("/api/v1/images?runtime=nope"), 400, "INVALID_RUNTIME")
     assert await images.exists(reference) and await images.exists(image_id)
 

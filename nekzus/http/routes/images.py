@@ -7,7 +7,7 @@ host can run, so they need ``write:engine`` rather than ``write:containers``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -22,11 +22,11 @@ from runtimes.engine.images import (
     is_image_reference,
 )
 
-from ...errors import ApiError, from_runtime, invalid_request
+from ...errors import from_runtime, invalid_request, validation_error
 from ...keys import OPERATIONS
 from ...operations.pulls import pull_events
 from ...operations.tracker import JobProgress, JobText
-from ...params import bool_query, json_object
+from ...params import bool_query, json_fields
 from ...realtime.events import now
 from ...security.auth import READ_ENGINE, WRITE_ENGINE, requires
 from ...security.ratelimit import rate_pool
@@ -47,26 +47,6 @@ _REFERENCE_RULE = (
     "an image reference such as busybox:1.36 or registry.example.com:5000/team/app@sha256:<digest> "
     "(lowercase repository, tag of up to 128 characters, at most 255 characters in all)"
 )
-
-
-def validation_error(field: str, message: str) -> ApiError:
-    """400 ``VALIDATION_ERROR`` for a body field, named in the message and as ``field``."""
-    return ApiError(400, "VALIDATION_ERROR", message, field=field)
-
-
-async def body_fields(request: web.Request, allowed: Sequence[str], *, required: bool) -> dict[str, Any]:
-    """The JSON body of an image route: malformed JSON is ``INVALID_REQUEST``, a field the route
-    does not take ``VALIDATION_ERROR`` naming it (never ignored)."""
-    if not required and not (await request.read()).strip():
-        return {}
-    body = await json_object(request)
-    for name in body:
-        if name not in allowed:
-            takes = (
-                f"this body takes {', '.join(allowed)}" if allowed else "this request takes no body fields"
-            )
-            raise validation_error(name[:100], f"Unknown field {name[:100]!r}: {takes}")
-    return body
 
 
 def _filters(request: web.Request) -> ImageFilter:
@@ -121,7 +101,7 @@ async def list_images(request: web.Request) -> web.Response:
 @rate_pool("containers")
 async def pull_image(request: web.Request) -> web.Response:
     runtime = capable_runtime(request, CATALOG, "images")
-    raw = (await body_fields(request, ("image",), required=True)).get("image")
+    raw = (await json_fields(request, ("image",), required=True)).get("image")
     if raw is None:
         raise validation_error("image", f"Field 'image' is required: {_REFERENCE_RULE}")
     if not is_image_reference(raw):
@@ -171,7 +151,7 @@ async def prune_images(request: web.Request) -> web.Response:
     runtime = capable_runtime(request, CATALOG, "images")
     unused = bool_query(request, "all")
     labels = _labels(request)
-    await body_fields(request, (), required=False)
+    await json_fields(request, (), required=False)
     try:
         pruned = await runtime.prune_images(unused=unused, labels=labels)
     except RuntimeFailure as exc:

@@ -25,13 +25,13 @@ from runtimes.engine.networks import (
 )
 from runtimes.engine.volumes import is_engine_name
 
-from ...errors import ApiError, from_runtime, invalid_request
+from ...errors import ApiError, from_runtime, invalid_request, validation_error
 from ...params import is_valid_container_id, json_fields
 from ...security.auth import READ_ENGINE, WRITE_ENGINE, requires
 from ...security.ratelimit import rate_pool
 from ..pages import page_of
 from .common import capable_runtime
-from .volumes import driver_name, engine_name, name_filter, spec_error, string_map, validation_error
+from .volumes import driver_name, engine_name, name_filter, spec_error, string_map
 
 _CREATE_FIELDS = ("name", "driver", "internal", "attachable", "labels", "subnets")
 _CONNECT_FIELDS = ("container", "aliases", "ipv4")

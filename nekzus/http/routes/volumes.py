@@ -23,7 +23,7 @@ from runtimes.engine.volumes import (
     is_engine_name,
 )
 
-from ...errors import ApiError, from_runtime, invalid_request
+from ...errors import ApiError, from_runtime, invalid_request, validation_error
 from ...params import bool_query, json_fields
 from ...security.auth import READ_ENGINE, WRITE_ENGINE, requires
 from ...security.ratelimit import rate_pool
@@ -34,11 +34,6 @@ from .common import capable_runtime
 _DRIVER = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.:/-]{0,254}")
 _MAX_FILTER = 255
 _CREATE_FIELDS = ("name", "driver", "labels", "driverOpts")
-
-
-def validation_error(field: str, message: str) -> ApiError:
-    """400 VALIDATION_ERROR for a body field: the message says what is wrong, ``field`` names it."""
-    return ApiError(400, "VALIDATION_ERROR", message, field=field)
 
 
 def engine_name(value: Any, field: str, what: str) -> str:
