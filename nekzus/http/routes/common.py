@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -25,12 +25,15 @@ from runtimes import (
 from ...errors import ApiError, from_runtime
 from ...keys import LINKER, REGISTRY, SELF_CONTAINER_ID, STATE
 from ...linking import is_self
+from ...operations.tracker import Operation
 from ...params import addressed
+from ...realtime.events import now
 from ...realtime.state import ContainerModel
 
 log = logging.getLogger(__name__)
 
 _C = TypeVar("_C")
+_T = TypeVar("_T")
 
 
 def _lookup_error(request: web.Request, exc: LookupError) -> ApiError:
@@ -196,3 +199,18 @@ def runtime_error(
     return from_runtime(
         exc, fallback=code, fallback_message=message, container_id=container_id, reading=reading
     )
+
+
+async def runtime_call(call: Awaitable[_T], code: str, message: str) -> _T:
+    """What ``call`` returns; a runtime failure becomes its API error, ``code`` when it is of no
+    other kind, so a handler that makes one runtime call needs no try block of its own."""
+    try:
+        return await call
+    except RuntimeFailure as exc:
+        raise from_runtime(exc, fallback=code, fallback_message=message) from exc
+
+
+def accepted(op: Operation, body: Mapping[str, Any]) -> web.Response:
+    """The 202 of a job just submitted: ``body`` with the job's message and where to follow it."""
+    answer = {"status": "accepted", **body, "message": op.message, "timestamp": now(), "operationId": op.id}
+    return web.json_response(answer, status=202, headers={"Location": f"/api/v1/operations/{op.id}"})

@@ -34,6 +34,7 @@ from ...security.auth import PRINCIPAL, READ_CONTAINERS, WRITE_CONTAINERS, WRITE
 from ...security.ratelimit import rate_pool
 from ..pages import page_of
 from .common import (
+    accepted,
     current_state,
     list_from,
     managed,
@@ -319,14 +320,7 @@ async def remove_container(request: web.Request) -> web.Response:
         namespace=namespace,
         key=current.full_id,
     )
-    body = {
-        "status": "accepted",
-        "containerId": current.id,
-        "message": REMOVAL.accepted,
-        "timestamp": now(),
-        "operationId": op.id,
-    }
-    return web.json_response(body, status=202, headers={"Location": f"/api/v1/operations/{op.id}"})
+    return accepted(op, {"containerId": current.id})
 
 
 @requires(READ_CONTAINERS)

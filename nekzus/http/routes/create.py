@@ -21,22 +21,16 @@ from ...errors import ApiError
 from ...keys import OPERATIONS, REGISTRY, SELF_CONTAINER_ID
 from ...linking import is_self
 from ...operations.pulls import pull_events
-from ...operations.tracker import JobProgress, JobText, Operation
+from ...operations.tracker import JobProgress, JobText
 from ...params import container_id, json_fields
-from ...realtime.events import now
 from ...realtime.updates import UPDATES
 from ...security.auth import WRITE_CONTAINERS, requires
 from ...security.ratelimit import rate_pool
 from ..container_spec import FIELDS, container_spec
-from .common import capable_runtime, runtime_error
+from .common import accepted, capable_runtime, runtime_error
 
 CREATE = JobText(accepted="Container creation initiated", past="created", verb="create")
 UPDATE = JobText(accepted="Container update initiated", past="updated", verb="update")
-
-
-def _accepted(op: Operation, body: Mapping[str, Any]) -> web.Response:
-    answer = {"status": "accepted", **body, "message": op.message, "timestamp": now(), "operationId": op.id}
-    return web.json_response(answer, status=202, headers={"Location": f"/api/v1/operations/{op.id}"})
 
 
 def _puller(creator: ContainerCreator, what: str) -> ImageStore:
@@ -69,7 +63,7 @@ async def create_container(request: web.Request) -> web.Response:
         work=lambda progress: _create(creator, puller, spec, start, progress),
         text=CREATE,
     )
-    return _accepted(op, {"name": spec.name, "image": spec.image})
+    return accepted(op, {"name": spec.name, "image": spec.image})
 
 
 async def _create(
@@ -126,4 +120,4 @@ async def update_container(request: web.Request) -> web.Response:
         work=work,
         text=UPDATE,
     )
-    return _accepted(op, {"containerId": current.id})
+    return accepted(op, {"containerId": current.id})

@@ -27,11 +27,10 @@ from ...keys import OPERATIONS
 from ...operations.pulls import pull_events
 from ...operations.tracker import JobProgress, JobText
 from ...params import bool_query, json_fields
-from ...realtime.events import now
 from ...security.auth import READ_ENGINE, WRITE_ENGINE, requires
 from ...security.ratelimit import rate_pool
 from ..pages import page_of
-from .common import capable_runtime
+from .common import accepted, capable_runtime
 
 # The capability every image route asks the runtime for. mypy refuses a Protocol itself where a
 # ``type[...]`` is expected (type-abstract); ``isinstance`` takes it as it is.
@@ -115,14 +114,7 @@ async def pull_image(request: web.Request) -> web.Response:
     op = request.app[OPERATIONS].submit_job(
         runtime=runtime.name, resource="image", action="pull", target=reference, work=work, text=PULL
     )
-    body = {
-        "status": "accepted",
-        "image": reference,
-        "message": PULL.accepted,
-        "timestamp": now(),
-        "operationId": op.id,
-    }
-    return web.json_response(body, status=202, headers={"Location": f"/api/v1/operations/{op.id}"})
+    return accepted(op, {"image": reference})
 
 
 @requires(WRITE_ENGINE)

@@ -7,6 +7,7 @@ Each of these is one quick Engine call, so the routes answer synchronously rathe
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import web
@@ -25,12 +26,12 @@ from runtimes.engine.networks import (
 )
 from runtimes.engine.volumes import is_engine_name
 
-from ...errors import ApiError, from_runtime, invalid_request, validation_error
+from ...errors import ApiError, invalid_request, validation_error
 from ...params import is_valid_container_id, json_fields
 from ...security.auth import READ_ENGINE, WRITE_ENGINE, requires
 from ...security.ratelimit import rate_pool
 from ..pages import page_of
-from .common import capable_runtime
+from .common import capable_runtime, runtime_call
 from .volumes import driver_name, engine_name, name_filter, spec_error, string_map
 
 _CREATE_FIELDS = ("name", "driver", "internal", "attachable", "labels", "subnets")
@@ -122,6 +123,19 @@ def _connection_error(exc: RuntimeFailure, fallback: str, message: str) -> ApiEr
     return spec_error(exc, fallback, message)
 
 
+async def _changed(
+    store: NetworkStore, ref: str, change: Awaitable[None], fallback: str, message: str
+) -> web.Response:
+    """Makes ``change`` to the containers of network ``ref`` and answers with the network after it,
+    so a client sees every container's address without a second request."""
+    try:
+        await change
+        network = await store.get_network(ref)
+    except RuntimeFailure as exc:
+        raise _connection_error(exc, fallback, message) from exc
+    return web.json_response(network_json(network))
+
+
 def _store(request: web.Request) -> NetworkStore:
     """The runtime with networks, else 409 OPERATION_NOT_SUPPORTED."""
     # mypy takes a Protocol for an abstract class here (python/mypy#4717); isinstance works.
@@ -136,12 +150,7 @@ async def list_networks(request: web.Request) -> web.Response:
     driver = request.query.get("driver", "")
     if len(driver) > _MAX_DRIVER_FILTER:
         raise invalid_request(f"Query parameter 'driver' must be at most {_MAX_DRIVER_FILTER} characters")
-    try:
-        networks = await store.list_networks()
-    except RuntimeFailure as exc:
-        raise from_runtime(
-            exc, fallback="NETWORK_LIST_FAILED", fallback_message="Failed to list networks"
-        ) from exc
+    networks = await runtime_call(store.list_networks(), "NETWORK_LIST_FAILED", "Failed to list networks")
     chosen = sorted(
         (n for n in networks if name in n.name and (not driver or n.driver == driver)), key=lambda n: n.name
     )
@@ -177,12 +186,7 @@ async def create_network(request: web.Request) -> web.Response:
 async def remove_network(request: web.Request) -> web.Response:
     store = _store(request)
     ref = _network_ref(request)
-    try:
-        await store.remove_network(ref)
-    except RuntimeFailure as exc:
-        raise from_runtime(
-            exc, fallback="NETWORK_REMOVE_FAILED", fallback_message="Failed to remove the network"
-        ) from exc
+    await runtime_call(store.remove_network(ref), "NETWORK_REMOVE_FAILED", "Failed to remove the network")
     return web.Response(status=204)
 
 
@@ -206,12 +210,13 @@ async def connect_container(request: web.Request) -> web.Response:
             ipv4 = str(ipaddress.IPv4Address(str_value(ipv4)))
         except (TypeError, ValueError) as exc:
             raise validation_error("ipv4", "ipv4 must be an IPv4 address") from exc
-    try:
-        await store.connect_network(ref, container, aliases=aliases, ipv4=ipv4)
-        network = await store.get_network(ref)
-    except RuntimeFailure as exc:
-        raise _connection_error(exc, "NETWORK_CONNECT_FAILED", "Failed to connect the container") from exc
-    return web.json_response(network_json(network))
+    return await _changed(
+        store,
+        ref,
+        store.connect_network(ref, container, aliases=aliases, ipv4=ipv4),
+        "NETWORK_CONNECT_FAILED",
+        "Failed to connect the container",
+    )
 
 
 @requires(WRITE_ENGINE)
@@ -222,14 +227,13 @@ async def disconnect_container(request: web.Request) -> web.Response:
     body = await json_fields(request, _DISCONNECT_FIELDS, required=True)
     container = _container(body)
     force = _flag(body, "force")
-    try:
-        await store.disconnect_network(ref, container, force=force)
-        network = await store.get_network(ref)
-    except RuntimeFailure as exc:
-        raise _connection_error(
-            exc, "NETWORK_DISCONNECT_FAILED", "Failed to disconnect the container"
-        ) from exc
-    return web.json_response(network_json(network))
+    return await _changed(
+        store,
+        ref,
+        store.disconnect_network(ref, container, force=force),
+        "NETWORK_DISCONNECT_FAILED",
+        "Failed to disconnect the container",
+    )
 
 
 @requires(WRITE_ENGINE)
@@ -237,10 +241,5 @@ async def disconnect_container(request: web.Request) -> web.Response:
 async def prune_networks(request: web.Request) -> web.Response:
     store = _store(request)
     await json_fields(request, (), required=False)
-    try:
-        deleted = await store.prune_networks()
-    except RuntimeFailure as exc:
-        raise from_runtime(
-            exc, fallback="NETWORK_PRUNE_FAILED", fallback_message="Failed to prune networks"
-        ) from exc
+    deleted = await runtime_call(store.prune_networks(), "NETWORK_PRUNE_FAILED", "Failed to prune networks")
     return web.json_response({"deleted": deleted})

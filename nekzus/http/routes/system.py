@@ -11,38 +11,34 @@ from typing import Any
 
 from aiohttp import web
 
-from runtimes import RuntimeFailure
 from runtimes.engine.system import SpaceEntry, SystemInfo, SystemSource, SystemStats
 
-from ...errors import from_runtime
 from ...security.auth import READ_ENGINE, requires
 from ...security.ratelimit import rate_pool
-from .common import capable_runtime
+from .common import capable_runtime, runtime_call
+
+
+def _source(request: web.Request) -> SystemSource:
+    """The runtime that describes its host, else 409 OPERATION_NOT_SUPPORTED."""
+    # mypy takes a Protocol for an abstract class here (python/mypy#4717); isinstance works.
+    return capable_runtime(request, SystemSource, "host information")  # type: ignore[type-abstract]
 
 
 @requires(READ_ENGINE)
 @rate_pool("containers")
 async def system_info(request: web.Request) -> web.Response:
-    source = capable_runtime(request, SystemSource, "host information")  # type: ignore[type-abstract]
-    try:
-        info = await source.system_info()
-    except RuntimeFailure as exc:
-        raise from_runtime(
-            exc, fallback="SYSTEM_INFO_FAILED", fallback_message="Failed to read the host's information"
-        ) from exc
+    info = await runtime_call(
+        _source(request).system_info(), "SYSTEM_INFO_FAILED", "Failed to read the host's information"
+    )
     return web.json_response(info_json(info))
 
 
 @requires(READ_ENGINE)
 @rate_pool("containers")
 async def system_stats(request: web.Request) -> web.Response:
-    source = capable_runtime(request, SystemSource, "host information")  # type: ignore[type-abstract]
-    try:
-        stats = await source.system_stats()
-    except RuntimeFailure as exc:
-        raise from_runtime(
-            exc, fallback="SYSTEM_STATS_FAILED", fallback_message="Failed to measure the host"
-        ) from exc
+    stats = await runtime_call(
+        _source(request).system_stats(), "SYSTEM_STATS_FAILED", "Failed to measure the host"
+    )
     return web.json_response(stats_json(stats))
 
 

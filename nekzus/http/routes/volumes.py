@@ -28,7 +28,7 @@ from ...params import bool_query, json_fields
 from ...security.auth import READ_ENGINE, WRITE_ENGINE, requires
 from ...security.ratelimit import rate_pool
 from ..pages import page_of
-from .common import capable_runtime
+from .common import capable_runtime, runtime_call
 
 # A driver is a built-in name or a plugin reference such as "vieux/sshfs:latest".
 _DRIVER = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.:/-]{0,254}")
@@ -138,12 +138,9 @@ async def list_volumes(request: web.Request) -> web.Response:
     dangling = bool_query(request, "dangling") if "dangling" in request.query else None
     name = name_filter(request)
     labels = label_filters(request)
-    try:
-        volumes = await store.list_volumes(sizes=sizes)
-    except RuntimeFailure as exc:
-        raise from_runtime(
-            exc, fallback="VOLUME_LIST_FAILED", fallback_message="Failed to list volumes"
-        ) from exc
+    volumes = await runtime_call(
+        store.list_volumes(sizes=sizes), "VOLUME_LIST_FAILED", "Failed to list volumes"
+    )
     chosen = sorted(
         (
             v
@@ -183,12 +180,9 @@ async def remove_volume(request: web.Request) -> web.Response:
     store = _store(request)
     name = _volume_name(request)
     force = bool_query(request, "force")
-    try:
-        await store.remove_volume(name, force=force)
-    except RuntimeFailure as exc:
-        raise from_runtime(
-            exc, fallback="VOLUME_REMOVE_FAILED", fallback_message="Failed to remove the volume"
-        ) from exc
+    await runtime_call(
+        store.remove_volume(name, force=force), "VOLUME_REMOVE_FAILED", "Failed to remove the volume"
+    )
     return web.Response(status=204)
 
 
@@ -198,10 +192,7 @@ async def prune_volumes(request: web.Request) -> web.Response:
     store = _store(request)
     everything = bool_query(request, "all")
     await json_fields(request, (), required=False)
-    try:
-        pruned = await store.prune_volumes(all=everything)
-    except RuntimeFailure as exc:
-        raise from_runtime(
-            exc, fallback="VOLUME_PRUNE_FAILED", fallback_message="Failed to prune volumes"
-        ) from exc
+    pruned = await runtime_call(
+        store.prune_volumes(all=everything), "VOLUME_PRUNE_FAILED", "Failed to prune volumes"
+    )
     return web.json_response({"deleted": list(pruned.deleted), "spaceReclaimed": pruned.space_reclaimed})
