@@ -1,8 +1,9 @@
 """The docker tier: the private Docker Engine (the session's ``docker_host``) and the other real
 processes of the full set-up (``nekzus serve`` as a child process, redis-server, Docker Compose).
 
-``docker`` is an Engine client of the test's own; ``containers`` creates labelled test containers
-and removes them afterwards; ``client`` is the gateway on the Engine with the shared settings;
+``docker`` is an Engine client of the test's own, ``runtime`` the Docker backend on the Engine;
+``containers`` creates labelled test containers and removes them afterwards; ``client`` is the
+gateway on the Engine with the shared settings;
 ``registry`` is a local image registry (tests/support/registry.py) holding the test image.
 """
 
@@ -16,6 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from nekzus.config import Config
+from runtimes.docker import DockerRuntime
 from tests.support.docker_engine import Containers
 from tests.support.fake_kube_fixtures import kube, kubeconfig  # noqa: F401
 from tests.support.gateway import ClientFactory, make_config
@@ -49,6 +51,16 @@ async def containers(docker: aiodocker.Docker) -> AsyncIterator[Containers]:
         yield made
     finally:
         await made.cleanup()
+
+
+@pytest.fixture
+async def runtime(docker_host: str) -> AsyncIterator[DockerRuntime]:
+    """The Docker backend on the Engine, for the tests that call it without HTTP."""
+    made = DockerRuntime(docker_host)
+    try:
+        yield made
+    finally:
+        await made.close()
 
 
 @pytest.fixture(scope="module")

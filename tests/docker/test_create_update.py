@@ -41,6 +41,12 @@ class Made:
         self.names.append(made)
         return made
 
+    def volume(self) -> str:
+        """A volume name of this test's own, removed after it (the create makes the volume)."""
+        volume = f"nekzus-create-vol-{uuid.uuid4().hex[:8]}"
+        self.volumes.append(volume)
+        return volume
+
     async def inspect(self, name: str) -> dict[str, Any]:
         return dict(await self.docker.containers.container(name).show())
 
@@ -149,8 +155,7 @@ def pushed(registry: LocalRegistry, made: Made) -> str:
 async def test_a_container_is_created_as_its_spec_says_linked_and_running(
     client: TestClient[Any, Any], heard: Events, made: Made, tmp_path: Path
 ) -> None:
-    name, volume = made.name(), f"nekzus-create-vol-{uuid.uuid4().hex[:8]}"
-    made.volumes.append(volume)
+    name, volume = made.name(), made.volume()
     spec = {
         "name": name,
         "image": TEST_IMAGE,
@@ -327,8 +332,7 @@ async def create_from(
     client: TestClient[Any, Any], heard: Events, made: Made, reference: str
 ) -> dict[str, Any]:
     """A linked, running container made through the gateway from ``reference``; its inspect document."""
-    name, volume = made.name(), f"nekzus-create-vol-{uuid.uuid4().hex[:8]}"
-    made.volumes.append(volume)
+    name, volume = made.name(), made.volume()
     body = {
         "name": name,
         "image": reference,

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
 from runtimes import ContainerRef, ContainerState, LogChunk, NotFound, RuntimeEvent, Unavailable
 from runtimes.docker import DockerRuntime
 from tests.support.docker_engine import Containers
-
-
-@pytest.fixture
-async def runtime(docker_host: str) -> AsyncIterator[DockerRuntime]:
-    rt = DockerRuntime(docker_host)
-    try:
-        yield rt
-    finally:
-        await rt.close()
 
 
 async def collect_logs(runtime: DockerRuntime, cid: str, **kwargs: object) -> list[LogChunk]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -22,15 +22,6 @@ from tests.support.registry import LocalRegistry
 from tests.support.wsclient import WS
 
 PULL = JobText(accepted="Image pull initiated", past="pulled", verb="pull")
-
-
-@pytest.fixture
-async def runtime(docker_host: str) -> AsyncIterator[DockerRuntime]:
-    made = DockerRuntime(docker_host)
-    try:
-        yield made
-    finally:
-        await made.close()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from yarl import URL
 from nekzus.keys import OPERATIONS
 from tests.support.docker_engine import QUICK_STOP, RUN_LABEL, Containers
 from tests.support.fake_kube import FakeKube
-from tests.support.gateway import JSON, ClientFactory, make_config
+from tests.support.gateway import JSON, ClientFactory, kubernetes_only, make_config
 from tests.support.registry import LocalRegistry
 from tests.support.wsclient import WS
 from tests.unit.test_security import bearer, expect_error, security_config, token
@@ -438,16 +438,7 @@ async def test_kubernetes_has_no_images(
     }
     client = await gateway(make_config(docker_host, runtimes=both))
     assert (await client.get("/api/v1/images?limit=1")).status == 200  # the first runtime with images
-    kube_only = await gateway(
-        make_config(
-            docker_host,
-            runtimes={
-                "primary": "kubernetes",
-                "docker": {"enabled": False},
-                "kubernetes": both["kubernetes"],
-            },
-        )
-    )
+    kube_only = await gateway(kubernetes_only(docker_host, kubeconfig))
     for target in (client, kube_only):
         query = "?runtime=kubernetes" if target is client else ""
         for method, path, body_json in [("GET", "/api/v1/images", None), *writes("busybox", "label=x")]:

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.support.docker_engine import QUICK_STOP, RUN_LABEL, TEST_IMAGE
 from tests.support.fake_kube import FakeKube
-from tests.support.gateway import JSON, ClientFactory, make_config
+from tests.support.gateway import JSON, ClientFactory, kubernetes_only, make_config
 from tests.unit.test_errors import expect
 from tests.unit.test_security import bearer, security_config, token
 
@@ -380,15 +380,7 @@ async def test_a_foreign_page_cannot_change_networks(client: TestClient[Any, Any
 async def test_kubernetes_has_no_networks(
     gateway: ClientFactory, kube: FakeKube, kubeconfig: Path, netns_docker_host: str
 ) -> None:
-    kube_only = make_config(
-        netns_docker_host,
-        runtimes={
-            "primary": "kubernetes",
-            "docker": {"enabled": False},
-            "kubernetes": {"enabled": True, "kubeconfig": str(kubeconfig)},
-        },
-    )
-    client = await gateway(kube_only)
+    client = await gateway(kubernetes_only(netns_docker_host, kubeconfig))
     for method, path in (
         ("GET", "/api/v1/networks"),
         ("POST", "/api/v1/networks"),

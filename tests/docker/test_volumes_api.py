@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.support.docker_engine import QUICK_STOP, RUN_LABEL, TEST_IMAGE, Containers
 from tests.support.fake_kube import FakeKube
-from tests.support.gateway import JSON, ClientFactory, make_config
+from tests.support.gateway import JSON, ClientFactory, kubernetes_only, make_config
 from tests.unit.test_errors import expect
 from tests.unit.test_security import bearer, security_config, token
 
@@ -292,15 +292,7 @@ async def test_a_foreign_page_cannot_create_or_remove(client: TestClient[Any, An
 async def test_kubernetes_has_no_volumes(
     gateway: ClientFactory, kube: FakeKube, kubeconfig: Path, docker_host: str
 ) -> None:
-    kube_only = make_config(
-        docker_host,
-        runtimes={
-            "primary": "kubernetes",
-            "docker": {"enabled": False},
-            "kubernetes": {"enabled": True, "kubeconfig": str(kubeconfig)},
-        },
-    )
-    client = await gateway(kube_only)
+    client = await gateway(kubernetes_only(docker_host, kubeconfig))
     for method, path in (
         ("GET", "/api/v1/volumes"),
         ("POST", "/api/v1/volumes"),

@@ -51,6 +51,18 @@ def make_config(docker_host: str, **overrides: Any) -> Config:
     return Config(**data)
 
 
+def kubernetes_only(docker_host: str, kubeconfig: Path) -> Config:
+    """A gateway whose one runtime is Kubernetes, for the engine routes that only Docker serves."""
+    return make_config(
+        docker_host,
+        runtimes={
+            "primary": "kubernetes",
+            "docker": {"enabled": False},
+            "kubernetes": {"enabled": True, "kubeconfig": str(kubeconfig)},
+        },
+    )
+
+
 class Heard:
     """Every event a bus publishes from now on, kept for a test to read: a listener, as the hub is."""
 
