@@ -20,10 +20,10 @@ from tests.kube_real.test_kube_real import (
     container,
     create_deployment,
     eventually,
-    real_config,
     running_pods,
 )
 from tests.support.gateway import ClientFactory
+from tests.support.kube_fixtures import real_config
 from tests.support.kube_plane import ControlPlane
 from tests.support.tcp_proxy import FreezableProxy, proxied_kubeconfig
 from tests.support.wsclient import WS

@@ -22,7 +22,6 @@ from tests.kube_real.test_kube_real import (
     create_deployment,
     create_pod,
     eventually,
-    real_config,
     running_pods,
 )
 from tests.support.gateway import ClientFactory
@@ -30,6 +29,7 @@ from tests.support.kube_fixtures import (
     create_namespace,
     delete_namespace,
     install_metrics_api,
+    real_config,
     remove_metrics_api,
 )
 from tests.support.kube_plane import ControlPlane

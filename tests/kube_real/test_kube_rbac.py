@@ -33,7 +33,6 @@ from tests.kube_real.test_kube_real import (
     create_deployment,
     create_pod,
     eventually,
-    real_config,
 )
 from tests.support import ROOT
 from tests.support.gateway import ClientFactory
@@ -44,6 +43,7 @@ from tests.support.kube_fixtures import (
     grants,
     install_metrics_api,
     namespaced_roles,
+    real_config,
     remove_metrics_api,
 )
 from tests.support.kube_plane import (

@@ -13,37 +13,17 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import pytest
 from aiohttp.test_utils import TestClient
 
-from nekzus.config import Config
 from nekzus.realtime.logrequest import parse_since
-from tests.support.gateway import GENEROUS_LIMITS, ClientFactory, data_dir
-from tests.support.kube_fixtures import install_metrics_api, remove_metrics_api
+from tests.support.gateway import ClientFactory
+from tests.support.kube_fixtures import install_metrics_api, real_config, remove_metrics_api
 from tests.support.kube_plane import ControlPlane
 from tests.support.wsclient import WS
 from tests.unit.test_errors import expect
 
 T = TypeVar("T")
 LINKED = {"nekzus/enable": "true"}
-
-
-def real_config(kubeconfig: Any, namespace: str, **kubernetes: Any) -> Config:
-    return Config(
-        server={"data_dir": str(data_dir()), "tls": {"mode": "off"}},
-        runtimes={
-            "primary": "kubernetes",
-            "docker": {"enabled": False},
-            "kubernetes": {
-                "enabled": True,
-                "kubeconfig": str(kubeconfig),
-                "namespaces": [namespace],
-                "ready_timeout": 60,
-                **kubernetes,
-            },
-        },
-        ratelimit=GENEROUS_LIMITS,
-    )
 
 
 async def api(plane: ControlPlane, method: str, path: str, body: Any = None) -> Any:
@@ -135,13 +115,6 @@ async def connect(client: TestClient[Any, Any]) -> WS:
 async def accepted(resp: Any) -> str:
     assert resp.status == 202, await resp.text()
     return str((await resp.json())["operationId"])
-
-
-@pytest.fixture
-async def kclient(
-    gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str
-) -> TestClient[Any, Any]:
-    return await gateway(real_config(kube_plane.gateway_kubeconfig, kube_namespace))
 
 
 async def test_deployment_stopped_and_started_keeps_its_replica_count(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.kube_real.test_kube_real import (
@@ -16,19 +15,10 @@ from tests.kube_real.test_kube_real import (
     create_deployment,
     create_pod,
     eventually,
-    real_config,
     running_pods,
 )
-from tests.support.gateway import ClientFactory
 from tests.support.kube_plane import ControlPlane
 from tests.unit.test_errors import expect
-
-
-@pytest.fixture
-async def kclient(
-    gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str
-) -> TestClient[Any, Any]:
-    return await gateway(real_config(kube_plane.gateway_kubeconfig, kube_namespace))
 
 
 async def test_pods_are_removed_and_a_controller_makes_another(

@@ -15,10 +15,10 @@ from tests.kube_real.test_kube_real import (
     create_deployment,
     create_pod,
     eventually,
-    real_config,
     running_pods,
 )
 from tests.support.gateway import ClientFactory, watching
+from tests.support.kube_fixtures import real_config
 from tests.support.kube_plane import ControlPlane
 from tests.support.tcp_proxy import FreezableProxy, proxied_kubeconfig
 

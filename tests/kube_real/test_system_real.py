@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests.kube_real.test_kube_real import api, create_pod, eventually, real_config
+from tests.kube_real.test_kube_real import api, create_pod, eventually
 from tests.support import ROOT
 from tests.support.gateway import ClientFactory
+from tests.support.kube_fixtures import real_config
 from tests.support.kube_plane import ControlPlane, load_manifest
 from tests.unit.test_errors import expect
 

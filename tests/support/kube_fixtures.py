@@ -4,8 +4,8 @@
 (tests.support.kube_node) once per session in pytest's temporary directory; ``kube_namespace``
 gives each test its own namespace, where the gateway's ServiceAccount
 (``kube_plane.gateway_kubeconfig``) has the namespaced rules of deploy/kubernetes/rbac.yaml through
-a RoleBinding, as that file says to grant them. The metrics API is off by default; tests that need
-it call ``install_metrics_api``.
+a RoleBinding, as that file says to grant them; ``kclient`` is a gateway limited to that namespace.
+The metrics API is off by default; tests that need it call ``install_metrics_api``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
 
+from nekzus.config import Config
+from tests.support.gateway import GENEROUS_LIMITS, ClientFactory, data_dir
 from tests.support.kube_plane import (
     GATEWAY_ACCOUNT,
     GATEWAY_NAMESPACE,
@@ -186,6 +189,25 @@ def gateway_rbac() -> list[dict[str, Any]]:
     return load_manifest(GATEWAY_RBAC)
 
 
+def real_config(kubeconfig: Any, namespace: str, **kubernetes: Any) -> Config:
+    """A gateway on the plane's Kubernetes alone, limited to ``namespace`` as each test's own."""
+    return Config(
+        server={"data_dir": str(data_dir()), "tls": {"mode": "off"}},
+        runtimes={
+            "primary": "kubernetes",
+            "docker": {"enabled": False},
+            "kubernetes": {
+                "enabled": True,
+                "kubeconfig": str(kubeconfig),
+                "namespaces": [namespace],
+                "ready_timeout": 60,
+                **kubernetes,
+            },
+        },
+        ratelimit=GENEROUS_LIMITS,
+    )
+
+
 @pytest.fixture
 def kube_namespace(kube_plane: ControlPlane) -> Iterator[str]:
     """A namespace of the test's own where the gateway's ServiceAccount has its namespaced rules,
@@ -197,3 +219,11 @@ def kube_namespace(kube_plane: ControlPlane) -> Iterator[str]:
         yield name
     finally:
         delete_namespace(kube_plane, name)
+
+
+@pytest.fixture
+async def kclient(
+    gateway: ClientFactory, kube_plane: ControlPlane, kube_namespace: str
+) -> TestClient[Any, Any]:
+    """A gateway on the plane that watches the test's namespace only."""
+    return await gateway(real_config(kube_plane.gateway_kubeconfig, kube_namespace))
