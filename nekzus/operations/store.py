@@ -32,7 +32,8 @@ T = TypeVar("T")
 
 DB_FILE = "operations.db"
 OWNERS_DIR = "operations.owners"
-SCHEMA_VERSION = 1
+# 2: ``result``, what a job answered (a created container's id), as a JSON object.
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS operations (
     id TEXT PRIMARY KEY,
@@ -45,9 +46,11 @@ CREATE TABLE IF NOT EXISTS operations (
     message TEXT NOT NULL,
     started_at INTEGER NOT NULL,
     finished_at INTEGER,
-    owner TEXT NOT NULL
+    owner TEXT NOT NULL,
+    result TEXT NOT NULL DEFAULT '{}'
 )
 """
+_MIGRATIONS = {1: "ALTER TABLE operations ADD COLUMN result TEXT NOT NULL DEFAULT '{}'"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,7 @@ class StoredOperation:
     message: str
     started_at: int
     finished_at: int | None
+    result: str = "{}"
 
 
 _COLUMNS = ", ".join(f.name for f in fields(StoredOperation))
@@ -71,7 +75,7 @@ _PLACEHOLDERS = ", ".join("?" * (len(fields(StoredOperation)) + 1))
 _UPSERT = (
     f"INSERT INTO operations ({_COLUMNS}, owner) VALUES ({_PLACEHOLDERS}) "
     "ON CONFLICT(id) DO UPDATE SET state = excluded.state, error = excluded.error, "
-    "message = excluded.message, finished_at = excluded.finished_at"
+    "message = excluded.message, finished_at = excluded.finished_at, result = excluded.result"
 )
 
 
@@ -225,7 +229,11 @@ def _open_sync(data_dir: Path, owner: str) -> tuple[sqlite3.Connection, IO[bytes
             # WAL with synchronous=NORMAL: a commit survives the process being killed (the OS has it);
             # only a power loss can undo the last ones, which is not what this store guards against.
             db.execute("PRAGMA synchronous=NORMAL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
             db.execute(_SCHEMA)
+            # A table an older gateway made gains the columns added since, in order.
+            for step in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
+                db.execute(_MIGRATIONS[step])
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("SELECT count(*) FROM operations").fetchone()
         except BaseException:

@@ -17,6 +17,7 @@ finds every operation it may have acted on, and marks the unfinished ones as int
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -53,6 +54,15 @@ def accepted_message(action: Action) -> str:
 
 def failure_code(action: str, resource: str = "container") -> str:
     return f"{resource.upper()}_{action.upper()}_FAILED"
+
+
+def _result(stored: str) -> dict[str, Any]:
+    """A stored job result; one that cannot be read (a damaged row) is left out, not fatal."""
+    try:
+        result = json.loads(stored)
+    except ValueError:
+        return {}
+    return result if isinstance(result, dict) else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +140,7 @@ class Operation:
             self.message,
             self.started_at,
             self.finished_at,
+            json.dumps(dict(self.result)),
         )
 
     @classmethod
@@ -147,6 +158,7 @@ class Operation:
             error=record.error,
             message=record.message,
             finished_at=record.finished_at,
+            result=_result(record.result),
         )
         if record.finished_at is not None:
             # Retention counts on the monotonic clock: place the stored wall time on it.

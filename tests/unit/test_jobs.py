@@ -4,11 +4,13 @@ and records that outlive the gateway."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nekzus.operations.store import OperationStore
+from nekzus.operations.store import DB_FILE, OperationStore
 from nekzus.operations.tracker import JobProgress, JobText, OperationTracker
 from nekzus.realtime.events import Event, EventBus
 from runtimes import InUse, OperationFailed
@@ -161,3 +163,57 @@ async def test_a_job_cut_short_by_a_crash_is_restored_as_interrupted_with_its_re
     assert heard.events[0][0] == "image.pull.failed"
     await restored.close()
     await store.close()
+
+
+async def test_a_finished_jobs_result_outlives_the_gateway(tmp_path: Path) -> None:
+    store = await OperationStore.open(tmp_path)
+    tracker = OperationTracker(EventBus(), retention_seconds=60, max_records=10, store=store)
+
+    async def creates(progress: JobProgress) -> Mapping[str, Any]:
+        return {"containerId": "0123456789ab", "recreatedBy": None}
+
+    op = tracker.submit_job(
+        runtime="docker", resource="container", action="create", target="web", work=creates, text=PULL
+    )
+    async with asyncio.timeout(5):
+        await op.done.wait()
+    await tracker.close()
+    await store.close()
+
+    store = await OperationStore.open(tmp_path)
+    restored = OperationTracker(EventBus(), retention_seconds=60, max_records=10, store=store)
+    await restored.restore()
+    again = restored.get(op.id)
+    assert again is not None
+    assert again.to_json()["containerId"] == "0123456789ab" and again.to_json()["recreatedBy"] is None
+    await restored.close()
+    await store.close()
+
+
+async def test_a_store_an_older_gateway_made_gains_the_result_column(tmp_path: Path) -> None:
+    """Version 1 of the table had no ``result``: its records load, with an empty result."""
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    db.execute(
+        "CREATE TABLE operations (id TEXT PRIMARY KEY, container_id TEXT NOT NULL, runtime TEXT NOT NULL, "
+        "namespace TEXT NOT NULL, action TEXT NOT NULL, state TEXT NOT NULL, error TEXT, "
+        "message TEXT NOT NULL, started_at INTEGER NOT NULL, finished_at INTEGER, owner TEXT NOT NULL)"
+    )
+    now = int(time.time())
+    db.execute(
+        "INSERT INTO operations VALUES ('old', 'c1', 'docker', '', 'stop', 'completed', NULL, "
+        "'Container stopped successfully', ?, ?, 'gone')",
+        (now, now),
+    )
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    store = await OperationStore.open(tmp_path)
+    tracker = OperationTracker(EventBus(), retention_seconds=60, max_records=10, store=store)
+    await tracker.restore()
+    old = tracker.get("old")
+    assert old is not None and old.to_json()["containerId"] == "c1" and old.state == "completed"
+    await tracker.close()
+    await store.close()
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    db.close()
