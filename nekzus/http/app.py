@@ -40,7 +40,7 @@ from ..security.ratelimit import LIMITER, RateLimiter, add_rate_headers, ratelim
 from ..tasks import TaskGroup
 from .accesslog import access_log_middleware, log_websocket_upgrade
 from .middlewares import error_middleware, request_id_middleware
-from .routes import auth, bulk, containers, export, health, operations, ws
+from .routes import auth, bulk, containers, export, health, logs, operations, ws
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +244,7 @@ def _container_routes(r: web.UrlDispatcher, base: str, id_route: str) -> None:
     the id as ``id_route`` (which keeps the paths of other routes out of it)."""
     r.add_get(f"{base}/{id_route}", containers.inspect_container)
     r.add_get(f"{base}/{{id}}/stats", containers.container_stats)
+    r.add_get(f"{base}/{{id}}/logs", logs.container_logs)
     r.add_post(f"{base}/{{id}}/{{action:start|stop|restart}}", containers.container_action)
 
 

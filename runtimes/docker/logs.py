@@ -30,6 +30,7 @@ async def stream_logs(
     tail: int | None,
     timestamps: bool,
     since: int | None,
+    until: int | None = None,
 ) -> AsyncIterator[LogChunk]:
     doc = await queries.inspect_raw(ref)
     tty = bool((doc.get("Config") or {}).get("Tty"))
@@ -42,6 +43,8 @@ async def stream_logs(
     }
     if since is not None:
         params["since"] = str(since)
+    if until is not None:
+        params["until"] = str(until)
     try:
         async with session.stream(container_path(ref.id, "logs"), params) as response:
             if tty:

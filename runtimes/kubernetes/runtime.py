@@ -129,6 +129,7 @@ class KubernetesRuntime:
         tail: int | None,
         timestamps: bool,
         since: int | None = None,
+        until: int | None = None,
     ) -> AsyncIterator[LogChunk]:
         return stream_logs(
             self._session,
@@ -139,4 +140,5 @@ class KubernetesRuntime:
             tail=tail,
             timestamps=timestamps,
             since=since,
+            until=until,
         )
