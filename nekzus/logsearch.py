@@ -149,10 +149,12 @@ def _compile(pattern: str, *, regex: bool, case_sensitive: bool) -> Any:
         # Multi-line: ^ and $ mean a line's start and end also inside a block of lines.
         return re2.compile(f"(?m){pattern}" if regex else pattern, options)
     except re2.error as exc:
-        reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else ""
+        reason = exc.args[0] if exc.args else b""
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
         shown = pattern if len(pattern) <= 60 else pattern[:57] + "..."
         raise InvalidSearch(
-            f"The pattern {shown!r} cannot be used: {reason or 'RE2 refuses it'} (patterns are RE2 "
+            f'The pattern "{shown}" cannot be used: {reason or "RE2 refuses it"} (patterns are RE2 '
             "syntax: no backreferences or lookaround, and a bounded size)"
         ) from None
 
