@@ -27,6 +27,7 @@ from bench import (
     limiter_memory,
     list_containers,
     list_throughput,
+    log_search,
     log_throughput,
     start_latency,
     stats_latency,
@@ -61,6 +62,7 @@ BENCHMARKS: tuple[tuple[str, Measure, dict[str, str]], ...] = (
     ("ws_memory", ws_memory.measure, ws_memory.GATEWAY_ENV),
     ("event_fanout", event_fanout.measure, event_fanout.GATEWAY_ENV),
     ("log_throughput", log_throughput.measure, log_throughput.GATEWAY_ENV),
+    ("log_search", log_search.measure, log_search.GATEWAY_ENV),
     ("start_latency", start_latency.measure, {}),
     ("export_batch", export_batch.measure, {}),
 )

@@ -34,7 +34,7 @@ RE2_MAX_MEM = 1 << 20
 LINE_BYTES = 64 << 10
 ANSWER_BYTES = 16 << 20
 # How long the reader may run before it lets the event loop serve others.
-SLICE_SECONDS = 0.005
+SLICE_SECONDS = 0.001
 
 
 class InvalidSearch(ValueError):
