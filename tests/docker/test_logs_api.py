@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -154,7 +155,11 @@ async def test_download_streams_the_raw_text(
 
 
 async def test_a_reader_that_stops_holds_the_stream_and_leaving_closes_it(
-    gateway: ClientFactory, docker_host: str, containers: Containers, docker: aiodocker.Docker
+    gateway: ClientFactory,
+    docker_host: str,
+    containers: Containers,
+    docker: aiodocker.Docker,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # About 50 MB of log; a client that reads nothing after the headers.
     made = await exited(
@@ -205,6 +210,8 @@ async def test_a_reader_that_stops_holds_the_stream_and_leaving_closes_it(
         async with asyncio.timeout(15):
             await closed.wait()
         assert pulled < 16 << 20
+        # A client that leaves is no error of the gateway's.
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     finally:
         await runtime.close()
 

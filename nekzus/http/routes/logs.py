@@ -301,6 +301,10 @@ async def _download(
             if request.transport is not None:
                 request.transport.close()
             return response
+        except ConnectionResetError:
+            # The client went away mid-download: nothing is wrong, and nobody is left to tell.
+            log.info("the client of the log download of %s went away", ref.id)
+            return response
         await response.write_eof()
         return response
     finally:
