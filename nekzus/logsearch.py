@@ -33,6 +33,10 @@ RE2_MAX_MEM = 1 << 20
 # once together they pass ANSWER_BYTES.
 LINE_BYTES = 64 << 10
 ANSWER_BYTES = 16 << 20
+# What a line costs an answer beyond its text (its number, stream and JSON), and what a line kept
+# for an answer holds at most (room for a time stamp in front of the text).
+_LINE_COST = 64
+_KEPT_BYTES = LINE_BYTES + 64
 # How long the reader may run before it lets the event loop serve others.
 SLICE_SECONDS = 0.001
 
@@ -217,7 +221,7 @@ class _Reader:
             stamp_raw, _, raw = raw.partition(b" ")
             stamp = stamp_raw.decode("ascii", "replace")
         raw = raw[:LINE_BYTES]
-        self.size += len(raw) + 64
+        self.size += len(raw) + _LINE_COST
         if self.size > ANSWER_BYTES:
             return None
         return LogLine(number, stream, raw.decode("utf-8", "replace"), stamp)
@@ -228,7 +232,8 @@ async def read_lines(
 ) -> LogExcerpt:
     """The last ``keep`` lines of ``chunks`` (of ``streams``); truncated when there were more."""
     reader = _Reader(streams, timestamps)
-    kept: deque[tuple[int, str, bytes]] = deque(maxlen=keep)
+    kept: deque[tuple[int, str, bytes]] = deque()
+    size = 0  # of the kept lines, bounded like an answer's, however long the lines are
     async for stream, block in reader.blocks(chunks):
         lines = split_lines(block)
         first = reader.scanned + 1
@@ -236,7 +241,12 @@ async def read_lines(
         # Only the last `keep` lines of a block can still be among the last `keep` of the log.
         tail = lines[-keep:] if keep else []
         start = first + len(lines) - len(tail)
-        kept.extend((start + i, stream, raw) for i, raw in enumerate(tail))
+        for i, raw in enumerate(tail):
+            raw = raw[:_KEPT_BYTES]
+            kept.append((start + i, stream, raw))
+            size += len(raw) + _LINE_COST
+        while kept and (len(kept) > keep or size > ANSWER_BYTES):
+            size -= len(kept.popleft()[2]) + _LINE_COST
     answer = []
     for number, stream, raw in kept:
         line = reader.line(number, stream, raw)

@@ -190,6 +190,12 @@ async def test_long_lines_are_cut_and_answers_bounded() -> None:
     flood = (b"y" * (LINE_BYTES - 10) + b" TERM\n") * (ANSWER_BYTES // LINE_BYTES + 50)
     big = await find(cut(flood, 1 << 16), "TERM", limit=10_000)
     assert big.truncated and len(big.lines) < ANSWER_BYTES // (LINE_BYTES - 10) + 1
+    # And so does a read of the last lines: the most recent that fit.
+    last = await read_lines(feed(cut(flood, 1 << 16)), keep=10_000, streams=BOTH, timestamps=False)
+    assert last.truncated and 0 < len(last.lines) < ANSWER_BYTES // (LINE_BYTES - 10) + 1
+    assert (
+        last.lines[-1].number == last.scanned and sum(len(line.text) for line in last.lines) <= ANSWER_BYTES
+    )
 
 
 def test_splitter_drops_what_is_past_its_line_bound() -> None:
