@@ -17,7 +17,9 @@ Times run from the start of the call to the last byte of its answer. Reported: t
 each over the rounds, the speed ratio search / grep (target ≥ 0.5: the search takes at most twice
 as long), the gateway's RSS before, at its peak (psutil, sampled every 10 ms during each search)
 and after, with its growth (target < 50 MB), and the p99 latency of ``GET /api/v1/containers`` from
-a second client, idle and while a search runs (target ≤ 2× idle: a search does not hold up others).
+a second client, idle and while a search runs (target ≤ 2× idle: a search does not hold up others),
+and, to tell the gateway's share from the machine's, while the grep pipeline runs (the daemon just
+as busy, the gateway idle).
 """
 
 from __future__ import annotations
@@ -140,6 +142,10 @@ async def measure(bench: Bench) -> list[Row]:
 
     async with bench.gateway.session() as other:
         idle = await _list_latencies(other, lambda times: len(times) >= LIST_SAMPLES)
+        # The daemon as busy as during a search, the gateway idle: what the CPU they share costs.
+        grep = asyncio.create_task(_grep(bench, cid))
+        daemon_busy = await _list_latencies(other, lambda _: grep.done())
+        await grep
         search = asyncio.create_task(_search(bench, cid, SEARCHES["search"]))
         busy = await _list_latencies(other, lambda _: search.done())
         await search
@@ -160,6 +166,11 @@ async def measure(bench: Bench) -> list[Row]:
         Row("gateway RSS after", rss_after / mib, "MiB"),
         Row("gateway RSS growth (peak - before)", (peak - rss_before) / 1e6, "MB", TARGET_RSS_MB),
         Row("GET /containers p99, idle", ms(percentile(idle, 99)), "ms"),
+        Row(
+            f"GET /containers p99, during docker logs | grep ({len(daemon_busy)} requests)",
+            ms(percentile(daemon_busy, 99)),
+            "ms",
+        ),
         Row(f"GET /containers p99, during a search ({len(busy)} requests)", ms(percentile(busy, 99)), "ms"),
         Row(
             "GET /containers p99 during a search / idle",
