@@ -172,6 +172,8 @@ async def measure(bench: Bench) -> list[Row]:
             "ms",
         ),
         Row(f"GET /containers p99, during a search ({len(busy)} requests)", ms(percentile(busy, 99)), "ms"),
+        Row("GET /containers p50, idle", ms(percentile(idle, 50)), "ms"),
+        Row("GET /containers p50, during a search", ms(percentile(busy, 50)), "ms"),
         Row(
             "GET /containers p99 during a search / idle",
             percentile(busy, 99) / percentile(idle, 99),
