@@ -200,21 +200,7 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
     if options.download:
         return await _download(request, runtime, ref, options, current.name or current.id)
     if options.search is not None:
-        chunks = runtime.logs(
-            ref, follow=False, tail=options.tail, timestamps=options.timestamps, **_window(options)
-        )
-        try:
-            excerpt = await search_lines(
-                chunks,
-                options.search,
-                limit=options.limit,
-                streams=options.streams,
-                timestamps=options.timestamps,
-            )
-        except RuntimeFailure as exc:
-            raise _error(exc, cid) from exc
-        finally:
-            await _close(chunks)
+        excerpt = await _search(runtime, ref, options.search, options, cid)
         return web.json_response(
             {
                 "containerId": current.id,
@@ -235,6 +221,23 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
 
 def _window(options: LogQuery) -> dict[str, int | None]:
     return {"since": options.since, "until": options.until}
+
+
+async def _search(
+    runtime: ContainerRuntime, ref: ContainerRef, search: LogSearch, options: LogQuery, cid: str
+) -> LogExcerpt:
+    """The matching lines of the whole log (or of what ``tail``, ``since`` and ``until`` select)."""
+    chunks = runtime.logs(
+        ref, follow=False, tail=options.tail, timestamps=options.timestamps, **_window(options)
+    )
+    try:
+        return await search_lines(
+            chunks, search, limit=options.limit, streams=options.streams, timestamps=options.timestamps
+        )
+    except RuntimeFailure as exc:
+        raise _error(exc, cid) from exc
+    finally:
+        await _close(chunks)
 
 
 async def _read(runtime: ContainerRuntime, ref: ContainerRef, options: LogQuery, cid: str) -> LogExcerpt:
