@@ -322,9 +322,11 @@ class ContainerRuntime(Protocol):
         tail: int | None,
         timestamps: bool,
         since: int | None = None,
+        until: int | None = None,
     ) -> AsyncIterator[LogChunk]:
         """The container's output, oldest first (the last ``tail`` lines, None for all, or all
-        since ``since`` in Unix seconds); with ``follow`` it ends when the container stops."""
+        from ``since`` up to ``until``, both Unix seconds and inclusive, as the Engine counts them);
+        with ``follow`` it ends when the container stops."""
         ...
 
     async def close(self) -> None: ...

@@ -49,6 +49,7 @@ from .routes import (
     export,
     health,
     images,
+    logs,
     networks,
     operations,
     system,
@@ -67,7 +68,7 @@ MAX_BODY = 1 << 20
 # methods that route takes in "Allow".
 _POST_ONLY = "start-all|stop-all|restart-all|pause-all|unpause-all|batch"
 _ACTIONS = "start|stop|restart|pause|unpause|export|update"
-_GET_ONLY = "stats"
+_GET_ONLY = "stats|logs"
 _ID = rf"{{id:(?!(?:{_POST_ONLY}|{_GET_ONLY})$)[^/]+}}"
 _POD = rf"{{id:(?!(?:{_ACTIONS}|{_GET_ONLY})$)[^/]+}}"
 
@@ -285,6 +286,7 @@ def _container_routes(r: web.UrlDispatcher, base: str, id_route: str) -> None:
     r.add_get(f"{base}/{id_route}", containers.inspect_container)
     r.add_delete(f"{base}/{id_route}", containers.remove_container)
     r.add_get(f"{base}/{{id}}/stats", containers.container_stats)
+    r.add_get(f"{base}/{{id}}/logs", logs.container_logs)
     r.add_post(f"{base}/{{id}}/{{action:start|stop|restart|pause|unpause}}", containers.container_action)
 
 

@@ -26,6 +26,7 @@ from runtimes import (
     RuntimeFailure,
     Unavailable,
 )
+from runtimes.loglines import LineSplitter, split_lines
 
 from ..errors import container_not_running, from_runtime
 from .events import now
@@ -271,7 +272,7 @@ class LogSession:
     ) -> bool:
         """Hand on one read of the runtime's log stream; answer whether any line was delivered."""
         before = self.last_stamp
-        pending: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+        splitter = LineSplitter()
         emit = self._emit
         async for chunk in self.runtime.logs(
             ref, follow=follow, tail=tail, timestamps=True, since=since[0] if since else None
@@ -283,17 +284,14 @@ class LogSession:
                     message=f"A log frame of {chunk.skipped} bytes was skipped (limit 1 MiB)",
                 )
                 continue
-            data = pending[chunk.stream] + chunk.data
-            lines = data.split(b"\n")
-            pending[chunk.stream] = lines.pop()
+            lines = split_lines(splitter.feed(chunk.stream, chunk.data))
             if self.sub.batch:
                 skip_until = await self._emit_batch(chunk.stream, lines, skip_until)
             else:
                 for line in lines:
                     skip_until = await emit(chunk.stream, line, skip_until)
-        for stream, rest in pending.items():
-            if rest:
-                await emit(stream, rest, skip_until)
+        for stream, rest in splitter.flush():
+            await emit(stream, rest, skip_until)
         return self.last_stamp != before
 
     def _line(self, raw: bytes, skip_until: tuple[int, int] | None) -> tuple[str | None, str, bool]:

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 _LOG_HEADER = struct.Struct(">BxxxL")
 _LOG_STREAMS = {0: "stdout", 1: "stdout", 2: "stderr"}
 MAX_LOG_FRAME = 1 << 20  # frames above 1 MiB are skipped rather than buffered
+# A socket read may bring ten thousand frames; handing them on in runs of at most this many lets a
+# consumer that yields to the event loop between chunks do so every fraction of a millisecond.
+FRAMES_PER_CHUNK = 1024
 
 
 async def stream_logs(
@@ -30,6 +33,7 @@ async def stream_logs(
     tail: int | None,
     timestamps: bool,
     since: int | None,
+    until: int | None = None,
 ) -> AsyncIterator[LogChunk]:
     doc = await queries.inspect_raw(ref)
     tty = bool((doc.get("Config") or {}).get("Tty"))
@@ -42,6 +46,8 @@ async def stream_logs(
     }
     if since is not None:
         params["since"] = str(since)
+    if until is not None:
+        params["until"] = str(until)
     try:
         async with session.stream(container_path(ref.id, "logs"), params) as response:
             if tty:
@@ -59,7 +65,8 @@ async def _demultiplex(content: aiohttp.StreamReader) -> AsyncIterator[LogChunk]
     """Split the Engine's multiplexed log format: 8-byte headers (stream, length), then data.
 
     Frames are parsed out of whatever the socket delivered, and consecutive frames of one stream
-    are handed on as one chunk: a coroutine step per frame would cost more than the parsing.
+    are handed on as one chunk (up to FRAMES_PER_CHUNK): a coroutine step per frame would cost
+    more than the parsing.
     """
     buf = bytearray()
     skipping = 0  # bytes still to drop of a frame that is over the size limit
@@ -96,7 +103,7 @@ async def _demultiplex(content: aiohttp.StreamReader) -> AsyncIterator[LogChunk]
             end = offset + _LOG_HEADER.size + length
             if end > size:
                 break
-            if stream != run_stream and parts:
+            if parts and (stream != run_stream or len(parts) >= FRAMES_PER_CHUNK):
                 yield LogChunk(run_stream or stream, b"".join(parts))
                 parts = []
             run_stream = stream

@@ -140,9 +140,17 @@ class DockerRuntime:
         tail: int | None,
         timestamps: bool,
         since: int | None = None,
+        until: int | None = None,
     ) -> AsyncIterator[LogChunk]:
         return stream_logs(
-            self._session, self._queries, ref, follow=follow, tail=tail, timestamps=timestamps, since=since
+            self._session,
+            self._queries,
+            ref,
+            follow=follow,
+            tail=tail,
+            timestamps=timestamps,
+            since=since,
+            until=until,
         )
 
     # Pause, unpause and removal of one container.

@@ -133,6 +133,7 @@ class KubernetesRuntime:
         tail: int | None,
         timestamps: bool,
         since: int | None = None,
+        until: int | None = None,
     ) -> AsyncIterator[LogChunk]:
         return stream_logs(
             self._session,
@@ -143,6 +144,7 @@ class KubernetesRuntime:
             tail=tail,
             timestamps=timestamps,
             since=since,
+            until=until,
         )
 
     # Pause, unpause and removal of one pod.

@@ -696,13 +696,17 @@ class FakeKube:
 
     # ----- logs, metrics, RBAC ------------------------------------------------------------------------
 
-    def append_log(self, ns: str, pod: str, container: str, text: str, *, stream: str = "stdout") -> str:
-        """Append a line per line of ``text``; returns the last one's RFC3339Nano timestamp."""
+    def append_log(
+        self, ns: str, pod: str, container: str, text: str, *, stream: str = "stdout", at: float | None = None
+    ) -> str:
+        """Append a line per line of ``text``; returns the last one's RFC3339Nano timestamp. ``at``
+        (Unix seconds) stamps them at that time instead of now, yet never before an earlier line."""
         if container not in [c["name"] for c in self._pod(ns, pod)["spec"]["containers"]]:
             raise KeyError(f"no container {container} in pod {ns}/{pod}")
         stamp = self._last_log_ns
         for line in text.splitlines() or [""]:
-            stamp = self._last_log_ns = max(time.time_ns(), self._last_log_ns + 1)
+            now = time.time_ns() if at is None else int(at * 1_000_000_000)
+            stamp = self._last_log_ns = max(now, self._last_log_ns + 1)
             self._logs.setdefault((ns, pod, container), []).append((stamp, stream, line))
             for queue in self._followers.get((ns, pod), ()):
                 queue.put_nowait((container, stamp, line))

@@ -180,7 +180,14 @@ class FakeRuntime:
         yield
 
     async def logs(
-        self, ref: ContainerRef, *, follow: bool, tail: int | None, timestamps: bool, since: int | None = None
+        self,
+        ref: ContainerRef,
+        *,
+        follow: bool,
+        tail: int | None,
+        timestamps: bool,
+        since: int | None = None,
+        until: int | None = None,
     ) -> AsyncIterator[LogChunk]:
         self._maybe_fail("logs")
         self._find(ref)

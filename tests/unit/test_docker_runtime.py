@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp.base_protocol import BaseProtocol
 
 from runtimes import ContainerState, LogChunk
-from runtimes.docker.logs import MAX_LOG_FRAME, _demultiplex
+from runtimes.docker.logs import FRAMES_PER_CHUNK, MAX_LOG_FRAME, _demultiplex
 from runtimes.docker.states import map_state, parse_timestamp
 
 
@@ -58,3 +58,12 @@ async def test_demultiplex_frames_split_anywhere_and_oversized_ones_skipped() ->
     assert [(c.stream, c.data, c.skipped) for c in whole] == [(c.stream, c.data, c.skipped) for c in chunks]
     truncated = await demux([frame(1, b"complete\n") + frame(2, b"cut off here")[:-4]])
     assert [(c.stream, c.data) for c in truncated] == [("stdout", b"complete\n"), ("stderr", b"cut off ")]
+
+
+async def test_demultiplex_hands_on_long_runs_in_parts() -> None:
+    # Ten thousand frames in one read: runs of at most FRAMES_PER_CHUNK, so a reader that yields
+    # to the event loop between chunks does so often; nothing is lost or reordered.
+    raw = b"".join(frame(1, b"%d\n" % i) for i in range(10_000))
+    chunks = await demux([raw])
+    assert max(c.data.count(b"\n") for c in chunks) == FRAMES_PER_CHUNK
+    assert b"".join(c.data for c in chunks) == b"".join(b"%d\n" % i for i in range(10_000))

@@ -134,7 +134,14 @@ class GatedLogs(FakeRuntime):
         self.sent = asyncio.Event()
 
     async def logs(
-        self, ref: Any, *, follow: bool, tail: int | None, timestamps: bool, since: int | None = None
+        self,
+        ref: Any,
+        *,
+        follow: bool,
+        tail: int | None,
+        timestamps: bool,
+        since: int | None = None,
+        until: int | None = None,
     ) -> AsyncIterator[LogChunk]:
         yield LogChunk("stdout", b"2026-01-01T00:00:00.000000001Z first\n")
         await self.more.wait()
