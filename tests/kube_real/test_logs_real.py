@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from tests.kube_real.test_kube_real import _state, create_pod, eventually
+from tests.support.kube_plane import ControlPlane
 
 
 async def test_search_a_pods_whole_log(
