@@ -33,8 +33,9 @@ async def test_single_stats_of_a_busy_container(client: TestClient[Any, Any], co
     body = await resp.json()
     assert_stats_shape(body)
     assert body["containerId"] == made["Id"][:12]
-    # A busy loop keeps about one core busy: a real rate, not a lifetime average.
-    assert 50 <= body["cpu"]["usage"] <= 100 * body["cpu"]["totalCores"]
+    # A busy loop keeps about one core busy (an idle container shows about 0): a real rate, not a
+    # lifetime average. The floor leaves room for a machine whose other work takes its share.
+    assert 20 <= body["cpu"]["usage"] <= 100 * body["cpu"]["totalCores"]
     assert abs(body["cpu"]["coresUsed"] * 100 - body["cpu"]["usage"]) < 0.01
     assert body["cpu"]["totalCores"] >= 1
     assert 0 < body["memory"]["used"] < body["memory"]["limit"]
