@@ -16,13 +16,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiodocker
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from nekzus.config import Config
 from runtimes import ContainerRef, LogChunk, factory
 from tests.support.docker_engine import Containers
 from tests.support.fakes import registry_of
 from tests.support.gateway import ClientFactory, make_config
+from tests.support.helpers import until_search_helpers
 from tests.unit.test_errors import expect
 from tests.unit.test_security import bearer, security_config, token
 
@@ -275,6 +278,26 @@ async def test_patterns_run_in_linear_time_or_are_refused(
         resp = await client.get(logs_path(ten_thousand, "regex=true"), params={"search": refused})
         message = (await expect(resp, 400, "INVALID_REQUEST"))["message"]
         assert "search" in message and "pattern" in message, message
+
+
+async def test_a_search_cut_short_leaves_no_helper_behind(
+    gateway: ClientFactory, config: Config, containers: Containers, docker: aiodocker.Docker
+) -> None:
+    # About 50 MB of log without the term: a search reads it all, in a helper process, unless it
+    # is cut short by its client leaving or the gateway stopping; either way the helper is killed,
+    # and the Engine's stream, which only the helper holds, closes with it.
+    made = await exited(containers, docker, ["sh", "-c", f"yes {'0123456789' * 7} | head -n 700000"])
+    for stop in ("client leaves", "gateway stops"):
+        client = await gateway(config)
+        asking = asyncio.create_task(client.get(logs_path(made, "search=TERM")))
+        await until_search_helpers(running=True)
+        if stop == "client leaves":
+            asking.cancel()
+        else:
+            await client.server.close()
+        with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+            await asking
+        await until_search_helpers(running=False)
 
 
 # -- errors and bad input -------------------------------------------------------------------------
