@@ -21,11 +21,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from nekzus.config import Config
+from nekzus.http.app import MAX_LOG_SEARCHES
+from nekzus.keys import LOG_SEARCHES
 from runtimes import ContainerRef, LogChunk, factory
 from tests.support.docker_engine import Containers
 from tests.support.fakes import registry_of
 from tests.support.gateway import ClientFactory, make_config
-from tests.support.helpers import until_search_helpers
+from tests.support.helpers import search_helpers, until_search_helpers
 from tests.unit.test_errors import expect
 from tests.unit.test_security import bearer, security_config, token
 
@@ -298,6 +300,24 @@ async def test_a_search_cut_short_leaves_no_helper_behind(
         with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
             await asking
         await until_search_helpers(running=False)
+
+
+async def test_searches_beyond_the_bound_wait_their_turn(
+    client: TestClient[Any, Any], ten_thousand: dict[str, Any]
+) -> None:
+    # Every helper slot taken: a search waits, starting no helper of its own, until one is free.
+    slots = client.app[LOG_SEARCHES]
+    for _ in range(MAX_LOG_SEARCHES):
+        await slots.acquire()
+    asking = asyncio.create_task(search(client, ten_thousand, "search=TERM"))
+    done, _ = await asyncio.wait({asking}, timeout=1)
+    assert not done and not search_helpers()
+    slots.release()
+    async with asyncio.timeout(30):
+        body = await asking
+    assert len(body["matches"]) == 100
+    for _ in range(MAX_LOG_SEARCHES - 1):
+        slots.release()
 
 
 # -- errors and bad input -------------------------------------------------------------------------
