@@ -7,6 +7,7 @@ A module that reads these keys itself declares the keys of its own values beside
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -36,6 +37,8 @@ TASKS: web.AppKey[TaskGroup] = web.AppKey("tasks")
 STARTED_AT: web.AppKey[float] = web.AppKey("started_at", float)
 SELF_CONTAINER_ID: web.AppKey[str] = web.AppKey("self_container_id", str)
 LINKER: web.AppKey[AppLinker] = web.AppKey("linker")
+# Log searches run by helper processes at once; more wait their turn.
+LOG_SEARCHES: web.AppKey[asyncio.Semaphore] = web.AppKey("log_searches")
 
 LISTED_ORIGINS: web.AppKey[frozenset[Origin]] = web.AppKey("listed_origins")
 

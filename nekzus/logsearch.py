@@ -5,10 +5,12 @@ lines. A search looks for its first term in a whole block at C speed (``bytes.fi
 term, one RE2 program for patterns) and only then looks at the line a hit falls in, so the
 lines that do not match cost no Python step each. Patterns are RE2's: linear in the text, never
 a backtracking blow-up, and a pattern RE2 cannot run in linear time and small memory is refused
-before anything is read. The reader works in slices of a millisecond and pauses as long after
-each, so a long read or search takes at most about half of the event loop (and of a CPU the
-gateway shares with the daemon feeding it), and the gateway's other clients are served meanwhile;
-the daemon, not this pause, is what sets a search's pace.
+before anything is read. In the event loop the reader works in slices of a millisecond and pauses
+as long after each, so a long read or search takes at most about half of the event loop (and of
+a CPU the gateway shares with the daemon feeding it), and the gateway's other clients are served
+meanwhile; the daemon, not this pause, is what sets a search's pace. A search of a runtime that
+hands on its log's connection runs in a helper process instead (nekzus/logsearch_process.py),
+unpaced, and the event loop only waits for its answer.
 """
 
 from __future__ import annotations
@@ -91,6 +93,14 @@ class LogSearch:
                 raise InvalidSearch(f"A search term may be at most {MAX_TERM_LENGTH} characters long")
         self.invert = invert
         self.any_term = any_term
+        # What the search was built from, for a helper process to build the same search.
+        self.arguments: dict[str, Any] = {
+            "terms": list(terms),
+            "any_term": any_term,
+            "invert": invert,
+            "regex": regex,
+            "case_sensitive": case_sensitive,
+        }
         # Plain ASCII terms without case are found in a lower-cased copy of the block (same
         # offsets); a plain term with other letters goes to RE2, which folds Unicode case.
         self._fold = not case_sensitive and not regex and all(t.isascii() for t in terms)
@@ -191,9 +201,10 @@ def _finder(pattern: Any) -> Callable[[bytes, int], int]:
 class _Reader:
     """The lines of the chosen streams of a log, block by block, counted as they pass."""
 
-    def __init__(self, streams: Collection[str], timestamps: bool) -> None:
+    def __init__(self, streams: Collection[str], timestamps: bool, paced: bool = True) -> None:
         self.streams = streams
         self.timestamps = timestamps
+        self.paced = paced
         self.splitter = LineSplitter()
         self.scanned = 0
         self.size = 0
@@ -207,7 +218,7 @@ class _Reader:
             block = self.splitter.feed(chunk.stream, chunk.data)
             if block:
                 yield chunk.stream, block
-            if time.monotonic() - self._slice > SLICE_SECONDS:
+            if self.paced and time.monotonic() - self._slice > SLICE_SECONDS:
                 # Ordering: a runtime stream whose bytes are already buffered never suspends, so
                 # the pause is the reader's own.
                 await asyncio.sleep(SLICE_SECONDS)
@@ -267,10 +278,12 @@ async def search_lines(
     limit: int,
     streams: Collection[str],
     timestamps: bool,
+    paced: bool = True,
 ) -> LogExcerpt:
     """The lines of ``chunks`` that ``search`` matches, in order, at most ``limit``: reading stops
-    at the next match after that (truncated), which is what makes a capped search cheap."""
-    reader = _Reader(streams, timestamps)
+    at the next match after that (truncated), which is what makes a capped search cheap.
+    ``paced=False`` leaves out the reader's pauses, for a process that serves nobody else."""
+    reader = _Reader(streams, timestamps, paced)
     found: list[LogLine] = []
     async for stream, block in reader.blocks(chunks):
         numbered = _block_matches(search, block, timestamps)

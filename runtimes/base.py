@@ -7,6 +7,7 @@ frozen dataclasses so they can be shared between tasks without copying.
 from __future__ import annotations
 
 import enum
+import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -140,6 +141,40 @@ class LogChunk:
     stream: str
     data: bytes
     skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RawLog:
+    """A finished log's bytes as the runtime sends them, undecoded: ``multiplexed`` in the frames
+    that :class:`runtimes.logframes.FrameDecoder` decodes, else one stream of stdout text.
+    ``head`` is what was read already; the rest arrives on ``source``, a connected socket, up to
+    its end. The reader owns ``source``: closing it ends the runtime's stream."""
+
+    multiplexed: bool
+    head: bytes
+    source: socket.socket
+
+
+@runtime_checkable
+class RawLogSource(Protocol):
+    """A runtime whose log can be handed on undecoded, on a socket of its own, so that a reader
+    may read and decode it in another process: the log search does the work of a whole log in a
+    helper process, where neither the kernel's nor Python's share of reading a million small
+    frames delays the event loop. Optional; a reader falls back to :meth:`ContainerRuntime.logs`
+    for a runtime without it, or when it raises :class:`~runtimes.errors.Unsupported`."""
+
+    async def raw_logs(
+        self,
+        ref: ContainerRef,
+        *,
+        tail: int | None,
+        timestamps: bool,
+        since: int | None = None,
+        until: int | None = None,
+    ) -> RawLog:
+        """The finished log (no follow) that :meth:`ContainerRuntime.logs` would decode, once the
+        runtime has answered; its errors are the runtime's own."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,7 @@ from ..keys import (
     EVENT_BUS,
     LINKER,
     LISTED_ORIGINS,
+    LOG_SEARCHES,
     MONITOR,
     OPERATIONS,
     REGISTRY,
@@ -60,6 +62,7 @@ from .routes import (
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
+MAX_LOG_SEARCHES = 2
 
 # A GET or DELETE route with a free segment must not take a path that names another route: GET on
 # /containers/batch or /containers/web/stop would be read as an inspect (of a container "batch",
@@ -233,6 +236,9 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     app[LINKER] = AppLinker(config.apps)
     app[WATCHERS] = []
     app[STATE] = StateModels()
+    # One helper process per search, each reading a log as fast as the Engine sends it: as many
+    # at once as a small host has cores, so searches never crowd out the gateway and the Engine.
+    app[LOG_SEARCHES] = asyncio.Semaphore(MAX_LOG_SEARCHES)
     app.cleanup_ctx.append(_runtimes_ctx(runtimes))
     app.cleanup_ctx.append(_operations_ctx)
     app.cleanup_ctx.append(_hub_ctx)

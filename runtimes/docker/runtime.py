@@ -13,6 +13,7 @@ from ..base import (
     ContainerSummary,
     ExportSource,
     LogChunk,
+    RawLog,
     RemoveOutcome,
     RuntimeEvent,
     RuntimeInfo,
@@ -34,7 +35,7 @@ from .events import stream_events
 from .export import ExportSources
 from .images import Images
 from .lifecycle import Lifecycle
-from .logs import stream_logs
+from .logs import detach_logs, stream_logs
 from .networks import Networks
 from .paths import is_container_id
 from .queries import Queries
@@ -147,6 +148,25 @@ class DockerRuntime:
             self._queries,
             ref,
             follow=follow,
+            tail=tail,
+            timestamps=timestamps,
+            since=since,
+            until=until,
+        )
+
+    async def raw_logs(
+        self,
+        ref: ContainerRef,
+        *,
+        tail: int | None,
+        timestamps: bool,
+        since: int | None = None,
+        until: int | None = None,
+    ) -> RawLog:
+        return await detach_logs(
+            self._session,
+            self._queries,
+            ref,
             tail=tail,
             timestamps=timestamps,
             since=since,

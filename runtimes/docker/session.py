@@ -42,6 +42,7 @@ class EngineSession:
             url=host,
             timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5),
         )
+        self._unframed = aiodocker_compat.unframed_session(self._docker)
         self._info: tuple[float, dict[str, Any]] | None = None
         self._info_lock = asyncio.Lock()
         # What a client is told when the Engine does not answer: the address tried (without any
@@ -52,6 +53,7 @@ class EngineSession:
         )
 
     async def close(self) -> None:
+        await self._unframed.close()
         await self._docker.close()
 
     def fail(self, exc: BaseException, what: str) -> NoReturn:
@@ -115,6 +117,19 @@ class EngineSession:
             self._docker,
             path,
             method,
+            params=params,
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+        )
+
+    def stream_until_close(
+        self, path: str, params: Mapping[str, Any]
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """A GET without a time limit, as :meth:`stream`, whose answer's body arrives unframed
+        (HTTP/1.0) up to the connection's end, for a reader that takes the connection over."""
+        return aiodocker_compat.query_until_close(
+            self._docker,
+            self._unframed,
+            path,
             params=params,
             timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
         )

@@ -16,13 +16,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiodocker
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from nekzus.config import Config
+from nekzus.http.app import MAX_LOG_SEARCHES
+from nekzus.keys import LOG_SEARCHES
 from runtimes import ContainerRef, LogChunk, factory
 from tests.support.docker_engine import Containers
 from tests.support.fakes import registry_of
 from tests.support.gateway import ClientFactory, make_config
+from tests.support.helpers import search_helpers, until_search_helpers
 from tests.unit.test_errors import expect
 from tests.unit.test_security import bearer, security_config, token
 
@@ -275,6 +280,44 @@ async def test_patterns_run_in_linear_time_or_are_refused(
         resp = await client.get(logs_path(ten_thousand, "regex=true"), params={"search": refused})
         message = (await expect(resp, 400, "INVALID_REQUEST"))["message"]
         assert "search" in message and "pattern" in message, message
+
+
+async def test_a_search_cut_short_leaves_no_helper_behind(
+    gateway: ClientFactory, config: Config, containers: Containers, docker: aiodocker.Docker
+) -> None:
+    # About 50 MB of log without the term: a search reads it all, in a helper process, unless it
+    # is cut short by its client leaving or the gateway stopping; either way the helper is killed,
+    # and the Engine's stream, which only the helper holds, closes with it.
+    made = await exited(containers, docker, ["sh", "-c", f"yes {'0123456789' * 7} | head -n 700000"])
+    for stop in ("client leaves", "gateway stops"):
+        client = await gateway(config)
+        asking = asyncio.create_task(client.get(logs_path(made, "search=TERM")))
+        await until_search_helpers(running=True)
+        if stop == "client leaves":
+            asking.cancel()
+        else:
+            await client.server.close()
+        with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+            await asking
+        await until_search_helpers(running=False)
+
+
+async def test_searches_beyond_the_bound_wait_their_turn(
+    client: TestClient[Any, Any], ten_thousand: dict[str, Any]
+) -> None:
+    # Every helper slot taken: a search waits, starting no helper of its own, until one is free.
+    slots = client.app[LOG_SEARCHES]
+    for _ in range(MAX_LOG_SEARCHES):
+        await slots.acquire()
+    asking = asyncio.create_task(search(client, ten_thousand, "search=TERM"))
+    done, _ = await asyncio.wait({asking}, timeout=1)
+    assert not done and not search_helpers()
+    slots.release()
+    async with asyncio.timeout(30):
+        body = await asking
+    assert len(body["matches"]) == 100
+    for _ in range(MAX_LOG_SEARCHES - 1):
+        slots.release()
 
 
 # -- errors and bad input -------------------------------------------------------------------------

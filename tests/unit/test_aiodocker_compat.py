@@ -50,6 +50,9 @@ async def engine(tmp_path: Path) -> AsyncIterator[tuple[aiodocker.Docker, list[s
             return web.json_response([{"Id": "abc"}])
         if request.path == "/v1.47/containers/abc/start":
             return web.Response(status=304)
+        if request.path == "/v1.47/containers/abc/logs":
+            asked.append(f"HTTP/{request.version.major}.{request.version.minor}")
+            return web.Response(body=b"frames" * 1000)
         # As the Engine sends it: no charset, which aiodocker's check compares exactly.
         body = json.dumps({"message": "No such container: gone"}).encode()
         return web.Response(body=body, status=404, headers={"Content-Type": "application/json"})
@@ -106,11 +109,43 @@ async def test_an_error_answer_is_a_docker_error_with_the_engines_message(
     assert raised.value.status == 404
 
 
+async def test_a_query_until_close_asks_in_http_1_0_and_fails_as_a_query(
+    engine: tuple[aiodocker.Docker, list[str]],
+) -> None:
+    docker, asked = engine
+    unframed = aiodocker_compat.unframed_session(docker)
+    try:
+        async with aiodocker_compat.query_until_close(
+            docker, unframed, "containers/abc/logs", params={"stdout": "1"}, timeout=TIMEOUT
+        ) as response:
+            assert await response.read() == b"frames" * 1000
+        assert asked[-2:] == ["GET /v1.47/containers/abc/logs?stdout=1", "HTTP/1.0"]
+        with pytest.raises(aiodocker.DockerError) as raised:
+            async with aiodocker_compat.query_until_close(
+                docker, unframed, "containers/gone/logs", params={}, timeout=TIMEOUT
+            ):
+                pass
+        assert (raised.value.status, raised.value.message) == (404, "No such container: gone")
+    finally:
+        await unframed.close()
+    # The connections are still the client's: closing the session left them open.
+    assert not docker.connector.closed
+
+
 async def test_a_dead_socket_is_status_900(tmp_path: Path) -> None:
     docker = aiodocker.Docker(url=f"unix://{tmp_path / 'nobody.sock'}")
     try:
         with pytest.raises(aiodocker.DockerError) as raised:
             await aiodocker_compat.query_json(docker, "version", params={}, timeout=TIMEOUT, versioned=False)
         assert raised.value.status == 900
+        docker.api_version = "v1.47"  # no version to ask first: the query itself meets the dead socket
+        unframed = aiodocker_compat.unframed_session(docker)
+        with pytest.raises(aiodocker.DockerError) as raised:
+            async with aiodocker_compat.query_until_close(
+                docker, unframed, "containers/abc/logs", params={}, timeout=TIMEOUT
+            ):
+                pass
+        assert raised.value.status == 900
+        await unframed.close()
     finally:
         await docker.close()

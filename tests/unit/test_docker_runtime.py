@@ -4,15 +4,11 @@ tests/docker/test_docker_runtime.py.
 
 from __future__ import annotations
 
-import asyncio
 import struct
 
-import aiohttp
-from aiohttp.base_protocol import BaseProtocol
-
 from runtimes import ContainerState, LogChunk
-from runtimes.docker.logs import FRAMES_PER_CHUNK, MAX_LOG_FRAME, _demultiplex
 from runtimes.docker.states import map_state, parse_timestamp
+from runtimes.logframes import FRAMES_PER_CHUNK, MAX_LOG_FRAME, FrameDecoder
 
 
 def test_state_mapping_and_timestamps() -> None:
@@ -32,38 +28,34 @@ def frame(stream: int, data: bytes) -> bytes:
     return struct.pack(">BxxxL", stream, len(data)) + data
 
 
-async def demux(pieces: list[bytes]) -> list[LogChunk]:
-    loop = asyncio.get_running_loop()
-    # A limit above the test data, so the reader never asks the (absent) transport to pause.
-    reader = aiohttp.StreamReader(BaseProtocol(loop), 2**30, loop=loop)
-    for piece in pieces:
-        reader.feed_data(piece)
-    reader.feed_eof()
-    return [chunk async for chunk in _demultiplex(reader)]
+def demux(pieces: list[bytes]) -> list[LogChunk]:
+    decoder = FrameDecoder()
+    chunks = [chunk for piece in pieces for chunk in decoder.feed(piece)]
+    return chunks + list(decoder.end())
 
 
-async def test_demultiplex_frames_split_anywhere_and_oversized_ones_skipped() -> None:
+def test_demultiplex_frames_split_anywhere_and_oversized_ones_skipped() -> None:
     big = b"x" * (MAX_LOG_FRAME + 10)
     raw = frame(1, b"a1\n") + frame(1, b"a2\n") + frame(2, b"e1\n") + frame(1, big) + frame(1, b"after\n")
     # Delivered in awkward pieces: headers and the big frame split across reads.
     pieces = [raw[i : i + 7000] for i in range(0, len(raw), 7000)]
-    chunks = await demux(pieces)
+    chunks = demux(pieces)
     assert [(c.stream, c.data, c.skipped) for c in chunks] == [
         ("stdout", b"a1\na2\n", 0),
         ("stderr", b"e1\n", 0),
         ("stdout", b"", MAX_LOG_FRAME + 10),
         ("stdout", b"after\n", 0),
     ]
-    whole = await demux([raw])
+    whole = demux([raw])
     assert [(c.stream, c.data, c.skipped) for c in whole] == [(c.stream, c.data, c.skipped) for c in chunks]
-    truncated = await demux([frame(1, b"complete\n") + frame(2, b"cut off here")[:-4]])
+    truncated = demux([frame(1, b"complete\n") + frame(2, b"cut off here")[:-4]])
     assert [(c.stream, c.data) for c in truncated] == [("stdout", b"complete\n"), ("stderr", b"cut off ")]
 
 
-async def test_demultiplex_hands_on_long_runs_in_parts() -> None:
+def test_demultiplex_hands_on_long_runs_in_parts() -> None:
     # Ten thousand frames in one read: runs of at most FRAMES_PER_CHUNK, so a reader that yields
     # to the event loop between chunks does so often; nothing is lost or reordered.
     raw = b"".join(frame(1, b"%d\n" % i) for i in range(10_000))
-    chunks = await demux([raw])
+    chunks = demux([raw])
     assert max(c.data.count(b"\n") for c in chunks) == FRAMES_PER_CHUNK
     assert b"".join(c.data for c in chunks) == b"".join(b"%d\n" % i for i in range(10_000))

@@ -16,9 +16,18 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from runtimes import ContainerRef, ContainerRuntime, ContainerState, LogChunk, RuntimeFailure
+from runtimes import (
+    ContainerRef,
+    ContainerRuntime,
+    ContainerState,
+    LogChunk,
+    RawLogSource,
+    RuntimeFailure,
+    Unsupported,
+)
 
 from ...errors import ApiError, container_not_running, invalid_request
+from ...keys import LOG_SEARCHES
 from ...logsearch import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -29,6 +38,7 @@ from ...logsearch import (
     read_lines,
     search_lines,
 )
+from ...logsearch_process import SearchFailed, search_raw_log
 from ...params import bool_query, container_id, int_query, is_valid_container_name, namespace_value
 from ...realtime.logrequest import InvalidSubscription, parse_since
 from ...security.auth import READ_CONTAINERS, requires
@@ -200,7 +210,7 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
     if options.download:
         return await _download(request, runtime, ref, options, current.name or current.id)
     if options.search is not None:
-        excerpt = await _search(runtime, ref, options.search, options, cid)
+        excerpt = await _search(request, runtime, ref, options.search, options, cid)
         return web.json_response(
             {
                 "containerId": current.id,
@@ -224,9 +234,42 @@ def _window(options: LogQuery) -> dict[str, int | None]:
 
 
 async def _search(
-    runtime: ContainerRuntime, ref: ContainerRef, search: LogSearch, options: LogQuery, cid: str
+    request: web.Request,
+    runtime: ContainerRuntime,
+    ref: ContainerRef,
+    search: LogSearch,
+    options: LogQuery,
+    cid: str,
 ) -> LogExcerpt:
-    """The matching lines of the whole log (or of what ``tail``, ``since`` and ``until`` select)."""
+    """The matching lines of the whole log (or of what ``tail``, ``since`` and ``until`` select).
+
+    A runtime that hands on its log undecoded has it searched by a helper process, which keeps
+    the CPU work of a large log out of the event loop; a few at a time, the others wait their turn.
+    """
+    if isinstance(runtime, RawLogSource):
+        async with request.app[LOG_SEARCHES]:
+            try:
+                raw = await runtime.raw_logs(
+                    ref, tail=options.tail, timestamps=options.timestamps, **_window(options)
+                )
+            except Unsupported:
+                raw = None
+            except RuntimeFailure as exc:
+                raise _error(exc, cid) from exc
+            if raw is not None:
+                try:
+                    return await search_raw_log(
+                        raw,
+                        search,
+                        limit=options.limit,
+                        streams=options.streams,
+                        timestamps=options.timestamps,
+                    )
+                except SearchFailed as exc:
+                    log.warning("the log search of %s failed: %s", cid, exc)
+                    raise ApiError(
+                        500, "CONTAINER_LOGS_FAILED", "Failed to read the container's logs"
+                    ) from exc
     chunks = runtime.logs(
         ref, follow=False, tail=options.tail, timestamps=options.timestamps, **_window(options)
     )
