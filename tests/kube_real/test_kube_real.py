@@ -94,7 +94,9 @@ async def create_pod(plane: ControlPlane, ns: str, name: str, env: dict[str, str
     await api(plane, "POST", f"/api/v1/namespaces/{ns}/pods", body)
 
 
-async def running_pods(client: TestClient[Any, Any], prefix: str, count: int) -> list[str]:
+async def running_pods(
+    client: TestClient[Any, Any], prefix: str, count: int, *, timeout: float = 30
+) -> list[str]:
     async def check() -> list[str] | None:
         resp = await client.get("/api/v1/containers?all=true")
         if resp.status != 200:  # 503 until the gateway's probe sees a restarted apiserver ready
@@ -103,7 +105,7 @@ async def running_pods(client: TestClient[Any, Any], prefix: str, count: int) ->
         names = [c["id"] for c in rows if c["id"].startswith(f"{prefix}-") and c["state"] == "running"]
         return sorted(names) if len(names) == count else None
 
-    return await eventually(check, what=f"{count} running pods of {prefix}")
+    return await eventually(check, timeout=timeout, what=f"{count} running pods of {prefix}")
 
 
 async def connect(client: TestClient[Any, Any]) -> WS:
