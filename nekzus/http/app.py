@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp_cors
 from aiohttp import web
 
-from runtimes import RuntimeRegistry, factory
+from runtimes import RuntimeFailure, RuntimeRegistry, factory
+from runtimes.engine.creation import ContainerCreator
 
 from ..config import Config
 from ..keys import (
@@ -151,6 +152,30 @@ async def _operations_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
+async def _recover_interrupted(app: web.Application) -> None:
+    """Finish or undo each container update that a dead gateway left half-done (a container
+    renamed aside, a new one not yet started), before its failure is announced. Only operations
+    whose gateway is gone are interrupted, so a replica never touches another one's update."""
+    tracker = app[OPERATIONS]
+    for op in tracker.interrupted:
+        if (op.resource, op.action) != ("container", "update"):
+            continue
+        try:
+            runtime = app[REGISTRY].get(op.runtime)
+        except LookupError:
+            continue
+        if not isinstance(runtime, ContainerCreator):
+            continue
+        try:
+            done = await runtime.recover_update(op.container_id)
+        except RuntimeFailure as exc:
+            log.error("the interrupted update of %s could not be recovered: %s", op.container_id, exc)
+            continue
+        if done is not None:
+            log.warning("interrupted update of %s: %s", op.container_id, done)
+            await tracker.explain(op, done)
+
+
 async def _announce_interrupted(app: web.Application) -> None:
     # After every cleanup_ctx has started, so the hub is already listening to the bus.
     app[OPERATIONS].announce_interrupted()
@@ -242,6 +267,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     app.cleanup_ctx.append(_runtimes_ctx(runtimes))
     app.cleanup_ctx.append(_operations_ctx)
     app.cleanup_ctx.append(_hub_ctx)
+    app.on_startup.append(_recover_interrupted)
     app.on_startup.append(_announce_interrupted)
     app.on_shutdown.append(_close_websockets)
 

@@ -268,6 +268,17 @@ class OperationTracker:
             await self._store.save_now(op.stored() for op in self._interrupted)
             log.warning("%d operations were cut short by the gateway's last exit", len(self._interrupted))
 
+    @property
+    def interrupted(self) -> list[Operation]:
+        """The operations a dead gateway left unfinished, until they are announced."""
+        return list(self._interrupted)
+
+    async def explain(self, op: Operation, what_was_done: str) -> None:
+        """Add to an interrupted operation's message what was done since about what it left."""
+        op.message = f"{INTERRUPTED_MESSAGE}; {what_was_done}"
+        if self._store is not None:
+            await self._store.save(op.stored())
+
     def announce_interrupted(self) -> None:
         """Publish the failure of each operation a dead gateway left unfinished (once)."""
         interrupted, self._interrupted = self._interrupted, []

@@ -216,6 +216,9 @@ class DockerRuntime:
     async def recreate_container(self, container: str, reference: str) -> Recreated:
         return await self._updates.recreate(container, reference)
 
+    async def recover_update(self, container: str) -> str | None:
+        return await self._updates.recover(container)
+
     async def container_images(self) -> list[ContainerImage]:
         return await self._updates.container_images()
 

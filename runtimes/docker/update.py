@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ from ..base import ContainerRef
 from ..engine.creation import Recreated, UpdateSource
 from ..engine.images import ImageName, is_image_reference
 from ..engine.updates import ContainerImage
-from ..errors import OperationFailed, RuntimeFailure, Unsupported
+from ..errors import NotFound, OperationFailed, RuntimeFailure, Unsupported
 from ..urlpath import segment
 from .create import CREATE_TIMEOUT, Creation
 from .images import repo_digest
@@ -32,6 +33,14 @@ DIGEST_TIMEOUT = 30.0
 # Config keys the image may have supplied; each is left to the new image when it still equals the old image's.
 _IMAGE_DEFAULTS = ("WorkingDir", "User", "Healthcheck", "StopSignal", "Shell", "OnBuild")
 _SPECIAL_NETWORKS = ("none", "host")
+# The name a recreate gives the previous container while the new one takes its name: the old name,
+# the old id's first 12 digits, and whether it was running, so that an update a dead gateway left
+# half-done can be finished or undone from the Engine's state alone (see Updates.recover).
+_ASIDE = re.compile(r"(?P<name>.+)-nekzus-old-(?P<id>[0-9a-f]{12})(?P<running>-running)?")
+
+
+def aside_name(name: str, full_id: str, *, running: bool) -> str:
+    return f"{name}-nekzus-old-{short_id(full_id)}{'-running' if running else ''}"
 
 
 def _names_an_id(reference: str, image_id: str) -> bool:
@@ -160,6 +169,39 @@ class Updates:
         body, later = recreate_body(doc, image, reference)
         return await _Recreate(self._session, self._creation, doc).run(body, later, reference)
 
+    async def recover(self, container: str) -> str | None:
+        """Finish or undo the recreate of ``container`` that a dead gateway left half-done; answer
+        what was done, None when the container shows no sign of one (it is not named aside).
+
+        A new container under the old name that runs means only the removal of the old one was
+        left: it is done. Anything less is undone: the new container goes, the old one gets its
+        name back and is started again if it ran."""
+        try:
+            old = await self._queries.inspect_raw(ContainerRef(container))
+        except NotFound:
+            return None
+        found = _ASIDE.fullmatch(str(old.get("Name", "")).lstrip("/"))
+        if found is None or not str(old["Id"]).startswith(found["id"]):
+            return None
+        name = found["name"]
+        try:
+            new: Mapping[str, Any] | None = await self._queries.inspect_raw(ContainerRef(name))
+        except NotFound:
+            new = None
+        if new is not None and (new.get("State") or {}).get("Running"):
+            await self._creation.remove(str(old["Id"]))
+            return f"the update of {name!r} was finished: the previous container was removed"
+        if new is not None:
+            await self._creation.remove(str(new["Id"]))
+        await self._session.post(
+            container_path(str(old["Id"]), "rename"), params={"name": name}, timeout=READ_TIMEOUT
+        )
+        if found["running"]:
+            await self._session.post(
+                container_path(str(old["Id"]), "start"), params={}, timeout=CREATE_TIMEOUT
+            )
+        return f"the update of {name!r} was undone: the previous container is back as it was"
+
     async def container_images(self) -> list[ContainerImage]:
         rows = await self._session.json("containers/json", params={"all": "1"})
         images = await self._session.json("images/json")
@@ -202,7 +244,7 @@ class _Recreate:
         self.running = bool((doc.get("State") or {}).get("Running"))
         grace = (doc.get("Config") or {}).get("StopTimeout")
         self.grace = grace if isinstance(grace, int) and grace >= 0 else DEFAULT_STOP_TIMEOUT
-        self.aside = f"{self.name}-nekzus-old-{short_id(self.old_id)}"
+        self.aside = aside_name(self.name, self.old_id, running=self.running)
         self.stopped = False
         self.renamed = False
         self.new_id = ""

@@ -109,3 +109,9 @@ class ContainerCreator(Protocol):
         names now: same name, networks and mounts, running if it ran. Any failure puts the old
         container back as it was and raises, saying in its detail that it was rolled back."""
         ...
+
+    async def recover_update(self, container: str) -> str | None:
+        """Finish or undo the recreate of ``container`` that a gateway which died during it left
+        half-done, from the runtime's state alone; answer what was done (a sentence for
+        clients), None when there was nothing to do."""
+        ...
