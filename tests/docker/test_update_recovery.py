@@ -12,6 +12,7 @@ import aiodocker
 import pytest
 
 from nekzus.operations.store import OperationStore, StoredOperation
+from nekzus.operations.tracker import INTERRUPTED_MESSAGE
 from runtimes.docker.update import aside_name
 from tests.support.docker_engine import Containers
 from tests.support.gateway import LINKED, ClientFactory, make_config
@@ -49,35 +50,34 @@ async def half_done(
     return name, old["Id"], new["Id"]
 
 
-async def test_an_update_cut_short_before_the_new_container_ran_is_undone(
-    gateway: ClientFactory, docker_host: str, docker: aiodocker.Docker, containers: Containers, tmp_path: Path
-) -> None:
-    name, old, new = await half_done(docker, containers, new_runs=False)
-    op_id = await crashed_during_update(tmp_path, old)
+async def restarted(gateway: ClientFactory, docker_host: str, data_dir: Path, op_id: str) -> dict[str, Any]:
+    """A gateway started on ``data_dir`` (its start does the recovery); the operation's record."""
     client = await gateway(
-        make_config(docker_host, server={"data_dir": str(tmp_path), "tls": {"mode": "off"}})
+        make_config(docker_host, server={"data_dir": str(data_dir), "tls": {"mode": "off"}})
     )
-    assert await state_of(docker, old) == (old, name, True)  # its name back, and running as it was
-    with pytest.raises(aiodocker.DockerError):
-        await docker.containers.container(new).show()
     body: dict[str, Any] = await (await client.get(f"/api/v1/operations/{op_id}")).json()
     assert body["state"] == "failed" and body["error"] == "OPERATION_INTERRUPTED"
-    assert f"the update of {name!r} was undone" in body["message"]
+    return body
 
 
-async def test_an_update_cut_short_after_the_new_container_ran_is_finished(
-    gateway: ClientFactory, docker_host: str, docker: aiodocker.Docker, containers: Containers, tmp_path: Path
+@pytest.mark.parametrize("new_runs", [False, True], ids=["undone before the new one ran", "finished"])
+async def test_an_update_cut_short_is_undone_or_finished(
+    gateway: ClientFactory,
+    docker_host: str,
+    docker: aiodocker.Docker,
+    containers: Containers,
+    tmp_path: Path,
+    new_runs: bool,
 ) -> None:
-    name, old, new = await half_done(docker, containers, new_runs=True)
-    op_id = await crashed_during_update(tmp_path, old)
-    client = await gateway(
-        make_config(docker_host, server={"data_dir": str(tmp_path), "tls": {"mode": "off"}})
-    )
-    assert await state_of(docker, new) == (new, name, True)
+    """Before the new container ran, the old one gets its name back and runs as it did; once the
+    new one runs, only the old one's removal was left."""
+    name, old, new = await half_done(docker, containers, new_runs=new_runs)
+    body = await restarted(gateway, docker_host, tmp_path, await crashed_during_update(tmp_path, old))
+    kept, gone = (new, old) if new_runs else (old, new)
+    assert await state_of(docker, kept) == (kept, name, True)
     with pytest.raises(aiodocker.DockerError):
-        await docker.containers.container(old).show()
-    body: dict[str, Any] = await (await client.get(f"/api/v1/operations/{op_id}")).json()
-    assert f"the update of {name!r} was finished" in body["message"]
+        await docker.containers.container(gone).show()
+    assert f"the update of {name!r} was {'finished' if new_runs else 'undone'}" in body["message"]
 
 
 async def test_a_container_that_shows_no_half_done_update_is_left_alone(
@@ -85,10 +85,6 @@ async def test_a_container_that_shows_no_half_done_update_is_left_alone(
 ) -> None:
     made = await containers.create(labels=LINKED)
     before = await state_of(docker, made["Id"])
-    op_id = await crashed_during_update(tmp_path, made["Id"])
-    client = await gateway(
-        make_config(docker_host, server={"data_dir": str(tmp_path), "tls": {"mode": "off"}})
-    )
+    body = await restarted(gateway, docker_host, tmp_path, await crashed_during_update(tmp_path, made["Id"]))
     assert await state_of(docker, made["Id"]) == before
-    body: dict[str, Any] = await (await client.get(f"/api/v1/operations/{op_id}")).json()
-    assert body["error"] == "OPERATION_INTERRUPTED" and "undone" not in body["message"]
+    assert body["message"] == INTERRUPTED_MESSAGE
