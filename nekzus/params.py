@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeGuard
 
 from aiohttp import web
@@ -75,6 +75,33 @@ def int_query(
     if not _INTEGER.fullmatch(raw) or not minimum <= int(raw) <= maximum:
         raise invalid_request(f"Query parameter {name!r} must be a whole number from {minimum} to {maximum}")
     return int(raw)
+
+
+MAX_LABEL_FILTER = 1024
+MAX_LABEL_FILTERS = 32
+LabelFilter = tuple[tuple[str, str | None], ...]
+
+
+def label_filters(request: web.Request) -> LabelFilter:
+    """``?label=key`` (has the label) and ``?label=key=value``, repeatable (every one must hold),
+    as ``docker ps --filter label=`` reads them; a value None asks only that the key be there."""
+    labels = request.query.getall("label", ())
+    if len(labels) > MAX_LABEL_FILTERS:
+        raise invalid_request(f"Query parameter 'label' may be given at most {MAX_LABEL_FILTERS} times")
+    pairs: list[tuple[str, str | None]] = []
+    for label in labels:
+        key, equals, value = label.partition("=")
+        if not key or len(label) > MAX_LABEL_FILTER:
+            raise invalid_request(
+                f"Query parameter 'label' must be key or key=value (a key of at most "
+                f"{MAX_LABEL_FILTER} characters in all)"
+            )
+        pairs.append((key, value if equals else None))
+    return tuple(pairs)
+
+
+def labels_match(labels: Mapping[str, str], wanted: LabelFilter) -> bool:
+    return all(key in labels and (value is None or labels[key] == value) for key, value in wanted)
 
 
 def container_id(request: web.Request) -> str:

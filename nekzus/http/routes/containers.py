@@ -26,7 +26,16 @@ from ...errors import ApiError, invalid_request
 from ...keys import LINKER, OPERATIONS, SELF_CONTAINER_ID, STATE
 from ...linking import is_self
 from ...operations.tracker import JobProgress, JobText, accepted_message, failure_code
-from ...params import bool_query, container_id, json_fields, namespace_value, timeout_of
+from ...params import (
+    LabelFilter,
+    bool_query,
+    container_id,
+    json_fields,
+    label_filters,
+    labels_match,
+    namespace_value,
+    timeout_of,
+)
 from ...realtime.events import now
 from ...realtime.state import RenderedList
 from ...realtime.updates import UPDATES
@@ -110,8 +119,6 @@ _SORT_KEYS: Mapping[str, Callable[[ContainerSummary], Any]] = {
     "state": lambda c: c.state.value,
 }
 MAX_NAME_FILTER = 256
-MAX_LABEL_FILTER = 1024
-MAX_LABEL_FILTERS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +132,7 @@ class ListFilter:
 
     states: frozenset[ContainerState] | None = None
     name: str | None = None
-    labels: tuple[tuple[str, str | None], ...] = ()
+    labels: LabelFilter = ()
     sort: str | None = None
     descending: bool = False
 
@@ -140,7 +147,7 @@ class ListFilter:
             return False
         if self.name is not None and self.name not in c.name.casefold():
             return False
-        return all(k in c.labels and (v is None or c.labels[k] == v) for k, v in self.labels)
+        return labels_match(c.labels, self.labels)
 
 
 def list_filter(request: web.Request) -> ListFilter:
@@ -154,18 +161,6 @@ def list_filter(request: web.Request) -> ListFilter:
     name = _single(request, "name")
     if name is not None and not 0 < len(name) <= MAX_NAME_FILTER:
         raise invalid_request(f"Query parameter 'name' must be 1 to {MAX_NAME_FILTER} characters")
-    labels = query.getall("label", ())
-    if len(labels) > MAX_LABEL_FILTERS:
-        raise invalid_request(f"Query parameter 'label' may be given at most {MAX_LABEL_FILTERS} times")
-    pairs: list[tuple[str, str | None]] = []
-    for label in labels:
-        key, equals, value = label.partition("=")
-        if not key or len(label) > MAX_LABEL_FILTER:
-            raise invalid_request(
-                f"Query parameter 'label' must be key or key=value (a key of at most "
-                f"{MAX_LABEL_FILTER} characters in all)"
-            )
-        pairs.append((key, value if equals else None))
     sort = _single(request, "sort")
     if sort is not None and sort.removeprefix("-") not in _SORT_KEYS:
         raise invalid_request(
@@ -174,7 +169,7 @@ def list_filter(request: web.Request) -> ListFilter:
     return ListFilter(
         states=frozenset(states) if states else None,
         name=name.casefold() if name is not None else None,
-        labels=tuple(pairs),
+        labels=label_filters(request),
         sort=sort.removeprefix("-") if sort is not None else None,
         descending=sort is not None and sort.startswith("-"),
     )

@@ -7,7 +7,6 @@ synchronously rather than as operations.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -24,7 +23,7 @@ from runtimes.engine.volumes import (
 )
 
 from ...errors import ApiError, from_runtime, invalid_request, validation_error
-from ...params import bool_query, json_fields
+from ...params import bool_query, json_fields, label_filters, labels_match
 from ...security.auth import READ_ENGINE, WRITE_ENGINE, requires
 from ...security.ratelimit import rate_pool
 from ..pages import page_of
@@ -81,27 +80,12 @@ def spec_error(exc: RuntimeFailure, fallback: str, message: str) -> ApiError:
     return from_runtime(exc, fallback=fallback, fallback_message=message)
 
 
-def label_filters(request: web.Request) -> list[tuple[str, str | None]]:
-    """``?label=key`` (has the label) and ``?label=key=value``, each given as often as wanted."""
-    wanted = []
-    for raw in request.query.getall("label", []):
-        key, sep, value = raw.partition("=")
-        if not key or len(raw) > MAX_LABEL_LENGTH:
-            raise invalid_request("Query parameter 'label' must be key or key=value")
-        wanted.append((key, value if sep else None))
-    return wanted
-
-
 def name_filter(request: web.Request) -> str:
     """``?name=``: a part of the name, as the Docker CLI's name filter matches."""
     value = request.query.get("name", "")
     if len(value) > _MAX_FILTER:
         raise invalid_request(f"Query parameter 'name' must be at most {_MAX_FILTER} characters")
     return value
-
-
-def has_labels(labels: Mapping[str, str], wanted: list[tuple[str, str | None]]) -> bool:
-    return all(key in labels and (value is None or labels[key] == value) for key, value in wanted)
 
 
 def volume_json(v: Volume) -> dict[str, Any]:
@@ -146,7 +130,7 @@ async def list_volumes(request: web.Request) -> web.Response:
             v
             for v in volumes
             if name in v.name
-            and has_labels(v.labels, labels)
+            and labels_match(v.labels, labels)
             and (dangling is None or dangling == (not v.containers))
         ),
         key=lambda v: v.name,
