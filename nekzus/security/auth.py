@@ -38,6 +38,10 @@ WRITE_CONTAINERS = "write:containers"
 # destroying them (pull, delete, prune), which write:containers does not grant.
 READ_ENGINE = "read:engine"
 WRITE_ENGINE = "write:engine"
+# Compose stacks: reading them (list, details, files, logs), and changing them (create, edit,
+# deploy and every other action, tear down, delete).
+READ_STACKS = "read:stacks"
+WRITE_STACKS = "write:stacks"
 # Every scope a route asks for and what it grants, for people choosing a token's scopes (the
 # CLI's help and its check of the names given). Keep it in step with README "Security".
 SCOPES: tuple[tuple[str, str], ...] = (
@@ -55,6 +59,12 @@ SCOPES: tuple[tuple[str, str], ...] = (
         WRITE_ENGINE,
         "pull, delete and prune images; create, delete and prune volumes and networks; connect and "
         "disconnect containers; with write:containers, remove ?all=true (an unlinked container)",
+    ),
+    (READ_STACKS, "list and inspect compose stacks, read their files and logs"),
+    (
+        WRITE_STACKS,
+        "create, edit and delete managed stacks; deploy, start, stop, restart, pause, unpause, "
+        "pull and tear down stacks; save an export as a stack",
     ),
 )
 WILDCARD_SCOPES: tuple[tuple[str, str], ...] = (

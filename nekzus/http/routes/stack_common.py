@@ -1,0 +1,54 @@
+"""What the stack routes share: the Engine stacks live on, and the stacks it holds now."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from runtimes import ContainerRuntime
+from runtimes.engine.compose import ComposeEngine
+
+from ...errors import ApiError
+from ...keys import LINKER, STATE
+from ...stacks.model import Stack, group_stacks
+from ...stacks.names import stack_name
+from ...stacks.service import STACKS
+from .common import capable_runtime, list_from
+
+
+def stack_runtime(request: web.Request) -> ContainerRuntime:
+    """The runtime whose Engine compose drives (Docker); others answer 409 OPERATION_NOT_SUPPORTED."""
+    runtime = capable_runtime(request, ComposeEngine, "compose stacks")  # type: ignore[type-abstract]
+    assert isinstance(runtime, ContainerRuntime)
+    return runtime
+
+
+async def load_stacks(request: web.Request, *, show_all: bool = True) -> dict[str, Stack]:
+    """Every stack, from one read of the containers (the warm state model when there is one) and
+    the managed stacks' files. Without ``show_all`` only the stacks a client sees in a list: the
+    managed ones, and those with at least one linked container (the containers' own rule)."""
+    runtime = stack_runtime(request)
+    stacks = request.app[STACKS]
+    containers, managed = await asyncio.gather(
+        list_from([runtime], "", request.app[STATE].models), asyncio.to_thread(stacks.files.all)
+    )
+    found = group_stacks(containers, managed)
+    if show_all:
+        return found
+    link = request.app[LINKER]
+    return {
+        name: stack
+        for name, stack in found.items()
+        if stack.is_managed or any(link.is_linked(c) for c in stack.containers)
+    }
+
+
+async def find_stack(request: web.Request, name: str | None = None) -> Stack:
+    """The stack the path names (linked or not, like one container), else ``404 STACK_NOT_FOUND``;
+    a name that cannot be a stack's is ``400 INVALID_STACK_NAME``."""
+    wanted = stack_name(request.match_info["name"] if name is None else name)
+    stack = (await load_stacks(request)).get(wanted)
+    if stack is None:
+        raise ApiError(404, "STACK_NOT_FOUND", f"Stack {wanted!r} does not exist")
+    return stack
