@@ -10,6 +10,7 @@ gateway on the Engine with the shared settings;
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiodocker
@@ -23,6 +24,7 @@ from tests.support.fake_kube_fixtures import kube, kubeconfig  # noqa: F401
 from tests.support.gateway import ClientFactory, make_config
 from tests.support.netns_engine import netns_engine
 from tests.support.registry import registry  # noqa: F401
+from tests.support.stacks import HandProjects
 
 
 @pytest.fixture
@@ -68,3 +70,13 @@ def netns_docker_host() -> Iterator[str]:
     """A Docker Engine of the module's own in a network namespace of its own (networks are made there)."""
     with netns_engine() as engine:
         yield engine.host
+
+
+@pytest.fixture
+def hand_projects(docker_host: str, tmp_path: Path) -> Iterator[HandProjects]:
+    """Compose projects started by hand (tests/support/stacks.py), each taken down afterwards."""
+    made = HandProjects(docker_host, tmp_path / "projects")
+    try:
+        yield made
+    finally:
+        made.cleanup()
