@@ -300,6 +300,13 @@ class StacksConfig(_Section):
     # The largest compose file and .env file a client may write, in bytes.
     max_file_bytes: int = Field(256 * 1024, ge=1024, le=4 * 1024 * 1024)
 
+    @field_validator("compose_binary")
+    @classmethod
+    def _runnable(cls, binary: Path | None) -> Path | None:
+        if binary is not None and not (binary.is_file() and os.access(binary, os.X_OK)):
+            raise ValueError(f"{binary} is not an executable file")
+        return binary
+
 
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

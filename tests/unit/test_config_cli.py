@@ -80,6 +80,10 @@ def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
         ("operations: {retention_seconds: 5}\n", "operations.retention_seconds"),
         ('runtimes: {kubernetes: {namespaces: ["web\\n"]}}\n', "runtimes.kubernetes.namespaces"),
         ('server: {cors_origins: ["https://app.example\\n"]}\n', "server.cors_origins"),
+        ("stacks: {compose_binary: /nonexistent/docker-compose}\n", "stacks.compose_binary"),
+        ("stacks: {compose_binary: /}\n", "stacks.compose_binary"),
+        ("stacks: {timeout: 0}\n", "stacks.timeout"),
+        ("stacks: {max_concurrent: 0}\n", "stacks.max_concurrent"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
