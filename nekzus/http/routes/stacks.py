@@ -124,15 +124,14 @@ def compose_text(body: Mapping[str, Any], limit: int) -> str:
     return compose
 
 
-def _stage(folder: Path, compose: str, env: str | None) -> tuple[Path, Path | None]:
+def _stage(folder: Path, compose: str, env: str | None) -> tuple[Path, Path]:
     """The candidate files in ``folder`` (private to the gateway's user, as the .env may hold
-    secrets): the compose file, and the .env when there is one."""
+    secrets). The .env is staged even when there is none, empty: compose would otherwise read
+    the stack's current one from its folder, which this write is about to remove."""
     staged = folder / COMPOSE_FILE
     staged.write_text(compose, encoding="utf-8")
-    if env is None:
-        return staged, None
     env_file = folder / ENV_FILE
-    env_file.write_text(env, encoding="utf-8")
+    env_file.write_text(env or "", encoding="utf-8")
     return staged, env_file
 
 
