@@ -438,3 +438,16 @@ async def test_the_env_is_shown_only_to_who_may_write_stacks(
         assert "read:stacks" in found["message"]
         await expect(await remote.get(path), 401, "UNAUTHORIZED")
     assert sorted(os.listdir(stacks_dir)) == sorted([with_env, without])
+
+
+@pytest.mark.parametrize("settings", [{"enabled": False}, {"compose_binary": "/nonexistent/docker-compose"}])
+async def test_without_compose_writes_are_refused_and_the_list_still_answers(
+    gateway: ClientFactory, docker_host: str, stacks_dir: Path, settings: dict[str, Any]
+) -> None:
+    client = await gateway(make_config(docker_host, stacks={"dir": str(stacks_dir), **settings}))
+    name = project_name(PREFIX)
+    for _ in range(2):  # the first refusal leaves the name free: no STACK_BUSY
+        resp = await client.post("/api/v1/stacks", json={"name": name, "compose": compose_file()})
+        await expect(resp, 503, "COMPOSE_UNAVAILABLE")
+    assert snapshot(stacks_dir) == {}
+    assert await rows(client, f"name={name}") == []

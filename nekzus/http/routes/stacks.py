@@ -151,6 +151,10 @@ async def _validate(
             raise ApiError(503, "COMPOSE_UNAVAILABLE", str(exc)) from exc
 
 
+def _not_found(name: str) -> ApiError:
+    return ApiError(404, "STACK_NOT_FOUND", f"Stack {name!r} does not exist")
+
+
 def not_managed(name: str) -> ApiError:
     return ApiError(
         409,
@@ -178,7 +182,7 @@ async def save_stack(
             raise ApiError(409, "STACK_ALREADY_EXISTS", f"Stack {name!r} already exists")
         if not create:
             if current is None:
-                raise ApiError(404, "STACK_NOT_FOUND", f"Stack {name!r} does not exist")
+                raise _not_found(name)
             if not current.is_managed:
                 raise not_managed(name)
             if keep_env:
@@ -229,7 +233,7 @@ async def stack_files(request: web.Request) -> web.Response:
         raise not_managed(stack.name)
     files = await asyncio.to_thread(request.app[STACKS].files.read, stack.name)
     if files is None:
-        raise ApiError(404, "STACK_NOT_FOUND", f"Stack {stack.name!r} does not exist")
+        raise _not_found(stack.name)
     compose, env = files
     shown = request[PRINCIPAL].allows(WRITE_STACKS)
     return web.json_response(
