@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypeGuard
 
 from aiohttp import web
@@ -75,6 +75,46 @@ def int_query(
     if not _INTEGER.fullmatch(raw) or not minimum <= int(raw) <= maximum:
         raise invalid_request(f"Query parameter {name!r} must be a whole number from {minimum} to {maximum}")
     return int(raw)
+
+
+def single_query(request: web.Request, name: str) -> str | None:
+    """A query parameter that may be given once (two would leave the caller guessing which won)."""
+    values = request.query.getall(name, ())
+    if len(values) > 1:
+        raise invalid_request(f"Query parameter {name!r} may be given only once")
+    return values[0] if values else None
+
+
+def choices_query(request: web.Request, name: str, allowed: Collection[str]) -> list[str]:
+    """The values of ``?name=a,b`` (repeatable), each one of ``allowed``; none when absent."""
+    chosen = [v.strip() for raw in request.query.getall(name, ()) for v in raw.split(",")]
+    if any(value not in allowed for value in chosen):
+        raise invalid_request(f"Query parameter {name!r} must be one of {', '.join(allowed)}")
+    return chosen
+
+
+MAX_NAME_FILTER = 256
+
+
+def name_filter(request: web.Request) -> str | None:
+    """``?name=``, case-folded, for a case-insensitive substring match; None when absent."""
+    name = single_query(request, "name")
+    if name is not None and not 0 < len(name) <= MAX_NAME_FILTER:
+        raise invalid_request(f"Query parameter 'name' must be 1 to {MAX_NAME_FILTER} characters")
+    return name.casefold() if name is not None else None
+
+
+def sort_query(request: web.Request, keys: Collection[str]) -> tuple[str | None, bool]:
+    """``?sort=key`` or ``?sort=-key`` (descending) with a key of ``keys``: (key, descending);
+    (None, False) when absent."""
+    sort = single_query(request, "sort")
+    if sort is None:
+        return None, False
+    if sort.removeprefix("-") not in keys:
+        raise invalid_request(
+            f"Query parameter 'sort' must be one of {', '.join(keys)}, with '-' in front for descending"
+        )
+    return sort.removeprefix("-"), sort.startswith("-")
 
 
 MAX_LABEL_FILTER = 1024

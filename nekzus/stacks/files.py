@@ -46,7 +46,10 @@ def services_of(compose: str) -> tuple[str, ...]:
     """The service names of a compose file, in its order; none when it is not a mapping."""
     try:
         document: Any = yaml.safe_load(compose)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
+        # PyYAML recurses once per nesting level, and compose accepts nesting deeper than Python's
+        # recursion limit (in an ``x-`` extension field, say): such a file names its services to
+        # compose, but not here.
         return ()
     services = document.get("services") if isinstance(document, dict) else None
     return tuple(str(name) for name in services) if isinstance(services, dict) else ()
@@ -66,9 +69,10 @@ class StackFiles:
         directory = self.directory(name)
         compose = directory / COMPOSE_FILE
         try:
-            text = compose.read_text(encoding="utf-8")
+            # A file edited by hand may not be UTF-8: its services are still read where they can be.
+            text = compose.read_text(encoding="utf-8", errors="replace")
             mtime = compose.stat().st_mtime
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         env = directory / ENV_FILE
         has_env = env.is_file()
@@ -88,13 +92,14 @@ class StackFiles:
     def read(self, name: str) -> tuple[str, str | None] | None:
         """The compose file and the ``.env`` (None without one) of ``name``; None: no such stack."""
         directory = self.directory(name)
+        # The gateway writes UTF-8 only; bytes a hand edit left that are not show as U+FFFD.
         try:
-            compose = (directory / COMPOSE_FILE).read_text(encoding="utf-8")
-        except (FileNotFoundError, NotADirectoryError):
+            compose = (directory / COMPOSE_FILE).read_text(encoding="utf-8", errors="replace")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         try:
-            env: str | None = (directory / ENV_FILE).read_text(encoding="utf-8")
-        except FileNotFoundError:
+            env: str | None = (directory / ENV_FILE).read_text(encoding="utf-8", errors="replace")
+        except (FileNotFoundError, IsADirectoryError):
             env = None
         return compose, env
 

@@ -19,6 +19,12 @@ WORKING_DIR = "com.docker.compose.project.working_dir"
 ONEOFF = "com.docker.compose.oneoff"
 
 Status = Literal["running", "partial", "stopped", "unknown"]
+STATUSES: tuple[Status, ...] = ("running", "partial", "stopped", "unknown")
+
+# What compose can do to a stack whose files the gateway reads, and the part of it the Engine
+# alone can do (a discovered stack whose files it cannot read).
+COMPOSE_ACTIONS = ("deploy", "start", "stop", "restart", "pause", "unpause", "pull", "down")
+ENGINE_ACTIONS = ("start", "stop", "restart", "pause", "unpause")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +45,14 @@ class Stack:
 
     def containers_of(self, service: str) -> list[ContainerSummary]:
         return [c for c in self.containers if c.labels.get(SERVICE) == service]
+
+    def service_status(self, service: str) -> Status:
+        """running: each of the service's containers runs; partial: some do; stopped: none does
+        (or it has no container, a service of the managed file never started)."""
+        started = [c.state.is_started for c in self.containers_of(service)]
+        if not any(started):
+            return "stopped"
+        return "running" if all(started) else "partial"
 
     @property
     def running_services(self) -> int:

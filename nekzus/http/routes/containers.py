@@ -29,11 +29,14 @@ from ...operations.tracker import JobProgress, JobText, accepted_message, failur
 from ...params import (
     LabelFilter,
     bool_query,
+    choices_query,
     container_id,
     json_fields,
     label_filters,
     labels_match,
+    name_filter,
     namespace_value,
+    sort_query,
     timeout_of,
 )
 from ...realtime.events import now
@@ -118,7 +121,6 @@ _SORT_KEYS: Mapping[str, Callable[[ContainerSummary], Any]] = {
     "created": lambda c: c.created,
     "state": lambda c: c.state.value,
 }
-MAX_NAME_FILTER = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,35 +154,17 @@ class ListFilter:
 
 def list_filter(request: web.Request) -> ListFilter:
     """The list's filters and order from the query; a bad value is INVALID_REQUEST naming it."""
-    query = request.query
     states: set[ContainerState] = set()
-    for value in (v.strip() for raw in query.getall("state", ()) for v in raw.split(",")):
-        if value not in _STATE_FILTERS:
-            raise invalid_request(f"Query parameter 'state' must be one of {', '.join(_STATE_FILTERS)}")
+    for value in choices_query(request, "state", _STATE_FILTERS):
         states |= _STATE_FILTERS[value]
-    name = _single(request, "name")
-    if name is not None and not 0 < len(name) <= MAX_NAME_FILTER:
-        raise invalid_request(f"Query parameter 'name' must be 1 to {MAX_NAME_FILTER} characters")
-    sort = _single(request, "sort")
-    if sort is not None and sort.removeprefix("-") not in _SORT_KEYS:
-        raise invalid_request(
-            f"Query parameter 'sort' must be one of {', '.join(_SORT_KEYS)}, with '-' in front for descending"
-        )
+    sort, descending = sort_query(request, _SORT_KEYS)
     return ListFilter(
         states=frozenset(states) if states else None,
-        name=name.casefold() if name is not None else None,
+        name=name_filter(request),
         labels=label_filters(request),
-        sort=sort.removeprefix("-") if sort is not None else None,
-        descending=sort is not None and sort.startswith("-"),
+        sort=sort,
+        descending=descending,
     )
-
-
-def _single(request: web.Request, name: str) -> str | None:
-    """A query parameter that may be given once (two would leave the caller guessing which won)."""
-    values = request.query.getall(name, ())
-    if len(values) > 1:
-        raise invalid_request(f"Query parameter {name!r} may be given only once")
-    return values[0] if values else None
 
 
 async def _read(

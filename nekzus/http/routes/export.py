@@ -1,31 +1,34 @@
 """Export to docker-compose: one container, or several as one stack, as JSON or a zip.
 
 Exporting with ``sanitize_secrets: false`` writes secret values in clear, which inspect never
-shows, so it needs the ``write:containers`` scope; a sanitised export needs only read access.
+shows, so it needs the ``write:containers`` scope; a sanitised export needs only read access. A
+batch export saved as a managed stack (``save_as``) also needs ``write:stacks``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import Any
 
 from aiohttp import web
 
 from runtimes import ContainerRef, ExportSource, RuntimeFailure, Unavailable
 
-from ...errors import ApiError, from_runtime, invalid_request
+from ...errors import ApiError, from_runtime, invalid_request, validation_error
 from ...export import ComposeExport, build
+from ...keys import CONFIG
 from ...params import ID_LIST_FIELDS, container_id, container_ids, json_fields, namespace_value
-from ...security.auth import PRINCIPAL, READ_CONTAINERS, WRITE_CONTAINERS, requires
+from ...security.auth import PRINCIPAL, READ_CONTAINERS, WRITE_CONTAINERS, WRITE_STACKS, requires
 from ...security.ratelimit import rate_pool
+from ...stacks.names import is_stack_name, stack_name
+from ...stacks.service import STACKS
 from .common import runtime_error, runtime_for
+from .stacks import save_stack, stack_detail
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STACK = "exported-stack"
-_STACK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # a compose project name
 _FLAGS = ("sanitize_secrets", "include_volumes", "include_networks")
 
 
@@ -89,15 +92,32 @@ def _single(preview: bool) -> Any:
     return handler
 
 
+def _save_as(request: web.Request, body: dict[str, Any], fmt: str) -> str | None:
+    """The managed stack an export is to be saved as (None: not saved); saving needs the scope
+    ``write:stacks`` too, and a JSON answer, which carries the new stack."""
+    if "save_as" not in body:
+        return None
+    name = stack_name(body["save_as"])
+    if fmt == "zip":
+        raise invalid_request("An export saved as a stack answers JSON: leave out format=zip")
+    if not request[PRINCIPAL].allows(WRITE_STACKS):
+        raise ApiError(403, "FORBIDDEN", f"Saving an export as a stack needs the scope {WRITE_STACKS!r}")
+    return name
+
+
 def _batch(preview: bool) -> Any:
+    # Only an export may be saved as a stack; a preview only shows what would be exported.
+    fields = (*ID_LIST_FIELDS, "stack_name", *_FLAGS, *(() if preview else ("save_as",)))
+
     @requires(READ_CONTAINERS)
     @rate_pool("containers")
     async def handler(request: web.Request) -> web.Response:
         fmt = _format(request, preview)
-        body = await json_fields(request, (*ID_LIST_FIELDS, "stack_name", *_FLAGS), required=True)
+        body = await json_fields(request, fields, required=True)
         unique = container_ids(body, "container_ids")
-        stack = body.get("stack_name", DEFAULT_STACK)
-        if not isinstance(stack, str) or not _STACK_NAME.fullmatch(stack):
+        save_as = _save_as(request, body, fmt)
+        stack = body.get("stack_name", save_as or DEFAULT_STACK)
+        if not is_stack_name(stack):
             raise invalid_request(
                 "stack_name must be lower-case letters, digits, '-' or '_', starting with a letter or digit"
             )
@@ -149,10 +169,28 @@ def _batch(preview: bool) -> Any:
             raise runtime_error(exc, "BATCH_EXPORT_FAILED", "Failed to batch export containers") from exc
         export = build(drafts, base=stack, sanitize=flags["sanitize_secrets"], warnings=warnings)
         failed = sum(1 for r in results if isinstance(r, BaseException))
-        return _respond(export, fmt, stack, 206 if failed else 200)
+        status = 206 if failed else 200
+        if save_as is None:
+            return _respond(export, fmt, stack, status)
+        saved = await _save(request, save_as, export)
+        return web.json_response({**export.to_json(), "stack": saved}, status=status)
 
     handler.__name__ = "batch_export_preview" if preview else "batch_export"
     return handler
+
+
+async def _save(request: web.Request, name: str, export: ComposeExport) -> dict[str, Any]:
+    """Save ``export`` as the new managed stack ``name``, checked as POST /stacks checks a file;
+    answers the stack's detail."""
+    limit = request.app[CONFIG].stacks.max_file_bytes
+    for text, what in ((export.content, "compose file"), (export.env_content, ".env")):
+        size = len(text.encode("utf-8"))
+        if size > limit:
+            raise validation_error(
+                "save_as", f"The exported {what} is {size} bytes, more than a stack's file may be ({limit})"
+            )
+    stack = await save_stack(request, name, export.content, export.env_content or None, create=True)
+    return stack_detail(request.app[STACKS], stack)
 
 
 export_container = _single(preview=False)
