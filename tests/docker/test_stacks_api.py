@@ -440,10 +440,17 @@ async def test_the_env_is_shown_only_to_who_may_write_stacks(
     assert sorted(os.listdir(stacks_dir)) == sorted([with_env, without])
 
 
-@pytest.mark.parametrize("settings", [{"enabled": False}, {"compose_binary": "/nonexistent/docker-compose"}])
+@pytest.mark.parametrize("broken", [False, True])
 async def test_without_compose_writes_are_refused_and_the_list_still_answers(
-    gateway: ClientFactory, docker_host: str, stacks_dir: Path, settings: dict[str, Any]
+    gateway: ClientFactory, docker_host: str, stacks_dir: Path, tmp_path: Path, broken: bool
 ) -> None:
+    # Stacks turned off, or a configured binary the system cannot run (no format it knows).
+    settings: dict[str, Any] = {"enabled": False}
+    if broken:
+        binary = tmp_path / "docker-compose"
+        binary.write_bytes(b"\x00\x01not a program")
+        binary.chmod(0o755)
+        settings = {"compose_binary": str(binary)}
     client = await gateway(make_config(docker_host, stacks={"dir": str(stacks_dir), **settings}))
     name = project_name(PREFIX)
     for _ in range(2):  # the first refusal leaves the name free: no STACK_BUSY
