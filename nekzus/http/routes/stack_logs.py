@@ -65,18 +65,27 @@ class _Tagged:
     line: LogLine
 
 
-def chosen_services(stack: Stack, raw: str | None) -> list[str]:
-    """The services ``services=a,b`` names (all the stack's when absent); an unknown one is 400."""
-    if raw is None:
+def chosen_services(stack: Stack, names: Sequence[str] | None) -> list[str]:
+    """The services named (all the stack's when None); one the stack does not have is
+    ``400 INVALID_REQUEST`` naming it."""
+    if names is None:
         return list(stack.services)
-    names = [name.strip() for name in raw.split(",")]
-    if not all(names):
-        raise invalid_request("Query parameter 'services' must be service names separated by commas")
     unknown = [name for name in names if name not in stack.services]
     if unknown:
         shown = unknown[0] if len(unknown[0]) <= 64 else unknown[0][:61] + "..."
-        raise invalid_request(f"Query parameter 'services': stack {stack.name!r} has no service {shown!r}")
+        raise invalid_request(f"services: stack {stack.name!r} has no service {shown!r}")
     return list(dict.fromkeys(names))
+
+
+def _service_names(request: web.Request) -> list[str] | None:
+    """``services=a,b`` as names; None when absent."""
+    raw = request.query.get("services")
+    if raw is None:
+        return None
+    names = [name.strip() for name in raw.split(",")]
+    if not all(names):
+        raise invalid_request("Query parameter 'services' must be service names separated by commas")
+    return names
 
 
 def _sources(stack: Stack, services: Collection[str]) -> list[_Source]:
@@ -149,7 +158,7 @@ async def stack_logs(request: web.Request) -> web.StreamResponse:
     options = log_query(request, _PARAMETERS)
     stack = await find_stack(request)
     runtime = stack_runtime(request)
-    services = chosen_services(stack, request.query.get("services"))
+    services = chosen_services(stack, _service_names(request))
     sources = _sources(stack, services)
     # The Engine's time stamps order the merge: always asked for, shown only when wanted.
     stamped = replace(options, timestamps=True)
@@ -191,7 +200,7 @@ async def stack_logs(request: web.Request) -> web.StreamResponse:
 
 async def _stamped_lines(
     chunks: AsyncIterator[LogChunk], streams: Collection[str]
-) -> AsyncGenerator[tuple[tuple[int, int], bytes, bytes]]:
+) -> AsyncGenerator[tuple[tuple[int, int], bytes, bytes], None]:
     """(time, stamp, text) of each line of the chosen streams of one time-stamped log."""
     splitter = LineSplitter()
 
@@ -224,7 +233,7 @@ async def _download(
     answer starts, so a container that cannot be read is still an error answer.
     """
     streams: list[AsyncIterator[LogChunk]] = []
-    readers: list[AsyncGenerator[tuple[tuple[int, int], bytes, bytes]]] = []
+    readers: list[AsyncGenerator[tuple[tuple[int, int], bytes, bytes], None]] = []
     try:
         heads: list[tuple[tuple[int, int], int, bytes, bytes]] = []
         for index, source in enumerate(sources):
