@@ -198,12 +198,14 @@ class StackLogSession:
             first = False
 
     def _since(self, cid: str, first: bool, opened: int) -> tuple[tuple[int, int] | None, bool]:
-        """From when a container is followed: the client's own choice for the containers there at
-        the start, after the last line sent for one that ran before, else from the stream's start."""
+        """From when a container is followed: after the last line sent for one followed before;
+        else from the client's ``since`` when it gave one (its resume point holds for every
+        container); else its ``tail`` for the containers there at the start, and everything from
+        the stream's start for those that start later."""
         last = self._last.get(cid)
         if last is not None:
             return since_of({"since": last})
-        if first:
+        if first or self.sub.since is not None:
             return self.sub.since, self.sub.since_exclusive
         return (opened // 1_000_000_000, opened % 1_000_000_000), True
 
