@@ -27,6 +27,7 @@ from .events import Event, now
 
 if TYPE_CHECKING:
     from .logstream import LogSession
+    from .stacklogs import StackLogSession
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,8 @@ class Connection:
     filters: frozenset[str] | None = None
     writer: asyncio.Task[None] | None = None
     streams: dict[tuple[str, str, str, str], LogSession] = field(default_factory=dict)
+    # The stacks followed whole (stack.logs.subscribe), by stack name.
+    stack_streams: dict[str, StackLogSession] = field(default_factory=dict)
     # The one pending deadline of the session (its token's expiry, or the end of the grace).
     deadline: asyncio.TimerHandle | None = None
 

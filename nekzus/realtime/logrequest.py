@@ -73,6 +73,23 @@ def parse_since(value: Any) -> tuple[int, int]:
     return seconds, nanos
 
 
+def tail_of(data: dict[str, Any]) -> int:
+    """The ``tail`` of a subscribe message: lines of history, at most ``MAX_TAIL``."""
+    tail = data.get("tail", DEFAULT_TAIL)
+    if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
+        raise InvalidSubscription("tail must be a whole number of lines")
+    return min(tail, MAX_TAIL)
+
+
+def since_of(data: dict[str, Any]) -> tuple[tuple[int, int] | None, bool]:
+    """The ``since`` of a subscribe message, and whether it names an exact line time (RFC 3339
+    with a fraction, so that line itself is skipped: the resume rule)."""
+    raw = data.get("since")
+    if raw is None:
+        return None, False
+    return parse_since(raw), isinstance(raw, str) and "T" in raw and "." in raw
+
+
 @dataclass(frozen=True, slots=True)
 class LogSubscription:
     """What one container.logs.subscribe message asks for: which container, from when, and how."""
@@ -113,9 +130,7 @@ class LogSubscription:
         container = data.get("container", "")
         if container != "" and not is_valid_container_name(container):
             raise InvalidSubscription("container must be the name of a container in the pod")
-        tail = data.get("tail", DEFAULT_TAIL)
-        if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
-            raise InvalidSubscription("tail must be a whole number of lines")
+        tail = tail_of(data)
         follow, timestamps, batch = (
             data.get("follow", True),
             data.get("timestamps", False),
@@ -123,16 +138,12 @@ class LogSubscription:
         )
         if not all(isinstance(flag, bool) for flag in (follow, timestamps, batch)):
             raise InvalidSubscription("follow, timestamps and batch must be true or false")
-        since = None
-        exclusive = False
-        if data.get("since") is not None:
-            since = parse_since(data["since"])
-            exclusive = isinstance(data["since"], str) and "T" in data["since"] and "." in data["since"]
+        since, exclusive = since_of(data)
         return cls(
             cid,
             namespace,
             runtime,
-            min(tail, MAX_TAIL),
+            tail,
             follow,
             timestamps,
             since,

@@ -54,7 +54,8 @@ STREAMS: dict[str, frozenset[str]] = {
     "stdout": frozenset({"stdout"}),
     "stderr": frozenset({"stderr"}),
 }
-_PARAMETERS = frozenset(
+# The options every log answer takes; a route adds those that name what is read.
+LOG_PARAMETERS = frozenset(
     {
         "tail",
         "since",
@@ -68,11 +69,9 @@ _PARAMETERS = frozenset(
         "caseSensitive",
         "limit",
         "download",
-        "container",
-        "runtime",
-        "namespace",
     }
 )
+_CONTAINER_PARAMETERS = LOG_PARAMETERS | {"container", "runtime", "namespace"}
 _SEARCH_ONLY = ("combinator", "invert", "regex", "caseSensitive")
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -118,10 +117,11 @@ def _wants_text(request: web.Request) -> bool:
     return "text/plain" in accept and "application/json" not in accept
 
 
-def log_query(request: web.Request) -> LogQuery:
-    """The request's log parameters; anything unknown, repeated or out of range is 400, naming it."""
+def log_query(request: web.Request, allowed: frozenset[str] = LOG_PARAMETERS) -> LogQuery:
+    """The request's log parameters (``allowed`` names every parameter the route takes); anything
+    unknown, repeated or out of range is 400, naming it."""
     query = request.query
-    unknown = sorted(set(query) - _PARAMETERS)
+    unknown = sorted(set(query) - allowed)
     if unknown:
         raise invalid_request(f"Unknown query parameter(s): {', '.join(map(repr, unknown))}")
     repeated = sorted(name for name in set(query) if name != "search" and len(query.getall(name)) > 1)
@@ -166,7 +166,7 @@ def log_query(request: web.Request) -> LogQuery:
     )
 
 
-async def _close(chunks: AsyncIterator[LogChunk]) -> None:
+async def close_stream(chunks: AsyncIterator[LogChunk]) -> None:
     """Ends the runtime's stream at once (its connection to the daemon is released)."""
     aclose = getattr(chunks, "aclose", None)
     if aclose is not None:
@@ -198,19 +198,19 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
     container = request.query.get("container", "")
     if container and not is_valid_container_name(container):
         raise invalid_request("Query parameter 'container' must be the name of a container in the pod")
-    options = log_query(request)
+    options = log_query(request, _CONTAINER_PARAMETERS)
     ref = ContainerRef(cid, namespace, container)
     try:
         current = await runtime.get(ref)
     except RuntimeFailure as exc:
-        raise _error(exc, cid) from exc
+        raise log_error(exc, cid) from exc
     if current.controller == current.id and current.state is ContainerState.STOPPED:
         # A workload entry (its own controller) scaled to 0 has no pod whose log could be read.
         raise container_not_running(cid, f"{current.id} is not running: it is stopped")
     if options.download:
         return await _download(request, runtime, ref, options, current.name or current.id)
     if options.search is not None:
-        excerpt = await _search(request, runtime, ref, options.search, options, cid)
+        excerpt = await search_log(request, runtime, ref, options.search, options, cid)
         return web.json_response(
             {
                 "containerId": current.id,
@@ -219,7 +219,7 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
                 "scanned": excerpt.scanned,
             }
         )
-    excerpt = await _read(runtime, ref, options, cid)
+    excerpt = await read_log(runtime, ref, options, cid)
     return web.json_response(
         {
             "containerId": current.id,
@@ -229,11 +229,11 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
     )
 
 
-def _window(options: LogQuery) -> dict[str, int | None]:
+def window(options: LogQuery) -> dict[str, int | None]:
     return {"since": options.since, "until": options.until}
 
 
-async def _search(
+async def search_log(
     request: web.Request,
     runtime: ContainerRuntime,
     ref: ContainerRef,
@@ -250,12 +250,12 @@ async def _search(
         async with request.app[LOG_SEARCHES]:
             try:
                 raw = await runtime.raw_logs(
-                    ref, tail=options.tail, timestamps=options.timestamps, **_window(options)
+                    ref, tail=options.tail, timestamps=options.timestamps, **window(options)
                 )
             except Unsupported:
                 raw = None
             except RuntimeFailure as exc:
-                raise _error(exc, cid) from exc
+                raise log_error(exc, cid) from exc
             if raw is not None:
                 try:
                     return await search_raw_log(
@@ -271,19 +271,19 @@ async def _search(
                         500, "CONTAINER_LOGS_FAILED", "Failed to read the container's logs"
                     ) from exc
     chunks = runtime.logs(
-        ref, follow=False, tail=options.tail, timestamps=options.timestamps, **_window(options)
+        ref, follow=False, tail=options.tail, timestamps=options.timestamps, **window(options)
     )
     try:
         return await search_lines(
             chunks, search, limit=options.limit, streams=options.streams, timestamps=options.timestamps
         )
     except RuntimeFailure as exc:
-        raise _error(exc, cid) from exc
+        raise log_error(exc, cid) from exc
     finally:
-        await _close(chunks)
+        await close_stream(chunks)
 
 
-async def _read(runtime: ContainerRuntime, ref: ContainerRef, options: LogQuery, cid: str) -> LogExcerpt:
+async def read_log(runtime: ContainerRuntime, ref: ContainerRef, options: LogQuery, cid: str) -> LogExcerpt:
     """The most recent lines, at most ``limit`` of them.
 
     When the runtime's own tail counts the same lines as the answer (both streams, no ``until``,
@@ -293,15 +293,15 @@ async def _read(runtime: ContainerRuntime, ref: ContainerRef, options: LogQuery,
     tail = options.tail
     if options.streams == STREAMS["all"] and options.until is None:
         tail = options.limit + 1 if tail is None else min(tail, options.limit + 1)
-    chunks = runtime.logs(ref, follow=False, tail=tail, timestamps=options.timestamps, **_window(options))
+    chunks = runtime.logs(ref, follow=False, tail=tail, timestamps=options.timestamps, **window(options))
     try:
         return await read_lines(
             chunks, keep=options.limit, streams=options.streams, timestamps=options.timestamps
         )
     except RuntimeFailure as exc:
-        raise _error(exc, cid) from exc
+        raise log_error(exc, cid) from exc
     finally:
-        await _close(chunks)
+        await close_stream(chunks)
 
 
 async def _download(
@@ -314,7 +314,7 @@ async def _download(
     the connection is closed without the final chunk, so the client sees an incomplete download.
     """
     chunks = runtime.logs(
-        ref, follow=False, tail=options.tail, timestamps=options.timestamps, **_window(options)
+        ref, follow=False, tail=options.tail, timestamps=options.timestamps, **window(options)
     )
     try:
         try:
@@ -322,7 +322,7 @@ async def _download(
         except StopAsyncIteration:
             first = None
         except RuntimeFailure as exc:
-            raise _error(exc, ref.id) from exc
+            raise log_error(exc, ref.id) from exc
         filename = _UNSAFE_FILENAME.sub("_", name).strip("._") or "container"
         response = web.StreamResponse(
             headers={
@@ -354,10 +354,11 @@ async def _download(
         await response.write_eof()
         return response
     finally:
-        await _close(chunks)
+        await close_stream(chunks)
 
 
-def _error(exc: RuntimeFailure, cid: str) -> ApiError:
+def log_error(exc: RuntimeFailure, cid: str) -> ApiError:
+    """The client's error for a container log the runtime could not read: one map for every route."""
     return runtime_error(
         exc, "CONTAINER_LOGS_FAILED", "Failed to read the container's logs", cid, reading=True
     )

@@ -21,22 +21,24 @@ from typing import Any
 from aiohttp import WSMessage, WSMsgType, web
 
 from nekzus import __version__
-from runtimes import NoRuntime, NotNamespaced, UnknownRuntime
+from runtimes import ContainerSummary, NoRuntime, NotNamespaced, UnknownRuntime
 
 from ... import jsoninput
 from ...errors import ApiError
 from ...jsoninput import InvalidJson
-from ...keys import CONFIG, REGISTRY
+from ...keys import CONFIG, EVENT_BUS, REGISTRY
 from ...params import is_valid_container_id
 from ...realtime.events import now
 from ...realtime.hub import CLOSE_INTERNAL_ERROR, HUB, Connection, OutboxClosed, close_socket, dumps
 from ...realtime.logrequest import CONTAINER_ID_RULE, InvalidSubscription, LogSubscription
 from ...realtime.logstream import LogSession
+from ...realtime.stacklogs import StackLogSession, StackLogSubscription
 from ...security.auth import (
     AUTHORITY,
     LEEWAY_SECONDS,
     PRINCIPAL,
     READ_CONTAINERS,
+    READ_STACKS,
     InvalidToken,
     Principal,
     anonymous_lan,
@@ -47,6 +49,9 @@ from ...security.auth import (
 )
 from ...security.guard import from_foreign_page
 from ...security.ratelimit import rate_pool
+from ...stacks.model import SERVICE
+from .stack_common import find_stack, stack_runtime
+from .stack_logs import chosen_services
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +307,10 @@ async def _handle(conn: Connection, message_type: str, data: dict[str, Any]) -> 
         await _subscribe_logs(conn, data)
     elif message_type == "container.logs.unsubscribe":
         await _unsubscribe_logs(conn, data)
+    elif message_type == "stack.logs.subscribe":
+        await _subscribe_stack_logs(conn, data)
+    elif message_type == "stack.logs.unsubscribe":
+        await _unsubscribe_stack_logs(conn, data)
     elif message_type == "auth":
         await _reauthenticate(conn, data)
     else:
@@ -353,7 +362,7 @@ async def _subscribe_logs(conn: Connection, data: dict[str, Any]) -> None:
     previous = conn.streams.pop(sub.key, None)
     if previous is not None:
         await _stop(conn, previous)
-    elif len(conn.streams) >= app[CONFIG].websocket.max_log_streams:
+    elif _stream_count(conn) >= app[CONFIG].websocket.max_log_streams:
         raise InvalidMessage(f"At most {app[CONFIG].websocket.max_log_streams} log streams per connection")
     session = LogSession(conn, runtime, sub)
     task = app[HUB].spawn(session.run(), name=f"logs-{sub.container_id}-{id(conn):x}")
@@ -396,10 +405,94 @@ async def _stop(conn: Connection, session: LogSession) -> None:
         await conn.reply("container.logs.ended", session.ended())
 
 
+def _stream_count(conn: Connection) -> int:
+    """Log streams of the connection, a followed stack counting as one (it follows a bounded
+    number of containers)."""
+    return len(conn.streams) + len(conn.stack_streams)
+
+
+async def _subscribe_stack_logs(conn: Connection, data: dict[str, Any]) -> None:
+    try:
+        sub = StackLogSubscription.from_message(data)
+    except InvalidSubscription as exc:
+        raise InvalidMessage(f"stack.logs.subscribe: {exc}") from None
+    # Security: the connection lets in readers of containers; a stack's logs need read:stacks too.
+    if not conn.principal.allows(READ_STACKS):
+        await _stack_refused(conn, sub.stack, "FORBIDDEN", f"This action needs the scope {READ_STACKS!r}")
+        return
+    if conn.suspended:
+        await _stack_refused(
+            conn,
+            sub.stack,
+            "UNAUTHORIZED",
+            'The token has expired: send {"type": "auth"} with a fresh token first',
+        )
+        return
+    request = conn.request
+    try:
+        runtime = stack_runtime(request)
+        stack = await find_stack(request, sub.stack)
+        services = chosen_services(stack, sub.services)
+    except ApiError as exc:
+        await _stack_refused(conn, sub.stack, exc.code, exc.message)
+        return
+    previous = conn.stack_streams.pop(stack.name, None)
+    if previous is not None:
+        await _stop_stack(conn, previous)
+    elif _stream_count(conn) >= request.app[CONFIG].websocket.max_log_streams:
+        raise InvalidMessage(
+            f"At most {request.app[CONFIG].websocket.max_log_streams} log streams per connection"
+        )
+    chosen = set(services)
+
+    async def containers() -> list[tuple[str, ContainerSummary]]:
+        try:
+            current = await find_stack(request, stack.name)
+        except ApiError as exc:
+            if exc.status == 404:
+                return []  # every container is gone for now (a down before an up): wait for new ones
+            raise
+        return [(c.labels.get(SERVICE, ""), c) for c in current.containers if c.labels.get(SERVICE) in chosen]
+
+    hub = request.app[HUB]
+    session = StackLogSession(conn, runtime, sub, services, containers, request.app[EVENT_BUS], hub.spawn)
+    session.task = hub.spawn(session.run(), name=f"stack-logs-{stack.name}-{id(conn):x}")
+    conn.stack_streams[stack.name] = session
+
+    def forget(_: object) -> None:
+        if conn.stack_streams.get(stack.name) is session:
+            del conn.stack_streams[stack.name]
+
+    session.task.add_done_callback(forget)
+
+
+async def _stack_refused(conn: Connection, stack: str, error: str, message: str) -> None:
+    await conn.reply("stack.logs.error", {"stack": stack, "error": error, "message": message})
+
+
+async def _unsubscribe_stack_logs(conn: Connection, data: dict[str, Any]) -> None:
+    stack = data.get("stack")
+    if not isinstance(stack, str):
+        raise InvalidMessage("stack.logs.unsubscribe: stack must be a string")
+    session = conn.stack_streams.pop(stack, None)
+    if session is None:
+        raise InvalidMessage("stack.logs.unsubscribe: no such stack log stream on this connection")
+    await _stop_stack(conn, session)
+
+
+async def _stop_stack(conn: Connection, session: StackLogSession) -> None:
+    """End a stack's stream for the client, answering ``stack.logs.ended`` after its last line."""
+    await session.stop()
+    await conn.reply("stack.logs.ended", session.ended())
+
+
 async def _end_streams(conn: Connection) -> None:
     sessions = list(conn.streams.values())
+    stack_sessions = list(conn.stack_streams.values())
     conn.streams.clear()
+    conn.stack_streams.clear()
     tasks = [s.task for s in sessions if s.task is not None]
+    tasks += [s.task for s in stack_sessions if s.task is not None]
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
