@@ -29,7 +29,7 @@ from nekzus.stacks.model import PROJECT, SERVICE, Stack
 from nekzus.stacks.service import Stacks
 from runtimes import ContainerState, ContainerSummary
 
-DEPLOY = [
+DEPLOY: list[dict[str, Any]] = [
     {"id": "Container p-worker-1", "status": "Creating"},
     {"id": "Container p-web-1", "status": "Created"},
     {"id": "Container p-web-1", "status": "Started"},
@@ -38,7 +38,7 @@ DEPLOY = [
     {"level": "warning", "msg": "Warning: No resource found to remove", "time": "2026-12-03T19:12:32Z"},
     {"id": "Volume p_data", "status": "Created"},
 ]
-PULL = [
+PULL: list[dict[str, Any]] = [
     {"id": "db", "text": "Skipped - Image is already being pulled by web"},
     {"id": "web", "text": "Pulling"},
     {"id": "3f228395b4bc", "parent_id": "web", "text": "Pulling fs layer"},
