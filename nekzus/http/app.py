@@ -42,6 +42,7 @@ from ..realtime.watcher import StateWatcher
 from ..security.auth import AUTHORITY, auth_middleware, authority_from_config, client_address_middleware
 from ..security.guard import allowed_hosts, browser_middleware, host_middleware, listed_origins
 from ..security.ratelimit import LIMITER, RateLimiter, add_rate_headers, ratelimit_middleware
+from ..stacks.actions import interrupted_reason, interrupted_state
 from ..stacks.driver import ComposeDriver, find_compose
 from ..stacks.files import StackFiles
 from ..stacks.service import STACKS, Stacks
@@ -162,10 +163,17 @@ async def _operations_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _recover_interrupted(app: web.Application) -> None:
     """Finish or undo each container update that a dead gateway left half-done (a container
-    renamed aside, a new one not yet started), before its failure is announced. Only operations
-    whose gateway is gone are interrupted, so a replica never touches another one's update."""
+    renamed aside, a new one not yet started), and say of each stack operation where its outcome
+    shows, before their failure is announced. Only operations whose gateway is gone are
+    interrupted, so a replica never touches another one's update."""
     tracker = app[OPERATIONS]
     for op in tracker.interrupted:
+        if op.resource == "stack":
+            # Nothing to undo: compose's steps are each whole; say where the truth is.
+            await tracker.explain(
+                op, interrupted_state(op.container_id), reason=interrupted_reason(op.action)
+            )
+            continue
         if (op.resource, op.action) != ("container", "update"):
             continue
         try:

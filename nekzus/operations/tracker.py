@@ -273,9 +273,10 @@ class OperationTracker:
         """The operations a dead gateway left unfinished, until they are announced."""
         return list(self._interrupted)
 
-    async def explain(self, op: Operation, what_was_done: str) -> None:
-        """Add to an interrupted operation's message what was done since about what it left."""
-        op.message = f"{INTERRUPTED_MESSAGE}; {what_was_done}"
+    async def explain(self, op: Operation, what_was_done: str, *, reason: str = INTERRUPTED_MESSAGE) -> None:
+        """Add to an interrupted operation's message what was done since about what it left;
+        ``reason`` replaces the first half where the container's wording does not fit."""
+        op.message = f"{reason}; {what_was_done}"
         if self._store is not None:
             await self._store.save(op.stored())
 

@@ -3,20 +3,24 @@
 Compose itself does the work; this module only starts it with the right project, reads its
 ``--progress json`` lines as they come, and makes sure it ends: one global cap on runs at once, a
 timeout, and on timeout, cancellation or shutdown the whole process group is killed (compose
-starts helpers of its own). Compose sees a minimal environment: the gateway's own variables may
-hold secrets, and a compose file could read any of them through ``${VAR}`` interpolation.
+starts helpers of its own). On Linux compose is also killed when the gateway itself dies (even by
+SIGKILL), so no orphan compose goes on acting on a stack whose operation nobody follows. Compose
+sees a minimal environment: the gateway's own variables may hold secrets, and a compose file could
+read any of them through ``${VAR}`` interpolation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib.util
 import json
 import logging
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +37,28 @@ _LINE_LIMIT = 1 << 20
 _MAX_STDOUT = 8 << 20
 
 ProgressHandler = Callable[[Mapping[str, Any]], None]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _death_signal() -> Callable[[], None] | None:
+    """On Linux, what a child runs before compose starts so that the kernel sends it SIGKILL when
+    the gateway dies: prctl(PR_SET_PDEATHSIG). The function is looked up here, in the gateway,
+    because the child of a threaded process must not load libraries. The signal follows the thread
+    that forked, and compose is forked by the event loop, which runs in the gateway's main thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def die_with_gateway() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        # The gateway may have died before prctl: then compose must not start at all.
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return die_with_gateway
 
 
 class ComposeError(Exception):
@@ -86,6 +112,7 @@ class ComposeDriver:
         self._timeout = timeout
         self._slots = asyncio.Semaphore(max_concurrent)
         self._running: set[asyncio.subprocess.Process] = set()
+        self._preexec = _death_signal()
 
     def _env(self) -> dict[str, str]:
         env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
@@ -130,6 +157,7 @@ class ComposeDriver:
                     env=self._env(),
                     cwd=project.directory if project.directory.is_dir() else None,
                     start_new_session=True,
+                    preexec_fn=self._preexec,
                     limit=_LINE_LIMIT,
                 )
             except OSError as exc:
