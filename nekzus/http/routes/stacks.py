@@ -26,7 +26,7 @@ from ...stacks.names import stack_name
 from ...stacks.service import STACKS, Stacks
 from ..pages import page_of
 from .common import summary_json
-from .stack_common import find_stack, load_stacks
+from .stack_common import find_stack, load_stacks, stack_runtime
 
 # What a stack is busy with while its files are checked and written.
 EDIT = "edit"
@@ -175,6 +175,7 @@ async def save_stack(
     ``409 STACK_BUSY``; nothing is written unless compose accepted the files.
     """
     stacks = request.app[STACKS]
+    stack_runtime(request)  # 409 OPERATION_NOT_SUPPORTED without an Engine compose can drive
     driver = stacks.driver  # 503 COMPOSE_UNAVAILABLE before the stack is claimed
     stacks.claim(name, EDIT)
     try:
