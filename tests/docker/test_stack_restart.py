@@ -120,6 +120,10 @@ def test_a_deploy_cut_short_by_a_killed_gateway_fails_clearly(
         status, listed = second.call("GET", f"/api/v1/containers?all=true&label={PROJECT}={name}")
         assert {c["id"]: c["state"] for c in listed} == truth
         assert set(truth.values()) == {"running"}  # compose had started both before it died
+        status, stack = second.call("GET", f"/api/v1/stacks/{name}")
+        assert status == 200
+        assert (stack["status"], stack["busy"]) == ("running", None)
+        assert {c["id"]: c["state"] for s in stack["services"] for c in s["containers"]} == truth
         assert not second.compose()
         status, answer = second.call("POST", f"/api/v1/stacks/{name}/stop", {"timeout": 1})
         assert status == 202  # the dead gateway's claim on the stack died with it
