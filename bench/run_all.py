@@ -30,6 +30,7 @@ from bench import (
     list_throughput,
     log_search,
     log_throughput,
+    stacks_list,
     start_latency,
     stats_latency,
     tls_flood,
@@ -67,6 +68,7 @@ BENCHMARKS: tuple[tuple[str, Measure, dict[str, str]], ...] = (
     ("start_latency", start_latency.measure, {}),
     ("export_batch", export_batch.measure, {}),
     ("image_load", image_load.measure, {}),
+    ("stacks_list", stacks_list.measure, {}),
 )
 
 
