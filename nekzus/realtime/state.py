@@ -164,6 +164,15 @@ class StateModels:
         self.models: dict[str, ContainerModel] = {}
         self.rendered = RenderedLists()
 
+    def expect(self, runtime: str, ids: Iterable[str]) -> None:
+        """Work the gateway did on ``ids`` (a stack action: compose made, changed or removed them)
+        has ended: the runtime's model serves lists from the runtime until it has re-read them,
+        so a client that hears the work ended never reads what was there before."""
+        model = self.models.get(runtime)
+        if model is not None:
+            for cid in ids:
+                model.expect(cid, new=True)
+
     def warm_versions(self, runtimes: Sequence[ContainerRuntime]) -> tuple[int, ...] | None:
         """The versions of the models that serve every one of ``runtimes``, None unless all do."""
         versions = []

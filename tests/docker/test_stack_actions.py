@@ -174,6 +174,22 @@ async def test_every_action_runs_with_progress_then_its_end(
     assert client.app[STACKS].files.get(name) is not None  # down keeps the files
 
 
+async def test_the_stack_reads_as_each_action_left_it_as_soon_as_it_ends(
+    client: TestClient[Any, Any], heard: Heard, managed: Managed, docker: aiodocker.Docker
+) -> None:
+    # A phone refreshes the moment it hears an action ended: what it reads must be the Engine's
+    # state after the action, never the gateway's memory of before.
+    name = managed.make(compose_file({"web": service(), "worker": service()}))
+    for _ in range(3):
+        for action, expected in (("deploy", "running"), ("stop", "exited"), ("down", None)):
+            await done(client, heard, name, action)
+            resp = await client.get(f"/api/v1/stacks/{name}")
+            shown = {c["name"]: c["state"] for s in (await resp.json())["services"] for c in s["containers"]}
+            truth = await states(docker, name)
+            assert set(truth.values()) == ({expected} if expected else set()), truth
+            assert sorted(shown.values()) == sorted(truth.values()), (action, shown)
+
+
 async def test_down_keeps_volumes_unless_asked(
     client: TestClient[Any, Any], heard: Heard, managed: Managed, docker: aiodocker.Docker
 ) -> None:

@@ -8,15 +8,19 @@ with ``409 STACK_BUSY`` rather than queued; the job frees the stack when it ends
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from aiohttp import web
 
+from runtimes import ContainerRuntime, RuntimeFailure
+
 from ...errors import ApiError, validation_error
-from ...keys import OPERATIONS, SELF_CONTAINER_ID
+from ...keys import OPERATIONS, SELF_CONTAINER_ID, STATE
 from ...linking import is_self
 from ...operations.tracker import JobProgress
 from ...params import bool_query, json_fields, timeout_value
+from ...realtime.state import StateModels
 from ...security.auth import WRITE_STACKS, requires
 from ...security.ratelimit import rate_pool
 from ...stacks.actions import (
@@ -30,11 +34,13 @@ from ...stacks.actions import (
     stack_job,
 )
 from ...stacks.driver import Project
-from ...stacks.model import Stack
+from ...stacks.model import Stack, project_of
 from ...stacks.names import stack_name
 from ...stacks.service import STACKS
 from .common import accepted
 from .stack_common import find_stack, stack_runtime
+
+log = logging.getLogger(__name__)
 
 _FIELDS = {
     "deploy": ("services", "removeOrphans"),
@@ -90,6 +96,20 @@ def _refuse_self(request: web.Request, stack: Stack, action: StackAction) -> Non
         )
 
 
+async def _expect_changes(state: StateModels, runtime: ContainerRuntime, stack: Stack) -> None:
+    """Have the state model re-read every container the action may have made, changed or removed
+    (those of the stack before it, and those the Engine has of it now), so a list asked after the
+    completion event shows the stack as the action left it."""
+    ids = {c.id for c in stack.containers}
+    try:
+        now = await runtime.list_containers()
+    except RuntimeFailure as exc:
+        log.info("re-reading stack %s after its action failed: %s", stack.name, exc)
+    else:
+        ids.update(c.id for c in now if project_of(c) == stack.name)
+    state.expect(runtime.name, ids)
+
+
 def _submit(request: web.Request, stack: Stack, action: StackAction, project: Project | None) -> web.Response:
     """Claim the stack and start the job: through compose with ``project``, else the Engine."""
     stacks = request.app[STACKS]
@@ -99,12 +119,17 @@ def _submit(request: web.Request, stack: Stack, action: StackAction, project: Pr
     name = stack.name
 
     async def work(progress: JobProgress) -> None:
-        if driver is not None and project is not None:
-            await run_compose(driver, project, action, ProgressEvents(progress.publish, stack, action.action))
-            if action.action == "delete":
-                await asyncio.to_thread(stacks.files.delete, name)
-        else:
-            await run_on_engine(runtime, stack, action, progress.publish, self_id=self_id)
+        try:
+            if driver is not None and project is not None:
+                events = ProgressEvents(progress.publish, stack, action.action)
+                await run_compose(driver, project, action, events)
+                if action.action == "delete":
+                    await asyncio.to_thread(stacks.files.delete, name)
+            else:
+                await run_on_engine(runtime, stack, action, progress.publish, self_id=self_id)
+        finally:
+            # Ordering: before the end is announced, however the work ended.
+            await _expect_changes(request.app[STATE], runtime, stack)
 
     result = {
         "stack": name,
