@@ -143,6 +143,20 @@ def test_find_resolves_names_and_ids_as_the_engine_does() -> None:
     assert model.find("bbbbbbbbbbbb", 1010) is None
 
 
+def test_a_stack_action_keeps_the_model_cold_until_its_containers_are_reread() -> None:
+    """A stack action names the containers it may have touched: those the model has (changed or
+    removed since) and new ones alike are re-read before the model serves again."""
+    models = StateModels()
+    model = models.models["docker"] = ContainerModel("docker")
+    model.fill([row("a"), row("b")], time.monotonic())
+    models.expect("kubernetes", ["a"])  # a runtime without a model: nothing to do
+    assert model.warm
+    models.expect("docker", ["a", "new"])
+    assert not model.warm and sorted(model.pending()) == ["a", "new"]
+    model.refresh(["a", "new"], [row("new")], time.monotonic())
+    assert model.warm and {s.id for s in model.summaries(1010)} == {"b", "new"}
+
+
 def test_state_models_mark_pending_from_operation_events_of_their_containers() -> None:
     state = StateModels()
     model = ContainerModel("docker")
