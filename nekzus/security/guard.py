@@ -178,6 +178,15 @@ def from_foreign_page(request: web.Request) -> bool:
     return bool(origins) or request.headers.get("Sec-Fetch-Site", "").strip().lower() == "cross-site"
 
 
+def refuse_foreign_read(request: web.Request, what: str) -> None:
+    """``403 ORIGIN_NOT_ALLOWED`` for a read sent from another site's page. Security: a read that
+    may reveal secrets (a log, a stack's files) or cost the host CPU (a log search) must not be
+    made through a LAN user's browser by a page they happen to have open, as a state change must
+    not."""
+    if from_foreign_page(request):
+        raise ApiError(403, "ORIGIN_NOT_ALLOWED", f"Requests from this origin may not read {what} here")
+
+
 @web.middleware
 async def browser_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuses state changes sent from another site's page, and bodies that are not JSON."""

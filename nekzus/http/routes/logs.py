@@ -42,7 +42,7 @@ from ...logsearch_process import SearchFailed, search_raw_log
 from ...params import bool_query, container_id, int_query, is_valid_container_name, namespace_value
 from ...realtime.logrequest import InvalidSubscription, parse_since
 from ...security.auth import READ_CONTAINERS, requires
-from ...security.guard import from_foreign_page
+from ...security.guard import refuse_foreign_read
 from ...security.ratelimit import rate_pool
 from .common import runtime_error, runtime_for
 
@@ -188,10 +188,7 @@ def _line_json(line: LogLine, *, numbered: bool) -> dict[str, Any]:
 @requires(READ_CONTAINERS)
 @rate_pool("containers")
 async def container_logs(request: web.Request) -> web.StreamResponse:
-    # Security: a page on another site must not make a LAN user's browser read (or spend the
-    # host's CPU searching) a log, which may hold secrets: refused as a state change would be.
-    if from_foreign_page(request):
-        raise ApiError(403, "ORIGIN_NOT_ALLOWED", "Requests from this origin may not read logs here")
+    refuse_foreign_read(request, "logs")
     cid = container_id(request)
     runtime = runtime_for(request)
     namespace = namespace_value(request)

@@ -25,7 +25,7 @@ from ...errors import ApiError, invalid_request
 from ...logsearch import LINE_BYTES, LogExcerpt, LogLine
 from ...realtime.logrequest import InvalidSubscription, parse_since
 from ...security.auth import READ_STACKS, requires
-from ...security.guard import from_foreign_page
+from ...security.guard import refuse_foreign_read
 from ...security.ratelimit import rate_pool
 from ...stacks.model import SERVICE, Stack
 from .logs import (
@@ -151,10 +151,7 @@ def _line_json(tagged: _Tagged, options: LogQuery, *, numbered: bool) -> dict[st
 @requires(READ_STACKS)
 @rate_pool("containers")
 async def stack_logs(request: web.Request) -> web.StreamResponse:
-    # Security: as for a container's log, a page on another site must not read a stack's logs
-    # (which may hold secrets) through a LAN user's browser.
-    if from_foreign_page(request):
-        raise ApiError(403, "ORIGIN_NOT_ALLOWED", "Requests from this origin may not read logs here")
+    refuse_foreign_read(request, "logs")
     options = log_query(request, _PARAMETERS)
     stack = await find_stack(request)
     runtime = stack_runtime(request)

@@ -17,7 +17,7 @@ from ...errors import ApiError, validation_error
 from ...keys import CONFIG
 from ...params import bool_query, choices_query, json_fields, name_filter, sort_query
 from ...security.auth import PRINCIPAL, READ_STACKS, WRITE_STACKS, requires
-from ...security.guard import from_foreign_page
+from ...security.guard import refuse_foreign_read
 from ...security.ratelimit import rate_pool
 from ...stacks.driver import ComposeDriver, ComposeError, ComposeUnavailable, Project
 from ...stacks.files import COMPOSE_FILE, ENV_FILE, StackFiles
@@ -230,10 +230,7 @@ async def replace_stack(request: web.Request) -> web.Response:
 async def stack_files(request: web.Request) -> web.Response:
     """The compose file and ``.env`` of a managed stack. Security: the ``.env`` may hold secrets,
     so only a caller who may also write stacks reads it; others learn only that there is one."""
-    # Security: a page on another site must not read the files (inline secrets, the .env a LAN
-    # client may see) through a LAN user's browser, as for logs.
-    if from_foreign_page(request):
-        raise ApiError(403, "ORIGIN_NOT_ALLOWED", "Requests from this origin may not read stack files here")
+    refuse_foreign_read(request, "stack files")
     stack = await find_stack(request)
     if not stack.is_managed:
         raise not_managed(stack.name)
