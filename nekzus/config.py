@@ -262,6 +262,10 @@ class WebSocketConfig(_Section):
     max_log_streams: int = Field(16, ge=1, le=256)  # log streams one connection may follow
     # Seconds a connection whose token expired has to send a fresh one before it is closed (4401).
     reauth_grace: float = Field(30.0, ge=0, le=3600)
+    # The replay buffer a reconnecting client resumes from: at most this many events, none older
+    # than replay_seconds; a client further behind gets a resync instead.
+    replay_events: int = Field(10_000, ge=0, le=1_000_000)
+    replay_seconds: float = Field(900.0, ge=0, le=86_400)
 
 
 class OperationsConfig(_Section):
@@ -273,6 +277,19 @@ class OperationsConfig(_Section):
     # restarts are not counted: waiting out a grace period costs nothing, and one container's grace
     # period must never hold up an action on another.
     concurrency: int = Field(5, ge=1, le=50)
+
+
+class IdempotencyConfig(_Section):
+    # Idempotency-Key on POSTs that start work: the first answer is kept this long for retries.
+    ttl_seconds: int = Field(86_400, ge=60, le=30 * 86_400)
+    # Keys kept at once; the oldest go first when more arrive.
+    max_keys: int = Field(100_000, ge=100, le=10_000_000)
+
+
+class StatsConfig(_Section):
+    # History kept per linked running container for GET …/stats/history (sparklines).
+    history_minutes: int = Field(15, ge=0, le=1440)
+    history_resolution: float = Field(10.0, ge=1, le=600)
 
 
 class UpdatesConfig(_Section):
@@ -333,6 +350,8 @@ class Config(BaseSettings):
     operations: OperationsConfig = Field(default_factory=OperationsConfig)
     updates: UpdatesConfig = Field(default_factory=UpdatesConfig)
     stacks: StacksConfig = Field(default_factory=StacksConfig)
+    idempotency: IdempotencyConfig = Field(default_factory=IdempotencyConfig)
+    stats: StatsConfig = Field(default_factory=StatsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("apps")
