@@ -31,6 +31,7 @@ from ..keys import (
     WATCHERS,
 )
 from ..linking import AppLinker, detect_self_container_id
+from ..operations.idempotency import Idempotency
 from ..operations.store import OperationStore
 from ..operations.tracker import OperationTracker
 from ..realtime.events import EventBus
@@ -48,6 +49,7 @@ from ..stacks.files import StackFiles
 from ..stacks.service import STACKS, Stacks
 from ..tasks import TaskGroup
 from .accesslog import access_log_middleware, log_websocket_upgrade
+from .idempotent import IDEMPOTENCY
 from .middlewares import error_middleware, request_id_middleware
 from .routes import (
     auth,
@@ -159,6 +161,18 @@ async def _operations_ctx(app: web.Application) -> AsyncIterator[None]:
     # Ordering: the tracker marks what it cut short before the store writes its last batch.
     await tracker.close()
     await store.close()
+
+
+async def _idempotency_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The answers kept for Idempotency-Key retries, in ``server.data_dir`` beside the operations."""
+    config = app[CONFIG]
+    app[IDEMPOTENCY] = await Idempotency.open(
+        config.server.data_dir,
+        ttl_seconds=config.idempotency.ttl_seconds,
+        max_keys=config.idempotency.max_keys,
+    )
+    yield
+    await app[IDEMPOTENCY].close()
 
 
 async def _recover_interrupted(app: web.Application) -> None:
@@ -308,6 +322,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     app[LOG_SEARCHES] = asyncio.Semaphore(MAX_LOG_SEARCHES)
     app.cleanup_ctx.append(_runtimes_ctx(runtimes))
     app.cleanup_ctx.append(_operations_ctx)
+    app.cleanup_ctx.append(_idempotency_ctx)
     app.cleanup_ctx.append(_stacks_ctx)
     app.cleanup_ctx.append(_hub_ctx)
     app.on_startup.append(_recover_interrupted)
@@ -398,8 +413,9 @@ def _setup_cors(app: web.Application, origins: list[str]) -> None:
         return
     options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=False,
-        allow_headers=("Authorization", "Content-Type", "X-Request-ID"),
+        allow_headers=("Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"),
         expose_headers=(
+            "Idempotent-Replayed",
             "Link",
             "RateLimit-Limit",
             "RateLimit-Remaining",

@@ -34,6 +34,7 @@ from ...operations.tracker import OperationTracker
 from ...params import ID_LIST_FIELDS, container_ids, json_fields, namespace_value, timeout_of
 from ...security.auth import WRITE_CONTAINERS, requires
 from ...security.ratelimit import rate_pool
+from ..idempotent import idempotent
 from .common import current_state, list_from, managed, runtime_for, runtimes_for
 
 
@@ -118,7 +119,7 @@ def _bulk_handler(action: Action) -> Any:
         return _summary(title, await _run_all(request, action, targets, timeout))
 
     handler.__name__ = f"{action}_all"
-    return requires(WRITE_CONTAINERS)(rate_pool("containers")(handler))
+    return requires(WRITE_CONTAINERS)(rate_pool("containers")(idempotent(handler)))
 
 
 start_all = _bulk_handler("start")
@@ -130,6 +131,7 @@ unpause_all = _bulk_handler("unpause")
 
 @requires(WRITE_CONTAINERS)
 @rate_pool("containers")
+@idempotent
 async def batch(request: web.Request) -> web.Response:
     body = await json_fields(request, ("action", *ID_LIST_FIELDS, "timeout"), required=True)
     action = body.get("action")

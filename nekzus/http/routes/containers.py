@@ -44,6 +44,7 @@ from ...realtime.state import RenderedList
 from ...realtime.updates import UPDATES
 from ...security.auth import PRINCIPAL, READ_CONTAINERS, WRITE_CONTAINERS, WRITE_ENGINE, requires
 from ...security.ratelimit import rate_pool
+from ..idempotent import idempotent
 from ..pages import page_of
 from .common import (
     accepted,
@@ -199,6 +200,7 @@ async def inspect_container(request: web.Request) -> web.Response:
 
 @requires(WRITE_CONTAINERS)
 @rate_pool("containers")
+@idempotent
 async def container_action(request: web.Request) -> web.Response:
     action = cast(Action, request.match_info["action"])
     cid = container_id(request)

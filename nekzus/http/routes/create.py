@@ -27,6 +27,7 @@ from ...realtime.updates import UPDATES
 from ...security.auth import WRITE_CONTAINERS, requires
 from ...security.ratelimit import rate_pool
 from ..container_spec import FIELDS, container_spec
+from ..idempotent import idempotent
 from .common import accepted, capable_runtime, runtime_error
 
 CREATE = JobText(accepted="Container creation initiated", past="created", verb="create")
@@ -43,6 +44,7 @@ def _puller(creator: ContainerCreator, what: str) -> ImageStore:
 
 @requires(WRITE_CONTAINERS)
 @rate_pool("containers")
+@idempotent
 async def create_container(request: web.Request) -> web.Response:
     # mypy takes a Protocol for abstract; capable_runtime only asks isinstance of it.
     creator = capable_runtime(request, ContainerCreator, "container creation")  # type: ignore[type-abstract]
@@ -77,6 +79,7 @@ async def _create(
 
 @requires(WRITE_CONTAINERS)
 @rate_pool("containers")
+@idempotent
 async def update_container(request: web.Request) -> web.Response:
     cid = container_id(request)
     creator = capable_runtime(request, ContainerCreator, "container updates")  # type: ignore[type-abstract]

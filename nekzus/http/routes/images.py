@@ -29,6 +29,7 @@ from ...operations.tracker import JobProgress, JobText
 from ...params import bool_query, json_fields
 from ...security.auth import READ_ENGINE, WRITE_ENGINE, requires
 from ...security.ratelimit import rate_pool
+from ..idempotent import idempotent
 from ..pages import page_of
 from .common import accepted, capable_runtime
 
@@ -98,6 +99,7 @@ async def list_images(request: web.Request) -> web.Response:
 
 @requires(WRITE_ENGINE)
 @rate_pool("containers")
+@idempotent
 async def pull_image(request: web.Request) -> web.Response:
     runtime = capable_runtime(request, CATALOG, "images")
     raw = (await json_fields(request, ("image",), required=True)).get("image")

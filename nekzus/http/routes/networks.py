@@ -30,6 +30,7 @@ from ...errors import ApiError, invalid_request, validation_error
 from ...params import is_valid_container_id, json_fields
 from ...security.auth import READ_ENGINE, WRITE_ENGINE, requires
 from ...security.ratelimit import rate_pool
+from ..idempotent import idempotent
 from ..pages import page_of
 from .common import capable_runtime, runtime_call
 from .volumes import driver_name, engine_name, name_filter, spec_error, string_map
@@ -160,6 +161,7 @@ async def list_networks(request: web.Request) -> web.Response:
 
 @requires(WRITE_ENGINE)
 @rate_pool("containers")
+@idempotent
 async def create_network(request: web.Request) -> web.Response:
     store = _store(request)
     body = await json_fields(request, _CREATE_FIELDS, required=True)

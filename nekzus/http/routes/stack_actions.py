@@ -37,6 +37,7 @@ from ...stacks.driver import Project
 from ...stacks.model import Stack, project_of
 from ...stacks.names import stack_name
 from ...stacks.service import STACKS
+from ..idempotent import idempotent
 from .common import accepted
 from .stack_common import find_stack, stack_runtime
 
@@ -155,6 +156,7 @@ def _submit(request: web.Request, stack: Stack, action: StackAction, project: Pr
 
 @requires(WRITE_STACKS)
 @rate_pool("containers")
+@idempotent
 async def stack_action(request: web.Request) -> web.Response:
     verb = request.match_info["action"]
     stack_name(request.match_info["name"])

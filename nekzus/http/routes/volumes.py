@@ -26,6 +26,7 @@ from ...errors import ApiError, from_runtime, invalid_request, validation_error
 from ...params import bool_query, json_fields, label_filters, labels_match
 from ...security.auth import READ_ENGINE, WRITE_ENGINE, requires
 from ...security.ratelimit import rate_pool
+from ..idempotent import idempotent
 from ..pages import page_of
 from .common import capable_runtime, runtime_call
 
@@ -141,6 +142,7 @@ async def list_volumes(request: web.Request) -> web.Response:
 
 @requires(WRITE_ENGINE)
 @rate_pool("containers")
+@idempotent
 async def create_volume(request: web.Request) -> web.Response:
     store = _store(request)
     body = await json_fields(request, _CREATE_FIELDS, required=False)
