@@ -23,7 +23,7 @@ from tests.docker.test_stack_actions import Managed, ended, managed  # noqa: F40
 from tests.support.docker_engine import TEST_IMAGE, Containers
 from tests.support.gateway import LINKED, ClientFactory, Heard, make_config
 from tests.support.registry import LocalRegistry
-from tests.support.stacks import compose_file, service
+from tests.support.stacks import compose_file, project_name, service
 from tests.unit.test_errors import expect
 from tests.unit.test_security import bearer, security_config, token
 
@@ -226,3 +226,19 @@ async def test_a_stack_deploy_is_answered_once(
     run = await ended(heard, answer["operationId"])
     assert run.end.type == "stack.deploy.completed", run.end.data
     assert ops(client) - before == 1
+
+
+async def test_a_stack_create_is_answered_once(
+    client: TestClient[Any, Any],
+    managed: Managed,  # noqa: F811
+) -> None:
+    name = project_name("nkzi")
+    managed.names.append(name)  # its files are deleted afterwards
+    answer = await twice(client, "/api/v1/stacks", {"name": name, "compose": compose_file()}, 201)
+    assert answer["name"] == name and answer["managed"] is True
+    # Without the key, the retry would have been refused: the stack exists.
+    await expect(
+        await client.post("/api/v1/stacks", json={"name": name, "compose": compose_file()}),
+        409,
+        "STACK_ALREADY_EXISTS",
+    )

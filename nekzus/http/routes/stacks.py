@@ -24,6 +24,7 @@ from ...stacks.files import COMPOSE_FILE, ENV_FILE, StackFiles
 from ...stacks.model import COMPOSE_ACTIONS, ENGINE_ACTIONS, STATUSES, Stack
 from ...stacks.names import stack_name
 from ...stacks.service import STACKS, Stacks
+from ..idempotent import idempotent
 from ..pages import page_of
 from .common import summary_json
 from .stack_common import find_stack, load_stacks, stack_runtime
@@ -199,6 +200,7 @@ async def save_stack(
 
 @requires(WRITE_STACKS)
 @rate_pool("containers")
+@idempotent
 async def create_stack(request: web.Request) -> web.Response:
     body = await json_fields(request, ("name", "compose", "env"), required=True)
     name = stack_name(body.get("name"))
