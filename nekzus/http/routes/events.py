@@ -26,6 +26,12 @@ MAX_FILTERS = 64  # patterns in one filter: each event matches every one of them
 MAX_FILTER_LENGTH = 128
 
 
+def seq_query(request: web.Request, name: str) -> int | None:
+    """A ``seq`` given once in the query (0 to MAX_SEQ), None when absent; else INVALID_REQUEST."""
+    single_query(request, name)
+    return int_query(request, name, default=None, minimum=0, maximum=MAX_SEQ)
+
+
 def valid_types(types: object) -> TypeGuard[list[str]]:
     """A list of 1 to MAX_FILTERS message types or patterns, each of 1 to MAX_FILTER_LENGTH characters."""
     return (
@@ -54,7 +60,8 @@ async def replay_events(request: web.Request) -> web.Response:
     event is parsed or serialised again here.
     """
     replay = request.app[HUB].replay
-    after = int_query(request, "after", default=None, minimum=0, maximum=MAX_SEQ)
+    after = seq_query(request, "after")
+    single_query(request, "limit")
     limit = int_query(request, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
     epoch = single_query(request, "epoch")
     if epoch is not None and not 0 < len(epoch) <= MAX_EPOCH_LENGTH:

@@ -33,7 +33,7 @@ from ... import jsoninput
 from ...errors import ApiError
 from ...jsoninput import InvalidJson
 from ...keys import CONFIG, EVENT_BUS, REGISTRY
-from ...params import int_query, is_valid_container_id, single_query
+from ...params import is_valid_container_id, single_query
 from ...realtime.events import now
 from ...realtime.hub import (
     CLOSE_INTERNAL_ERROR,
@@ -65,7 +65,15 @@ from ...security.auth import (
 from ...security.guard import from_foreign_page
 from ...security.ratelimit import rate_pool
 from ...stacks.model import SERVICE
-from .events import MAX_EPOCH_LENGTH, MAX_FILTER_LENGTH, MAX_FILTERS, MAX_SEQ, snapshot, valid_types
+from .events import (
+    MAX_EPOCH_LENGTH,
+    MAX_FILTER_LENGTH,
+    MAX_FILTERS,
+    MAX_SEQ,
+    seq_query,
+    snapshot,
+    valid_types,
+)
 from .stack_common import find_stack, stack_runtime
 from .stack_logs import chosen_services
 
@@ -107,7 +115,7 @@ def resume_point(data: dict[str, Any], where: str) -> ResumePoint | None:
 def _query_resume_point(request: web.Request) -> ResumePoint | None:
     """``?epoch=&seq=`` of the upgrade; a bad value is INVALID_REQUEST before the upgrade."""
     epoch = single_query(request, "epoch")
-    seq = int_query(request, "seq", default=None, minimum=0, maximum=MAX_SEQ)
+    seq = seq_query(request, "seq")
     if epoch is None and seq is None:
         return None
     if epoch is None or seq is None or not 0 < len(epoch) <= MAX_EPOCH_LENGTH:
