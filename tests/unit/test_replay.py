@@ -4,6 +4,7 @@ with a fake runtime (unit tier); the stories on the real Engine are in tests/doc
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -482,3 +483,47 @@ async def test_operations_started_since(gateway: ClientFactory, docker_host: str
     for query in ("since=-1", "since=abc", "since=1.5", "since=NaN", "since=999999999999", "limit=0"):
         resp = await client.get(f"/api/v1/operations?{query}")
         assert resp.status == 400, query
+
+
+async def test_the_reference_client_follows_across_a_reconnect(
+    gateway: ClientFactory, docker_host: str
+) -> None:
+    from examples.resume_client import EventStream
+
+    class Watched(EventStream):
+        """The example's client, telling the test each time it has handled a message."""
+
+        def __init__(self, url: str) -> None:
+            super().__init__(url, None)
+            self.handled = asyncio.Event()
+
+        def handle(self, message_type: str, data: dict[str, Any]) -> None:
+            super().handle(message_type, data)
+            self.handled.set()
+
+        async def until(self, done: Callable[[], bool]) -> None:
+            async with asyncio.timeout(15):
+                while not done():
+                    self.handled.clear()
+                    await self.handled.wait()
+
+    client = await gateway_with(gateway, docker_host)
+    stream = Watched(str(client.make_url("")))
+    bus = client.app[EVENT_BUS]
+    state = {"containerId": "abc", "name": "x", "runtime": "docker", "namespace": ""}
+    async with aiohttp.ClientSession() as session:
+        first = asyncio.create_task(stream._connection(session))
+        await stream.until(lambda: stream.epoch is not None)  # the first connect resyncs
+        assert set(stream.containers) == {summary(1).id}
+        bus.publish("container.state", {**state, "state": "running"})
+        await stream.until(lambda: "abc" in stream.containers)
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        seen = stream.seq
+        bus.publish("container.state", {**state, "state": "exited"})  # while it is away
+        second = asyncio.create_task(stream._connection(session))
+        await stream.until(lambda: stream.seq > seen)
+        second.cancel()
+        await asyncio.gather(second, return_exceptions=True)
+    assert stream.containers["abc"]["state"] == "exited"
+    assert stream.seq == seen + 1
