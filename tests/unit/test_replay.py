@@ -527,3 +527,27 @@ async def test_the_reference_client_follows_across_a_reconnect(
         await asyncio.gather(second, return_exceptions=True)
     assert stream.containers["abc"]["state"] == "exited"
     assert stream.seq == seen + 1
+
+
+async def test_a_resuming_client_that_never_reads_holds_up_no_one(
+    gateway: ClientFactory, docker_host: str
+) -> None:
+    client = await gateway_with(gateway, docker_host, log_buffer=32)
+    ws = await connect(client)
+    await ws.until("hello")
+    epoch, seq = await last_seen(client, ws)
+    await ws.ws.close()
+    bus = client.app[EVENT_BUS]
+    for i in range(3000):  # about 6 MB: more than the sockets between the two ends hold
+        bus.publish("test.big", {"n": i, "padding": "x" * 2000})
+    # Resumes in the upgrade, then reads nothing (the client library stops reading the socket too).
+    stuck = await client.ws_connect(f"/api/v1/ws?epoch={epoch}&seq={seq}")
+    other = await connect(client)
+    await other.until("hello")
+    bus.publish("test.live", {})
+    await other.until("test.live")  # the stuck replay held up neither the bus nor another reader
+    hub = client.app[HUB]
+    catching_up = [conn for conn in hub.connections if conn.catching_up]
+    assert len(catching_up) == 1
+    assert len(catching_up[0].outbox) <= hub.log_limit  # bounded, waiting for room
+    await stuck.close()
