@@ -31,6 +31,9 @@ class EventStream:
         self.epoch: str | None = None
         self.seq = 0
         self.containers: dict[str, dict[str, Any]] = {}  # the app's view, by container id
+        # Between a resume message and the gateway's "resuming", live events may arrive that the
+        # replay then sends again in their place: they are skipped.
+        self.resuming = False
 
     async def run(self) -> None:
         """Connect, resume, handle events; on any disconnect wait a little and do it again."""
@@ -51,6 +54,7 @@ class EventStream:
         async with session.ws_connect(self.url, headers=headers, heartbeat=30) as ws:
             # Subscribe first, so that the replay is filtered like the live stream.
             await ws.send_json({"type": "subscribe", "data": {"types": ["container.*", "health_change"]}})
+            self.resuming = True
             if self.epoch is None:
                 # First start: nothing to resume; resuming from another epoch asks for a snapshot.
                 await ws.send_json({"type": "resume", "data": {"epoch": "none", "seq": 0}})
@@ -68,10 +72,14 @@ class EventStream:
             pending = [op["operationId"] for op in data["operations"]]
             print(f"resync: {len(self.containers)} containers, operations still running: {pending}")
             self.epoch, self.seq = data["epoch"], data["seq"]
+        elif message_type == "resuming":
+            self.resuming = False
         elif message_type == "resumed":
             print(f"resumed at seq {data['seq']} ({data['replayed']} events replayed)")
             self.epoch, self.seq = data["epoch"], data["seq"]
         elif "seq" in data and "epoch" in data:
+            if self.resuming:
+                return
             self.apply(message_type, data)
             # After handling: a crash in between replays this event rather than skipping it.
             self.epoch, self.seq = data["epoch"], data["seq"]

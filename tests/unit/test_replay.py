@@ -101,19 +101,23 @@ def publish(client: TestClient[Any, Any], count: int, type_: str = "test.tick") 
 
 
 def is_event(message: dict[str, Any]) -> bool:
-    """A broadcast event: numbered (``resumed`` and ``resync`` carry a seq too, but say where one is)."""
-    return "seq" in message["data"] and message["type"] not in ("resumed", "resync")
+    """A broadcast event (``resuming``, ``resumed`` and ``resync`` carry a seq too, but are answers)."""
+    return "seq" in message["data"] and message["type"] not in ("resuming", "resumed", "resync")
 
 
 async def events_until(ws: WS, message_type: str, timeout: float = 15) -> tuple[list[dict[str, Any]], Any]:
-    """The events (messages with a seq) before the first ``message_type``, and that message."""
+    """The events between ``resuming`` and the first ``message_type``, and that message."""
     got: list[dict[str, Any]] = []
+    replaying = False
     async with asyncio.timeout(timeout):
         while True:
             message = await ws.next(timeout)
             if message["type"] == message_type:
+                assert replaying, f"{message_type} before resuming"
                 return got, message
-            if is_event(message):
+            if message["type"] == "resuming":
+                replaying = True
+            elif replaying and is_event(message):
                 got.append(message)
 
 
@@ -170,8 +174,18 @@ async def test_resume_replays_exactly_what_was_missed_then_goes_live(
     live = await ws.until("test.tick")
     assert live["data"]["seq"] == seq + 11
 
-    # Nothing missed: nothing replayed.
+    # Live events that reach the connection before its resume message is read are sent again by
+    # the replay, after "resuming": the client drops what comes before that mark.
+    publish(client, 2, "test.early")
     await ws.send("resume", epoch=epoch, seq=seq + 11)
+    replayed, resumed = await events_until(ws, "resumed")
+    early = [m["data"]["seq"] for m in ws.seen if m["type"] == "test.early"]
+    assert early == [seq + 12, seq + 13, seq + 12, seq + 13]
+    assert [m["data"]["seq"] for m in replayed] == [seq + 12, seq + 13]
+    assert resumed["data"]["seq"] == seq + 13
+
+    # Nothing missed: nothing replayed.
+    await ws.send("resume", epoch=epoch, seq=seq + 13)
     replayed, resumed = await events_until(ws, "resumed")
     assert replayed == [] and resumed["data"]["replayed"] == 0
 

@@ -375,6 +375,9 @@ async def _resume(conn: Connection, point: ResumePoint) -> None:
             return
         hub = conn.request.app[HUB]
         replay = hub.replay
+        # The mark between the live events the connection may have had before (a resume message
+        # arrives on a live connection) and the replay, which sends those again in their place.
+        await conn.reply("resuming", {"seq": point.seq})
 
         def resumed(seq: int, replayed: int) -> str:
             return dumps(
