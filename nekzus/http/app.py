@@ -56,6 +56,7 @@ from .routes import (
     bulk,
     containers,
     create,
+    events,
     export,
     health,
     images,
@@ -214,7 +215,12 @@ async def _announce_interrupted(app: web.Application) -> None:
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     """The WebSocket hub, fed by the event bus, and one state watcher per runtime."""
     ws_config = app[CONFIG].websocket
-    hub = Hub(event_limit=ws_config.event_queue, log_limit=ws_config.log_buffer)
+    hub = Hub(
+        event_limit=ws_config.event_queue,
+        log_limit=ws_config.log_buffer,
+        replay_events=ws_config.replay_events,
+        replay_seconds=ws_config.replay_seconds,
+    )
     app[HUB] = hub
     bus = app[EVENT_BUS]
     state = app[STATE]
@@ -353,7 +359,9 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     # over pods named start, stop, restart, pause, unpause or export: the query form
     # (?namespace=…) reaches those.
     _container_routes(r, "/api/v1/containers/{namespace}", _POD)
+    r.add_get("/api/v1/operations", operations.list_operations)
     r.add_get("/api/v1/operations/{operation_id}", operations.get_operation)
+    r.add_get("/api/v1/events", events.replay_events)
     # Images: a reference's slashes may arrive as they are or as %2F, so the id takes the rest.
     r.add_get("/api/v1/images", images.list_images)
     r.add_post("/api/v1/images/pull", images.pull_image)

@@ -250,6 +250,17 @@ class OperationTracker:
     def __len__(self) -> int:
         return len(self._records)
 
+    def pending(self) -> list[Operation]:
+        """The operations not finished yet, oldest first."""
+        return [op for op in self._records.values() if op.state == "pending"]
+
+    def started_since(self, since: int) -> list[Operation]:
+        """The kept records of operations started at or after ``since`` (Unix seconds), newest
+        first: what a client back from sleep reads to learn how its actions ended."""
+        chosen = [op for op in reversed(self._records.values()) if op.started_at >= since]
+        chosen.sort(key=lambda op: op.started_at, reverse=True)
+        return chosen
+
     async def restore(self) -> None:
         """Load the stored records; those a dead gateway left unfinished become failed
         (``OPERATION_INTERRUPTED``), stored at once, and are announced by :meth:`announce_interrupted`."""

@@ -6,6 +6,11 @@ marks its connection overflowed, and the connection is closed with 1013 rather t
 stall the others or grow without bound. Log lines, and the replies to a client's own messages, go
 through the same outbox but their producers wait for room (backpressure): a slow reader slows only
 its own streams and its own requests, and loses nothing.
+
+Every broadcast is numbered here (``seq`` and ``epoch`` in its data) and kept in the replay buffer,
+the same string that goes to the outboxes. A connection that resumes is *catching up*: broadcasts
+pass it by while it is sent what the buffer holds after its ``seq``, with backpressure like a log
+line, and it turns live, in one step with no await, once it has been sent the last one.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ..security.auth import READ_CONTAINERS, Principal, segments_match
 from ..tasks import TaskGroup
 from .aiohttp_compat import drain, text_frame
 from .events import Event, now
+from .replay import ReplayBuffer
 
 if TYPE_CHECKING:
     from .logstream import LogSession
@@ -41,6 +47,13 @@ HUB: web.AppKey[Hub] = web.AppKey("hub")
 
 def dumps(message_type: str, data: Any) -> str:
     return json.dumps({"type": message_type, "data": data}, separators=(",", ":"), ensure_ascii=False)
+
+
+def wanted(filters: frozenset[str] | None, message_type: str) -> bool:
+    """Whether a subscription's type patterns (None: every type) let ``message_type`` through."""
+    if filters is None:
+        return True
+    return any(segments_match(pattern, message_type, ".") for pattern in filters)
 
 
 class OutboxClosed(Exception):
@@ -160,6 +173,8 @@ class Connection:
     stack_streams: dict[str, StackLogSession] = field(default_factory=dict)
     # The one pending deadline of the session (its token's expiry, or the end of the grace).
     deadline: asyncio.TimerHandle | None = None
+    # Broadcasts pass the connection by: it is being sent them from the replay buffer instead.
+    catching_up: bool = False
 
     @property
     def peer(self) -> str:
@@ -207,9 +222,7 @@ class Connection:
         return True
 
     def wants(self, message_type: str) -> bool:
-        if self.filters is None:
-            return True
-        return any(segments_match(pattern, message_type, ".") for pattern in self.filters)
+        return wanted(self.filters, message_type)
 
     async def reply(self, message_type: str, data: dict[str, Any]) -> None:
         """Answer the client's own message, waiting for room: a client that sends faster than it
@@ -227,10 +240,13 @@ class Connection:
 
 
 class Hub:
-    def __init__(self, *, event_limit: int, log_limit: int) -> None:
+    def __init__(
+        self, *, event_limit: int, log_limit: int, replay_events: int = 0, replay_seconds: float = 0.0
+    ) -> None:
         # ``log_limit`` is the room for awaited messages: log lines and replies alike.
         self.event_limit = event_limit
         self.log_limit = log_limit
+        self.replay = ReplayBuffer(max_events=replay_events, max_age=replay_seconds)
         self.connections: set[Connection] = set()
         self._tasks = TaskGroup()
 
@@ -263,24 +279,59 @@ class Hub:
         self._tasks.spawn(self._close(conn, code, reason, flush=True), name=f"ws-close-{id(conn):x}")
 
     def broadcast(self, event: Event) -> None:
-        """Serialise and frame once, hand to every reader; never waits for anyone.
+        """Number, serialise and frame once, keep for replay, hand to every reader; never waits.
 
         A client that keeps up gets the frame written at once (waking a writer task per client
         would cost more than the send itself); one that is behind gets it queued in order.
         """
-        text: str | None = None
+        replay = self.replay
+        seq = replay.next_seq()
+        text = dumps(event.type, {**event.data, "seq": seq, "epoch": replay.epoch})
+        replay.keep(seq, event.type, text)
         frame = b""
         for conn in list(self.connections):
             # A session in its re-authentication grace receives no events (see routes/ws.py).
-            if conn.outbox.held or (conn.filters is not None and not conn.wants(event.type)):
+            if (
+                conn.catching_up
+                or conn.outbox.held
+                or (conn.filters is not None and not conn.wants(event.type))
+            ):
                 continue
-            if text is None:
-                text = dumps(event.type, dict(event.data))
+            if not frame:
                 frame = text_frame(text.encode())
             if conn.write_now(frame):
                 continue
             if not conn.outbox.offer(text) and conn.outbox.overflowed:
                 self._overflowed(conn)
+
+    async def catch_up(
+        self, conn: Connection, after: int, announce: Callable[[int, int], str] | None = None
+    ) -> tuple[int, int]:
+        """Send ``conn`` every kept event after ``after`` that it wants, in order, then make it live.
+
+        The caller set ``conn.catching_up`` before anything it sent, so no broadcast reached it
+        since ``after``. ``announce(seq, replayed)``, when given, is sent once the replay has reached
+        the newest event, before any later one. Each message waits for room in the outbox (and
+        while the session is suspended), so a long replay never overflows it. The answer is the
+        last ``seq`` sent through and the number of events sent. Raises Expired when the buffer
+        dropped an event before it was sent (the connection stays catching up), OutboxClosed
+        when the connection is gone.
+        """
+        replayed = 0
+        while True:
+            entry = self.replay.next_after(after)
+            if entry is None:
+                if announce is None:
+                    # Ordering: no await between the last replayed event and turning live.
+                    conn.catching_up = False
+                    return after, replayed
+                await conn.outbox.put_log(announce(after, replayed))
+                announce = None
+                continue
+            after = entry.seq
+            if conn.wants(entry.type):
+                await conn.outbox.put_log(entry.text)
+                replayed += 1
 
     def _overflowed(self, conn: Connection) -> None:
         if conn not in self.connections:

@@ -169,6 +169,8 @@ async def test_state_and_health_from_changes_made_outside_the_gateway(
         "state": "exited",
         "previousState": "running",
         "timestamp": state["data"]["timestamp"],
+        "seq": state["data"]["seq"],
+        "epoch": client.app[HUB].replay.epoch,
     }
     health = await ws.until("health_change", appId="grafana")
     assert health["data"]["status"] == "unhealthy" and health["data"]["appName"] == "Grafana"

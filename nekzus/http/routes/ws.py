@@ -9,6 +9,11 @@ A session authenticated with a token lasts as long as the token would be accepte
 carries on as anonymous LAN (the HTTP rule for an expired token from the LAN), any other is
 suspended (no events, log streams wait, no new ones) and closed with 4401 unless an ``auth``
 message with a fresh token arrives within ``websocket.reauth_grace``.
+
+A client that reconnects names the last event it received (``epoch`` and ``seq``) in a ``resume``
+message, in its ``auth`` message or in the upgrade's query: it is sent every kept event after it
+that its subscription lets through, then ``resumed``, then the live stream; or, when those events
+are gone, a ``resync`` snapshot, then the events since the snapshot, then the live stream.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMessage, WSMsgType, web
@@ -27,11 +33,20 @@ from ... import jsoninput
 from ...errors import ApiError
 from ...jsoninput import InvalidJson
 from ...keys import CONFIG, EVENT_BUS, REGISTRY
-from ...params import is_valid_container_id
+from ...params import is_valid_container_id, single_query
 from ...realtime.events import now
-from ...realtime.hub import CLOSE_INTERNAL_ERROR, HUB, Connection, OutboxClosed, close_socket, dumps
+from ...realtime.hub import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_TRY_AGAIN_LATER,
+    HUB,
+    Connection,
+    OutboxClosed,
+    close_socket,
+    dumps,
+)
 from ...realtime.logrequest import CONTAINER_ID_RULE, InvalidSubscription, LogSubscription
 from ...realtime.logstream import LogSession
+from ...realtime.replay import Expired
 from ...realtime.stacklogs import StackLogSession, StackLogSubscription
 from ...security.auth import (
     AUTHORITY,
@@ -50,6 +65,15 @@ from ...security.auth import (
 from ...security.guard import from_foreign_page
 from ...security.ratelimit import rate_pool
 from ...stacks.model import SERVICE
+from .events import (
+    MAX_EPOCH_LENGTH,
+    MAX_FILTER_LENGTH,
+    MAX_FILTERS,
+    MAX_SEQ,
+    seq_query,
+    snapshot,
+    valid_types,
+)
 from .stack_common import find_stack, stack_runtime
 from .stack_logs import chosen_services
 
@@ -57,13 +81,50 @@ log = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_POLICY = 1008
-MAX_FILTERS = 64  # patterns in one subscribe: each broadcast matches every one of them
-MAX_FILTER_LENGTH = 128
+# A resync whose snapshot took so long that the events since it left the buffer is taken again,
+# this many times at most; then the client is too slow for the stream and is closed with 1013.
+RESYNC_ATTEMPTS = 3
 SHAPE = 'Messages are JSON objects: {"type": "...", "data": {...}}'
 
 
 class InvalidMessage(ValueError):
     """A client message that cannot be used; the text goes back in an INVALID_MESSAGE error."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePoint:
+    """The last event a client received: its gateway's ``epoch`` and its ``seq``."""
+
+    epoch: str
+    seq: int
+
+
+def resume_point(data: dict[str, Any], where: str) -> ResumePoint | None:
+    """The ``epoch`` and ``seq`` of a message's data (None when it has neither); InvalidMessage
+    when only one is given or either is not what the gateway hands out."""
+    epoch, seq = data.get("epoch"), data.get("seq")
+    if epoch is None and seq is None:
+        return None
+    if not isinstance(epoch, str) or not 0 < len(epoch) <= MAX_EPOCH_LENGTH:
+        raise InvalidMessage(f"{where}: epoch must be a string of 1 to {MAX_EPOCH_LENGTH} characters")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
+        raise InvalidMessage(f"{where}: seq must be a whole number from 0 to {MAX_SEQ}")
+    return ResumePoint(epoch, seq)
+
+
+def _query_resume_point(request: web.Request) -> ResumePoint | None:
+    """``?epoch=&seq=`` of the upgrade; a bad value is INVALID_REQUEST before the upgrade."""
+    epoch = single_query(request, "epoch")
+    seq = seq_query(request, "seq")
+    if epoch is None and seq is None:
+        return None
+    if epoch is None or seq is None or not 0 < len(epoch) <= MAX_EPOCH_LENGTH:
+        raise ApiError(
+            400,
+            "INVALID_REQUEST",
+            f"Query parameters 'epoch' (1 to {MAX_EPOCH_LENGTH} characters) and 'seq' go together",
+        )
+    return ResumePoint(epoch, seq)
 
 
 @public
@@ -81,6 +142,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         raise ApiError(403, "FORBIDDEN", f"This action needs the scope {READ_CONTAINERS!r}")
     if principal is not None:
         request[PRINCIPAL] = principal  # for the access log's upgrade line
+    resume = _query_resume_point(request)
 
     # No permessage-deflate: a compressor per connection costs ~90 KB, and the hub writes
     # ready-made uncompressed frames to clients that keep up.
@@ -89,7 +151,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     try:
-        await _session(request, ws, principal)
+        await _session(request, ws, principal, resume)
     except Exception:
         # Past the upgrade, an exception reaching aiohttp would be answered with an HTTP 500
         # written into the WebSocket stream: log it and close the socket properly instead.
@@ -98,17 +160,24 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _session(request: web.Request, ws: web.WebSocketResponse, principal: Principal | None) -> None:
+async def _session(
+    request: web.Request, ws: web.WebSocketResponse, principal: Principal | None, resume: ResumePoint | None
+) -> None:
     if principal is None:
-        principal = await _first_message_auth(request, ws)
-        if principal is None:
+        authenticated = await _first_message_auth(request, ws)
+        if authenticated is None:
             return
+        principal, resume = authenticated[0], authenticated[1] or resume
         request[PRINCIPAL] = principal
     hub = request.app[HUB]
     conn = hub.open(ws, request, principal)
+    # Ordering: before anything is awaited, so no live event reaches the connection ahead of its replay.
+    conn.catching_up = resume is not None
     try:
         _watch_expiry(conn)
         await conn.reply("hello", {"version": __version__})
+        if resume is not None:
+            await _resume(conn, resume)
         await _read(conn)
     except OutboxClosed:
         pass  # the hub closed the connection (1013, 4401 or shutdown) while a reply waited
@@ -117,8 +186,11 @@ async def _session(request: web.Request, ws: web.WebSocketResponse, principal: P
         hub.forget(conn)
 
 
-async def _first_message_auth(request: web.Request, ws: web.WebSocketResponse) -> Principal | None:
-    """The principal of the first ``auth`` message, or None once the connection is refused.
+async def _first_message_auth(
+    request: web.Request, ws: web.WebSocketResponse
+) -> tuple[Principal, ResumePoint | None] | None:
+    """The principal of the first ``auth`` message and where it asks to resume, or None once the
+    connection is refused.
 
     A message that is not JSON of the right shape gets INVALID_MESSAGE and the wait goes on
     (until the same deadline); a well-formed message of another type is refused with 4401.
@@ -137,6 +209,7 @@ async def _first_message_auth(request: web.Request, ws: web.WebSocketResponse) -
             return None
         try:
             message_type, data = _parse(msg)
+            resume = resume_point(data, "auth") if message_type == "auth" else None
         except InvalidMessage as exc:
             await ws.send_str(
                 dumps("error", {"error": "INVALID_MESSAGE", "message": str(exc), "timestamp": now()})
@@ -164,7 +237,7 @@ async def _first_message_auth(request: web.Request, ws: web.WebSocketResponse) -
     await ws.send_str(
         dumps("auth_success", {"subject": claims.subject, "expiresAt": claims.expires_at, "timestamp": now()})
     )
-    return principal
+    return principal, resume
 
 
 async def _refuse(
@@ -244,7 +317,9 @@ def _expire(conn: Connection) -> None:
 
 
 async def _reauthenticate(conn: Connection, data: dict[str, Any]) -> None:
-    """Replace the session's principal by a fresh token's; this also lifts an expiry's suspension."""
+    """Replace the session's principal by a fresh token's; this also lifts an expiry's suspension.
+    With ``epoch`` and ``seq``, the connection then resumes from there."""
+    resume = resume_point(data, "auth")
     token = data.get("token")
     try:
         claims = conn.request.app[AUTHORITY].verify(token if isinstance(token, str) else "")
@@ -264,6 +339,85 @@ async def _reauthenticate(conn: Connection, data: dict[str, Any]) -> None:
     await conn.reply("auth_success", {"subject": claims.subject, "expiresAt": claims.expires_at})
     # After the reply: whatever the suspension held back follows the auth_success.
     conn.resume()
+    if resume is not None:
+        await _resume(conn, resume)
+
+
+# -- resuming the event stream -------------------------------------------------------------------
+
+
+async def _resume_message(conn: Connection, data: dict[str, Any]) -> None:
+    if set(data) - {"epoch", "seq"}:
+        raise InvalidMessage("resume takes only epoch and seq")
+    point = resume_point(data, "resume")
+    if point is None:
+        raise InvalidMessage("resume needs epoch and seq: those of the last event received")
+    await _resume(conn, point)
+
+
+async def _resume(conn: Connection, point: ResumePoint) -> None:
+    """Replay what the client missed after ``point``, or resync it; then it is live again.
+
+    Whatever happens (a refusal, a failed snapshot, the connection closing), the connection
+    leaves here live, so it is never left deaf.
+    """
+    # Ordering: live events pass the connection by from here; the buffer holds them for it.
+    conn.catching_up = True
+    try:
+        if conn.suspended:
+            await conn.reply(
+                "error",
+                {
+                    "error": "UNAUTHORIZED",
+                    "message": 'The token has expired: send {"type": "auth"} with a fresh token first',
+                },
+            )
+            return
+        hub = conn.request.app[HUB]
+        replay = hub.replay
+        # The mark between the live events the connection may have had before (a resume message
+        # arrives on a live connection) and the replay, which sends those again in their place.
+        await conn.reply("resuming", {"seq": point.seq})
+
+        def resumed(seq: int, replayed: int) -> str:
+            return dumps(
+                "resumed", {"epoch": replay.epoch, "seq": seq, "replayed": replayed, "timestamp": now()}
+            )
+
+        try:
+            replay.check(point.epoch, point.seq)
+            await hub.catch_up(conn, point.seq, resumed)
+        except Expired:
+            await _resync(conn)
+    finally:
+        conn.catching_up = False
+
+
+async def _resync(conn: Connection) -> None:
+    """Send a snapshot and the current ``seq``, then every event since the snapshot began.
+
+    The snapshot is read after its ``seq`` is noted, so an event it already shows may follow it
+    again (harmless: events say what a thing is now), but none is missed.
+    """
+    hub = conn.request.app[HUB]
+    replay = hub.replay
+    for _ in range(RESYNC_ATTEMPTS):
+        mark = replay.seq
+        try:
+            state = await snapshot(conn.request)
+        except ApiError as exc:
+            await conn.reply("error", {"error": exc.code, "message": exc.message})
+            return
+        message = {"epoch": replay.epoch, "seq": mark, **state, "timestamp": now()}
+        await conn.outbox.put_log(dumps("resync", message))
+        if not replay.max_events:
+            return  # no buffer to catch up from (documented: events during the snapshot are missed)
+        try:
+            await hub.catch_up(conn, mark)
+            return
+        except Expired:
+            continue
+    hub.end(conn, CLOSE_TRY_AGAIN_LATER, b"too slow")
 
 
 # -- messages ------------------------------------------------------------------------------------
@@ -313,17 +467,15 @@ async def _handle(conn: Connection, message_type: str, data: dict[str, Any]) -> 
         await _unsubscribe_stack_logs(conn, data)
     elif message_type == "auth":
         await _reauthenticate(conn, data)
+    elif message_type == "resume":
+        await _resume_message(conn, data)
     else:
         raise InvalidMessage(f"Unknown message type {message_type[:64]!r}")
 
 
 async def _subscribe(conn: Connection, data: dict[str, Any]) -> None:
     types = data.get("types")
-    if (
-        not isinstance(types, list)
-        or not 0 < len(types) <= MAX_FILTERS
-        or not all(isinstance(t, str) and 0 < len(t) <= MAX_FILTER_LENGTH for t in types)
-    ):
+    if not valid_types(types):
         raise InvalidMessage(
             f"subscribe needs data.types, a list of 1 to {MAX_FILTERS} message types or patterns "
             f"like container.* (each at most {MAX_FILTER_LENGTH} characters)"
