@@ -48,7 +48,7 @@ def sampler_of(feed: StatsFeed, cid: str) -> Any:
 
 async def samples(ws: WS, cid: str, count: int) -> list[float]:
     """Arrival times of the next ``count`` samples of ``cid``."""
-    times = []
+    times: list[float] = []
     while len(times) < count:
         message = await ws.until("container.stats", containerId=cid, timeout=20)
         assert set(message["data"]) == STATS_FIELDS
@@ -148,7 +148,8 @@ def queued_stats(conn: Connection) -> int:
 
 def connection_of(client: TestClient[Any, Any], known: set[Connection]) -> Connection:
     (conn,) = client.app[HUB].connections - known
-    return conn
+    found: Connection = conn
+    return found
 
 
 async def test_a_client_that_never_reads_does_not_hold_up_the_others_or_grow(
