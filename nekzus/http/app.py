@@ -242,7 +242,7 @@ async def _stats_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STATS_HISTORY] = history
     if history.enabled:
         feed.followers.add(history)
-    feed.start()
+    feed.start(lambda: asyncio.gather(*(w.watching.wait() for w in app[WATCHERS])))
     app[EVENT_BUS].add_listener(feed.on_event)
     yield
     app[EVENT_BUS].remove_listener(feed.on_event)

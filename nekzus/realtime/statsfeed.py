@@ -279,9 +279,11 @@ class StatsFeed:
         rt = self.registry.get(runtime)
         return rt if isinstance(rt, StatsStream) else None
 
-    def start(self) -> None:
+    def start(self, ready: Callable[[], Awaitable[object]]) -> None:
+        """Follow the linked running containers once ``ready`` returns (the state watchers know
+        the containers: listing before would ask the runtimes what they are about to tell)."""
         self._wanted.set()
-        self._tasks.spawn(self._follow_linked(), name="stats-linked-follower")
+        self._tasks.spawn(self._follow_linked(ready), name="stats-linked-follower")
 
     def join(self, target: Target, listener: StatsListener) -> Sampler:
         """The target's sampler, started if nobody sampled it, with ``listener`` among its own."""
@@ -366,7 +368,8 @@ class StatsFeed:
         for target in await self.linked():
             follower.follow(target)
 
-    async def _follow_linked(self) -> None:
+    async def _follow_linked(self, ready: Callable[[], Awaitable[object]]) -> None:
+        await ready()
         while True:
             try:
                 async with asyncio.timeout(RESYNC_SECONDS):
