@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..base import ContainerRef, StatsSample
+from ..errors import Conflict
 from ..stats import CpuHistory, sample_from_docker
 from .paths import container_path, short_id
 from .session import ENGINE_ERRORS, EngineSession
@@ -33,6 +34,7 @@ _FRESH_KEEP = 512  # recent samples kept by container before the stale ones are 
 # The ``read`` time of a streamed sample of a container that is not running: the Engine keeps the
 # stream open and sends such empty samples, once a second, for as long as the client reads.
 _NOT_READ = "0001-01-01T"
+_EMPTY_AT_START = 3
 
 
 class ContainerStats:
@@ -111,15 +113,23 @@ class ContainerStats:
 
         Each streamed document carries the one before as ``precpu_stats``, so the CPU rate needs
         no history of the gateway's; the first has none and is skipped rather than reported as
-        an idle container. The stream ends at the first empty sample (the container stopped).
+        an idle container. The stream ends at the first empty sample after a real one (the
+        container stopped), or at the third without any (it is not running).
         """
         path = container_path(ref.id, "stats")
+        seen, empty = False, 0
         try:
             async with self._session.stream(path, {"stream": "true"}) as response:
                 async for line in response.content:
                     doc = json.loads(line)
-                    if str(doc.get("read", _NOT_READ)).startswith(_NOT_READ):
-                        return
+                    if not isinstance(doc, dict) or str(doc.get("read", _NOT_READ)).startswith(_NOT_READ):
+                        # Also the first pass after a start may find no cgroup yet: a few empty
+                        # samples before any real one are waited out, not taken for a stop.
+                        empty += 1
+                        if seen or empty >= _EMPTY_AT_START:
+                            return
+                        continue
+                    seen = True
                     if not (doc.get("precpu_stats") or {}).get("system_cpu_usage"):
                         continue
                     cpu = doc.get("cpu_stats") or {}
@@ -133,9 +143,12 @@ class ContainerStats:
             self._session.fail(exc, f"GET {path}")
 
     async def _sample(self, ref: ContainerRef) -> dict[str, Any]:
-        doc: dict[str, Any] = await self._session.json(
+        doc = await self._session.json(
             container_path(ref.id, "stats"), params={"stream": "false", "one-shot": "true"}
         )
+        if not isinstance(doc, dict):
+            # An empty answer: the Engine ended the container's stats meanwhile (it stopped).
+            raise Conflict(f"{ref.id} stopped while it was sampled")
         return doc
 
     async def _cpus(self) -> int:

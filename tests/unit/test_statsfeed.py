@@ -6,10 +6,13 @@ The story against the real Engine is tests/docker/test_ws_stats.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import math
 import tracemalloc
 from collections.abc import AsyncIterator
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
@@ -23,7 +26,9 @@ from nekzus.realtime.statsfeed import (
     Target,
 )
 from nekzus.realtime.statshistory import StatsHistory
-from runtimes import ContainerRef, ContainerSummary, StatsSample, Unavailable
+from runtimes import Conflict, ContainerRef, ContainerSummary, StatsSample, Unavailable
+from runtimes.docker.session import EngineSession
+from runtimes.docker.stats import ContainerStats
 from tests.docker.test_ws_stats import connect, until
 from tests.support.fakes import FakeRuntime, registry_of, summary
 from tests.support.gateway import ClientFactory, make_config
@@ -224,3 +229,52 @@ async def test_a_runtime_without_a_stream_is_not_supported(gateway: ClientFactor
     assert not client.app[STATS_FEED].samplers
     resp = await client.get(f"/api/v1/containers/{summary(ONE).id}/stats/history")
     assert resp.status == 200 and (await resp.json())["samples"] == []
+
+
+class EngineLines:
+    """Stands in for the Engine session: a stats stream of the given lines, one-shot answers of ``one``."""
+
+    def __init__(self, lines: list[dict[str, Any] | None], one: Any = None) -> None:
+        self.lines, self.one = lines, one
+
+    @contextlib.asynccontextmanager
+    async def stream(self, path: str, params: dict[str, str]) -> AsyncIterator[Any]:
+        async def content() -> AsyncIterator[bytes]:
+            for line in self.lines:
+                yield json.dumps(line).encode() + b"\n"
+
+        yield SimpleNamespace(content=content())
+
+    async def json(self, path: str, params: dict[str, str]) -> Any:
+        return self.one
+
+
+def engine_doc(n: int, *, read: str = "2026-12-03T19:41:19Z") -> dict[str, Any]:
+    cpu = {"cpu_usage": {"total_usage": 1000 * n}, "system_cpu_usage": 10_000 * n, "online_cpus": 2}
+    pre = (
+        {"cpu_usage": {"total_usage": 1000 * (n - 1)}, "system_cpu_usage": 10_000 * (n - 1)} if n > 1 else {}
+    )
+    return {"id": "ab" * 32, "read": read, "cpu_stats": cpu, "precpu_stats": pre, "memory_stats": {}}
+
+
+EMPTY = {"read": "0001-01-01T00:00:00Z", "cpu_stats": {}, "precpu_stats": {}}
+
+
+async def streamed(lines: list[dict[str, Any] | None]) -> list[StatsSample]:
+    stats = ContainerStats(cast(EngineSession, EngineLines(lines)))
+    return [s async for s in stats.stream(ContainerRef("abab"))]
+
+
+async def test_the_engine_stream_read_to_samples() -> None:
+    # An empty pass right after a start is waited out; the first real one has no rate and is
+    # skipped; the first empty one after real ones is the stop.
+    got = await streamed([EMPTY, engine_doc(1), engine_doc(2), engine_doc(3), EMPTY, engine_doc(4)])
+    assert [s.cpu_percent for s in got] == [20.0, 20.0] and got[0].container_id == "ab" * 6
+    assert await streamed([EMPTY, EMPTY, EMPTY, engine_doc(1), engine_doc(2)]) == []  # never ran
+    assert await streamed([None, EMPTY, EMPTY]) == []
+
+
+async def test_an_empty_one_shot_answer_is_a_stopped_container() -> None:
+    stats = ContainerStats(cast(EngineSession, EngineLines([], one=None)))
+    with pytest.raises(Conflict):
+        await stats.sample(ContainerRef("abab"))
