@@ -145,13 +145,11 @@ class Sampler:
         self.target = target
         self.listeners: set[StatsListener] = set()
         self.task: asyncio.Task[None] | None = None
-        self.samples = 0
         self._render = render
         self._latest: StatsSample | None = None
         self._message: tuple[str, bytes] | None = None
 
     def publish(self, sample: StatsSample) -> None:
-        self.samples += 1
         self._latest, self._message = sample, None
         for listener in list(self.listeners):
             listener.on_sample(self, sample)

@@ -77,9 +77,6 @@ class StatsHistory:
         since = time.time() - minutes * 60
         return [s for s in ring.samples if s.timestamp >= since]
 
-    def __len__(self) -> int:
-        return len(self._rings)
-
     def close(self) -> None:
         self.feed.followers.discard(self)
         for key, ring in list(self._rings.items()):

@@ -32,6 +32,8 @@ from runtimes.docker.stats import ContainerStats
 from tests.docker.test_ws_stats import connect, until
 from tests.support.fakes import FakeRuntime, registry_of, summary
 from tests.support.gateway import ClientFactory, make_config
+from tests.unit.test_security import REMOTE_ONLY, SECRET, bearer, token
+from tests.unit.test_websocket_sessions import short_token
 
 NO_HISTORY = {"history_minutes": 0}
 # Fake containers whose short ids differ (the fakes' short id is the first 12 of 64 hex digits).
@@ -278,3 +280,29 @@ async def test_an_empty_one_shot_answer_is_a_stopped_container() -> None:
     stats = ContainerStats(cast(EngineSession, EngineLines([], one=None)))
     with pytest.raises(Conflict):
         await stats.sample(ContainerRef("abab"))
+
+
+async def test_an_expired_session_gets_no_stats(gateway: ClientFactory, docker_host: str) -> None:
+    c = summary(ONE)
+    runtime = StreamingRuntime([c])
+    config = make_config(
+        docker_host,
+        auth={"jwt_secret": SECRET, **REMOTE_ONLY},
+        websocket={"reauth_grace": 5},
+        stats=NO_HISTORY,
+    )
+    client = await gateway(config, runtimes=registry_of(runtime))
+    ws = await connect(client, headers=bearer(short_token(sub="phone")))
+    await ws.send("container.stats.subscribe", containerIds=[c.id])
+    await ws.until("container.stats.subscribed")
+    await ws.until("auth.expired", timeout=10)
+    # Suspended: a new subscription is refused, and a sample of the running one is not sent.
+    await ws.send("container.stats.subscribe", containerIds=[c.id])
+    refused = await ws.until("container.stats.error")
+    assert refused["data"]["error"] == "UNAUTHORIZED"
+    runtime.queue(c.full_id).put_nowait(sample(c.id, 1))
+    await ws.send("auth", token=token(sub="phone"))
+    await ws.until("auth_success")
+    runtime.queue(c.full_id).put_nowait(sample(c.id, 2))
+    got = await ws.until("container.stats", containerId=c.id)
+    assert got["data"]["timestamp"] == sample(c.id, 2).timestamp  # the one sent while suspended was not
