@@ -177,6 +177,18 @@ class RawLogSource(Protocol):
         ...
 
 
+@runtime_checkable
+class StatsStream(Protocol):
+    """A runtime that streams a container's stats itself (the Engine's ``stream=true``): one long
+    request yields a sample a second, far cheaper than a one-shot call a second. Optional; a
+    runtime without it answers :meth:`ContainerRuntime.stats` only."""
+
+    def stream_stats(self, ref: ContainerRef) -> AsyncIterator[StatsSample]:
+        """The container's samples as the runtime takes them, each with a CPU rate over the time
+        since the one before; ends when the container stops. Its errors are the runtime's own."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ExportSource:
     """What a compose export needs to know of one container, as its runtime keeps it (unmasked).

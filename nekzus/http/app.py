@@ -38,6 +38,8 @@ from ..realtime.events import EventBus
 from ..realtime.hub import HUB, Hub
 from ..realtime.monitor import RuntimeMonitor
 from ..realtime.state import ContainerModel, StateModels
+from ..realtime.statsfeed import STATS_BACKLOG, STATS_FEED, StatsFeed
+from ..realtime.statshistory import STATS_HISTORY, StatsHistory
 from ..realtime.updates import UPDATES, UpdateChecker
 from ..realtime.watcher import StateWatcher
 from ..security.auth import AUTHORITY, auth_middleware, authority_from_config, client_address_middleware
@@ -70,6 +72,7 @@ from .routes import (
     volumes,
     ws,
 )
+from .routes.common import stats_json
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +249,27 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     await hub.close()
 
 
+async def _stats_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Live stats samplers, shared by WebSocket subscribers and the stats history."""
+    config = app[CONFIG]
+    # Below half the event queue: dropped stats never push a client into a 1013 close.
+    backlog = max(1, min(STATS_BACKLOG, config.websocket.event_queue // 2))
+    feed = StatsFeed(app[REGISTRY], stats_json, lambda: containers.linked_running(app), backlog=backlog)
+    app[STATS_FEED] = feed
+    history = StatsHistory(
+        feed, minutes=config.stats.history_minutes, resolution=config.stats.history_resolution
+    )
+    app[STATS_HISTORY] = history
+    if history.enabled:
+        feed.followers.add(history)
+    feed.start(lambda: asyncio.gather(*(w.watching.wait() for w in app[WATCHERS])))
+    app[EVENT_BUS].add_listener(feed.on_event)
+    yield
+    app[EVENT_BUS].remove_listener(feed.on_event)
+    history.close()
+    await feed.close()
+
+
 async def _stacks_ctx(app: web.Application) -> AsyncIterator[None]:
     """Managed stacks' files and the compose driver, pointed at the Docker runtime's Engine."""
     config = app[CONFIG]
@@ -331,6 +355,7 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     app.cleanup_ctx.append(_idempotency_ctx)
     app.cleanup_ctx.append(_stacks_ctx)
     app.cleanup_ctx.append(_hub_ctx)
+    app.cleanup_ctx.append(_stats_ctx)
     app.on_startup.append(_recover_interrupted)
     app.on_startup.append(_announce_interrupted)
     app.on_shutdown.append(_close_websockets)
@@ -385,6 +410,7 @@ def _container_routes(r: web.UrlDispatcher, base: str, id_route: str) -> None:
     r.add_get(f"{base}/{id_route}", containers.inspect_container)
     r.add_delete(f"{base}/{id_route}", containers.remove_container)
     r.add_get(f"{base}/{{id}}/stats", containers.container_stats)
+    r.add_get(f"{base}/{{id}}/stats/history", containers.stats_history)
     r.add_get(f"{base}/{{id}}/logs", logs.container_logs)
     r.add_post(f"{base}/{{id}}/{{action:start|stop|restart|pause|unpause}}", containers.container_action)
 

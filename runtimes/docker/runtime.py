@@ -114,6 +114,9 @@ class DockerRuntime:
     async def stats(self, ref: ContainerRef) -> StatsSample:
         return await self._stats.sample(ref)
 
+    def stream_stats(self, ref: ContainerRef) -> AsyncIterator[StatsSample]:
+        return self._stats.stream(ref)
+
     async def export_source(self, ref: ContainerRef) -> ExportSource:
         return await self._exports.source(ref)
 

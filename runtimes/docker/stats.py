@@ -1,4 +1,5 @@
-"""Stats samples with a real CPU rate from the Engine's one-shot stats, and the recent ones kept.
+"""Stats samples with a real CPU rate from the Engine's one-shot stats, and the recent ones kept;
+or a container's samples as the Engine streams them, one a second.
 
 A container's samples are shared: one sampling at a time per container, and a sample the
 Engine's collector has not replaced yet answers again (see :meth:`ContainerStats.sample`).
@@ -8,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ..base import ContainerRef, StatsSample
+from ..errors import Conflict
 from ..stats import CpuHistory, sample_from_docker
 from .paths import container_path, short_id
-from .session import EngineSession
+from .session import ENGINE_ERRORS, EngineSession
 
 # A first stats call takes two one-shot samples at least this far apart: long enough for the
 # host's CPU counter (clock ticks of 10 ms, on every CPU) to move by dozens of ticks. The Engine's
@@ -27,6 +31,10 @@ STATS_INTERVAL = 1.0
 STATS_WAIT = 0.1
 STATS_STALE = 3.0
 _FRESH_KEEP = 512  # recent samples kept by container before the stale ones are swept
+# The ``read`` time of a streamed sample of a container that is not running: the Engine keeps the
+# stream open and sends such empty samples, once a second, for as long as the client reads.
+_NOT_READ = "0001-01-01T"
+_EMPTY_AT_START = 3
 
 
 class ContainerStats:
@@ -100,10 +108,47 @@ class ContainerStats:
         self._fresh[ref.id] = (taken, sample)
         return sample
 
+    async def stream(self, ref: ContainerRef) -> AsyncIterator[StatsSample]:
+        """The container's samples from one ``stream=true`` request, one per collector pass.
+
+        Each streamed document carries the one before as ``precpu_stats``, so the CPU rate needs
+        no history of the gateway's; the first has none and is skipped rather than reported as
+        an idle container. The stream ends at the first empty sample after a real one (the
+        container stopped), or at the third without any (it is not running).
+        """
+        path = container_path(ref.id, "stats")
+        seen, empty = False, 0
+        try:
+            async with self._session.stream(path, {"stream": "true"}) as response:
+                async for line in response.content:
+                    doc = json.loads(line)
+                    if not isinstance(doc, dict) or str(doc.get("read", _NOT_READ)).startswith(_NOT_READ):
+                        # Also the first pass after a start may find no cgroup yet: a few empty
+                        # samples before any real one are waited out, not taken for a stop.
+                        empty += 1
+                        if seen or empty >= _EMPTY_AT_START:
+                            return
+                        continue
+                    seen = True
+                    if not (doc.get("precpu_stats") or {}).get("system_cpu_usage"):
+                        continue
+                    cpu = doc.get("cpu_stats") or {}
+                    own = cpu.get("online_cpus") or (cpu.get("cpu_usage") or {}).get("percpu_usage")
+                    cpus = 1 if own else await self._cpus()
+                    yield sample_from_docker(
+                        short_id(doc.get("id") or ref.id), doc, int(time.time()), cpus=cpus
+                    )
+        except (*ENGINE_ERRORS, ValueError) as exc:
+            # ValueError: a line that is not JSON, or longer than the reader's line limit.
+            self._session.fail(exc, f"GET {path}")
+
     async def _sample(self, ref: ContainerRef) -> dict[str, Any]:
-        doc: dict[str, Any] = await self._session.json(
+        doc = await self._session.json(
             container_path(ref.id, "stats"), params={"stream": "false", "one-shot": "true"}
         )
+        if not isinstance(doc, dict):
+            # An empty answer: the Engine ended the container's stats meanwhile (it stopped).
+            raise Conflict(f"{ref.id} stopped while it was sampled")
         return doc
 
     async def _cpus(self) -> int:

@@ -153,8 +153,13 @@ async def list_from(
 
 def managed(request: web.Request, containers: list[ContainerSummary]) -> list[ContainerSummary]:
     """The linked containers, never the gateway's own."""
-    link = request.app[LINKER]
-    self_id = request.app[SELF_CONTAINER_ID]
+    return managed_in(request.app, containers)
+
+
+def managed_in(app: web.Application, containers: list[ContainerSummary]) -> list[ContainerSummary]:
+    """:func:`managed` for work of the gateway's own, outside any request."""
+    link = app[LINKER]
+    self_id = app[SELF_CONTAINER_ID]
     return [c for c in containers if link.is_linked(c) and not is_self(c, self_id)]
 
 

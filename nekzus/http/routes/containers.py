@@ -23,7 +23,7 @@ from runtimes import (
 from runtimes.engine.updates import ImageUpdates
 
 from ...errors import ApiError, invalid_request
-from ...keys import LINKER, OPERATIONS, SELF_CONTAINER_ID, STATE
+from ...keys import LINKER, OPERATIONS, REGISTRY, SELF_CONTAINER_ID, STATE
 from ...linking import is_self
 from ...operations.tracker import JobProgress, JobText, accepted_message, failure_code
 from ...params import (
@@ -31,6 +31,7 @@ from ...params import (
     bool_query,
     choices_query,
     container_id,
+    int_query,
     json_fields,
     label_filters,
     labels_match,
@@ -41,6 +42,8 @@ from ...params import (
 )
 from ...realtime.events import now
 from ...realtime.state import RenderedList
+from ...realtime.statsfeed import Target
+from ...realtime.statshistory import STATS_HISTORY
 from ...realtime.updates import UPDATES
 from ...security.auth import PRINCIPAL, READ_CONTAINERS, WRITE_CONTAINERS, WRITE_ENGINE, requires
 from ...security.ratelimit import rate_pool
@@ -51,6 +54,7 @@ from .common import (
     current_state,
     list_from,
     managed,
+    managed_in,
     runtime_error,
     runtime_for,
     runtimes_for,
@@ -61,6 +65,8 @@ from .common import (
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+MAX_HISTORY_MINUTES = 1440  # the most stats.history_minutes may keep
 
 REMOVAL = JobText(accepted="Container removal initiated", past="removed", verb="remove")
 
@@ -339,3 +345,35 @@ async def batch_stats(request: web.Request) -> web.Response:
         else:
             samples.append(stats_json(result))
     return web.json_response({"containers": samples, "timestamp": now()})
+
+
+@requires(READ_CONTAINERS)
+@rate_pool("containers")
+async def stats_history(request: web.Request) -> web.Response:
+    """``GET /containers/{id}/stats/history?minutes=``: the kept samples, oldest first.
+
+    A container that exists but has no history (not linked, not running, a runtime that does not
+    stream stats, or the history turned off) answers an empty list rather than an error: a
+    sparkline simply starts empty.
+    """
+    history = request.app[STATS_HISTORY]
+    minutes = int_query(request, "minutes", default=history.minutes, minimum=1, maximum=MAX_HISTORY_MINUTES)
+    current = await _read(
+        request, lambda rt, ref: rt.get(ref), "CONTAINER_STATS_FAILED", "Failed to get container stats"
+    )
+    samples = history.samples(Target.of(current), minutes or 0)
+    return web.json_response(
+        {
+            "containerId": current.id,
+            "resolution": history.resolution,
+            "samples": [stats_json(s) for s in samples],
+        }
+    )
+
+
+async def linked_running(app: web.Application) -> list[ContainerSummary]:
+    """The linked running containers of every runtime (from the warm state models where there
+    are some): what the stats history keeps and a ``linked`` stats subscription follows."""
+    runtimes: list[ContainerRuntime] = [*app[REGISTRY]]
+    containers = await list_from(runtimes, "", app[STATE].models)
+    return [c for c in managed_in(app, containers) if c.state is ContainerState.RUNNING]

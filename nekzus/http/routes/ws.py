@@ -27,10 +27,19 @@ from typing import Any
 from aiohttp import WSMessage, WSMsgType, web
 
 from nekzus import __version__
-from runtimes import ContainerSummary, NoRuntime, NotNamespaced, UnknownRuntime
+from runtimes import (
+    ContainerRef,
+    ContainerRuntime,
+    ContainerState,
+    ContainerSummary,
+    NoRuntime,
+    NotNamespaced,
+    RuntimeFailure,
+    UnknownRuntime,
+)
 
 from ... import jsoninput
-from ...errors import ApiError
+from ...errors import ApiError, container_not_running, from_runtime
 from ...jsoninput import InvalidJson
 from ...keys import CONFIG, EVENT_BUS, REGISTRY
 from ...params import is_valid_container_id, single_query
@@ -48,6 +57,8 @@ from ...realtime.logrequest import CONTAINER_ID_RULE, InvalidSubscription, LogSu
 from ...realtime.logstream import LogSession
 from ...realtime.replay import Expired
 from ...realtime.stacklogs import StackLogSession, StackLogSubscription
+from ...realtime.statsfeed import MAX_CONTAINERS as MAX_STATS_CONTAINERS
+from ...realtime.statsfeed import STATS_FEED, InvalidStatsRequest, StatsRequest, Target
 from ...security.auth import (
     AUTHORITY,
     LEEWAY_SECONDS,
@@ -465,6 +476,10 @@ async def _handle(conn: Connection, message_type: str, data: dict[str, Any]) -> 
         await _subscribe_stack_logs(conn, data)
     elif message_type == "stack.logs.unsubscribe":
         await _unsubscribe_stack_logs(conn, data)
+    elif message_type == "container.stats.subscribe":
+        await _subscribe_stats(conn, data)
+    elif message_type == "container.stats.unsubscribe":
+        await _unsubscribe_stats(conn, data)
     elif message_type == "auth":
         await _reauthenticate(conn, data)
     elif message_type == "resume":
@@ -639,6 +654,7 @@ async def _stop_stack(conn: Connection, session: StackLogSession) -> None:
 
 
 async def _end_streams(conn: Connection) -> None:
+    conn.request.app[STATS_FEED].unwatch(conn)
     sessions = list(conn.streams.values())
     stack_sessions = list(conn.stack_streams.values())
     conn.streams.clear()
@@ -648,3 +664,120 @@ async def _end_streams(conn: Connection) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# -- live stats ----------------------------------------------------------------------------------
+
+
+async def _subscribe_stats(conn: Connection, data: dict[str, Any]) -> None:
+    """Follow containers' stats, replacing the connection's previous stats subscription.
+
+    The message is checked whole before anything changes; a container that cannot be followed
+    (unknown, not running, on a runtime without a stats stream) gets its own
+    ``container.stats.error`` and the others are followed.
+    """
+    try:
+        req = StatsRequest.from_message(data)
+    except InvalidStatsRequest as exc:
+        raise InvalidMessage(f"container.stats.subscribe: {exc}") from None
+    if conn.suspended:
+        await _stats_refused(
+            conn, "", "UNAUTHORIZED", 'The token has expired: send {"type": "auth"} with a fresh token first'
+        )
+        return
+    app = conn.request.app
+    feed = app[STATS_FEED]
+    if req.linked:
+        watch = feed.watch(conn, req.interval, linked=True)
+        try:
+            await feed.follow_now(watch)
+        except (ApiError, RuntimeFailure) as exc:
+            feed.unwatch(conn)
+            error = exc if isinstance(exc, ApiError) else from_runtime(exc)
+            await _stats_refused(conn, "", error.code, error.message)
+            return
+    else:
+        try:
+            runtime = app[REGISTRY].addressed(req.runtime, req.namespace)
+        except NotNamespaced as exc:
+            await _stats_refused(conn, "", "INVALID_RUNTIME", str(exc))
+            return
+        except (UnknownRuntime, NoRuntime):
+            await _stats_refused(conn, "", "INVALID_RUNTIME", "Invalid runtime specified")
+            return
+        if not all(is_valid_container_id(cid, runtime=runtime) for cid in req.container_ids):
+            raise InvalidMessage(f"container.stats.subscribe: {CONTAINER_ID_RULE}")
+        if feed.streams(runtime.name) is None:
+            await _stats_refused(
+                conn,
+                "",
+                "OPERATION_NOT_SUPPORTED",
+                f"The {runtime.name} runtime has no live stats stream: "
+                "use GET /api/v1/containers/{id}/stats",
+            )
+            return
+        found = await asyncio.gather(
+            *(_stats_target(conn, runtime, cid, req.namespace) for cid in req.container_ids)
+        )
+        watch = feed.watch(conn, req.interval, linked=False)
+        for target in found:
+            if target is not None:
+                watch.follow(target)
+    await conn.reply(
+        "container.stats.subscribed",
+        {"containerIds": watch.container_ids, "linked": req.linked, "interval": req.interval},
+    )
+
+
+async def _stats_target(
+    conn: Connection, runtime: ContainerRuntime, cid: str, namespace: str
+) -> Target | None:
+    """The running container ``cid`` names, else None once the client is told why not."""
+    try:
+        current = await runtime.get(ContainerRef(cid, namespace))
+    except RuntimeFailure as exc:
+        error = from_runtime(exc, container_id=cid, reading=True)
+        await _stats_refused(conn, cid, error.code, error.message)
+        return None
+    if current.state is not ContainerState.RUNNING:
+        error = container_not_running(cid)
+        await _stats_refused(conn, cid, error.code, error.message)
+        return None
+    return Target.of(current)
+
+
+async def _stats_refused(conn: Connection, cid: str, error: str, message: str) -> None:
+    await conn.reply(
+        "container.stats.error", {"containerId": cid or None, "error": error, "message": message}
+    )
+
+
+async def _unsubscribe_stats(conn: Connection, data: dict[str, Any]) -> None:
+    """Stop following some containers (``containerIds``) or, without them, every one."""
+    unknown = sorted(k for k in data if k != "containerIds")
+    if unknown:
+        raise InvalidMessage(f"container.stats.unsubscribe: unknown field {unknown[0][:64]!r}")
+    ids = data.get("containerIds")
+    if ids is not None and (
+        not isinstance(ids, list)
+        or not 0 < len(ids) <= MAX_STATS_CONTAINERS
+        or not all(is_valid_container_id(i) for i in ids)
+    ):
+        raise InvalidMessage(
+            f"container.stats.unsubscribe: containerIds must be a list of 1 to {MAX_STATS_CONTAINERS} "
+            "container ids (or leave it out to stop every one)"
+        )
+    feed = conn.request.app[STATS_FEED]
+    watch = feed.watch_of(conn)
+    if watch is None:
+        raise InvalidMessage("container.stats.unsubscribe: no stats subscription on this connection")
+    if ids is None:
+        removed = watch.container_ids
+        feed.unwatch(conn)
+    elif watch.linked:
+        raise InvalidMessage(
+            "container.stats.unsubscribe: a linked subscription ends whole (leave containerIds out)"
+        )
+    else:
+        removed = sorted(watch.remove(set(ids)))
+    await conn.reply("container.stats.unsubscribed", {"containerIds": removed})
