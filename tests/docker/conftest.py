@@ -18,10 +18,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from nekzus.config import Config
+from nekzus.keys import EVENT_BUS
 from runtimes.docker import DockerRuntime
 from tests.support.docker_engine import Containers
 from tests.support.fake_kube_fixtures import kube, kubeconfig  # noqa: F401
-from tests.support.gateway import ClientFactory, make_config
+from tests.support.gateway import ClientFactory, Heard, make_config
 from tests.support.netns_engine import netns_engine
 from tests.support.registry import registry  # noqa: F401
 from tests.support.stacks import HandProjects
@@ -80,3 +81,13 @@ def hand_projects(docker_host: str, tmp_path: Path) -> Iterator[HandProjects]:
         yield made
     finally:
         made.cleanup()
+
+
+@pytest.fixture
+def heard(client: TestClient[Any, Any]) -> Iterator[Heard]:
+    """Every event the gateway under test (``client``) publishes from now on."""
+    listener = Heard(client.app[EVENT_BUS])
+    try:
+        yield listener
+    finally:
+        listener.close()

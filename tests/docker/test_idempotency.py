@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import aiodocker
@@ -36,15 +35,6 @@ def new_key() -> dict[str, str]:
 
 def ops(client: TestClient[Any, Any]) -> int:
     return len(client.app[OPERATIONS])
-
-
-@pytest.fixture
-def heard(client: TestClient[Any, Any]) -> Iterator[Heard]:
-    listener = Heard(client.app[EVENT_BUS])
-    try:
-        yield listener
-    finally:
-        listener.close()
 
 
 async def finished(heard: Heard, operation_id: str, *, timeout: float = 60) -> str:

@@ -46,15 +46,6 @@ class Run:
     end: Event
 
 
-@pytest.fixture
-def heard(client: TestClient[Any, Any]) -> Iterator[Heard]:
-    made = Heard(client.app[EVENT_BUS])
-    try:
-        yield made
-    finally:
-        made.close()
-
-
 class Managed:
     """Managed stacks written straight into the gateway's stacks directory, taken down (by
     ``hand_projects``) and deleted afterwards."""
