@@ -20,9 +20,10 @@ Then, in rounds, each reader takes the whole log, one after the other:
 The WebSocket clients decode every message with ``json.loads``, as a real client does, and each
 read must deliver exactly 1,000,000 lines, the last one ``1000000``. Times run from the call (the
 request, or the subscribe message) to the last line. Reported: the median lines/s of each reader
-over the rounds, the ratios ws / raw (≥ 0.5) and ws batch / raw (≥ 0.95), the ratios against the
-references, and the CPU each process used per run (bench process, gateway, daemon) to show which
-side is busy.
+over the rounds; the ratios ws / raw (≥ 0.5) and ws batch / raw (≥ 0.95), and those against the
+references, each the median over the rounds of that round's ratio (the WebSocket readers run
+right after raw, so they see the same load); and the CPU each process used per run (bench process,
+gateway, daemon) to show which side is busy.
 
 The gateway serves plain HTTP (``NEKZUS_SERVER__TLS__MODE=off``; ``--gateway-env
 NEKZUS_SERVER__TLS__MODE=auto`` measures TLS as shipped, which the client then decrypts too).
@@ -48,7 +49,7 @@ from bench._harness import Bench, Row, cpu_seconds, run_script
 
 LINES = 1_000_000
 RAW_READ = 1 << 18  # bytes per receive of the raw reader
-ROUNDS = 3
+ROUNDS = 5
 TARGET_RATIO = 0.5
 TARGET_BATCH_RATIO = 0.95
 GATEWAY_ENV = {"NEKZUS_SERVER__TLS__MODE": "off"}
@@ -146,17 +147,17 @@ async def measure(bench: Bench) -> list[Row]:
         pids["daemon"] = daemon
 
     readers: dict[str, Callable[[], Awaitable[tuple[int, str]]]]
-    runs: dict[str, list[Run]] = {
-        name: [] for name in ("raw", "raw, no times", "aiodocker", "ws", "ws batch")
-    }
     async with aiodocker.Docker(url=bench.gateway.docker_host) as docker:
+        # Each measured reader right after its reference, so that a ratio compares two runs a few
+        # seconds apart on a machine whose load drifts.
         readers = {
             "raw": lambda: _raw(bench, cid, timestamps=True),
+            "ws batch": lambda: _ws(bench, cid, batch=True),
+            "ws": lambda: _ws(bench, cid, batch=False),
             "raw, no times": lambda: _raw(bench, cid, timestamps=False),
             "aiodocker": lambda: _direct(docker, cid),
-            "ws": lambda: _ws(bench, cid, batch=False),
-            "ws batch": lambda: _ws(bench, cid, batch=True),
         }
+        runs: dict[str, list[Run]] = {name: [] for name in readers}
         for _ in range(ROUNDS):
             for name, read in readers.items():
                 run = await _timed(bench, pids, read)
@@ -164,27 +165,24 @@ async def measure(bench: Bench) -> list[Row]:
                 cpu = ", ".join(f"{who} {seconds:.2f} s" for who, seconds in run.cpu.items())
                 print(f"  {name:13}  {LINES / run.seconds:10,.0f} lines/s  {run.seconds:6.2f} s  CPU: {cpu}")
 
-    rate = {name: median(LINES / r.seconds for r in rs) for name, rs in runs.items()}
+    def ratio(name: str, reference: str) -> float:
+        """The median over the rounds of each round's ratio of the two readers' speeds."""
+        return median(ref.seconds / run.seconds for run, ref in zip(runs[name], runs[reference], strict=True))
+
     rows = [Row(f"log lines (seq 1 {LINES}), read {ROUNDS}× by each reader", LINES)]
     for name, rs in runs.items():
-        rows.append(Row(f"{name}: lines/s (median of {ROUNDS})", rate[name], "lines/s"))
+        rows.append(
+            Row(f"{name}: lines/s (median of {ROUNDS})", median(LINES / r.seconds for r in rs), "lines/s")
+        )
         for who in pids:
             rows.append(Row(f"{name}: {who} CPU per run (median)", median(r.cpu[who] for r in rs), "s"))
     rows += [
-        Row("ws / aiodocker (reference)", rate["ws"] / rate["aiodocker"], ""),
-        Row("ws batch / aiodocker (reference)", rate["ws batch"] / rate["aiodocker"], ""),
-        Row("ws / raw, no times (reference)", rate["ws"] / rate["raw, no times"], ""),
-        Row("ws batch / raw, no times (reference)", rate["ws batch"] / rate["raw, no times"], ""),
-        Row(
-            "ws / raw (one container.logs message per line)", rate["ws"] / rate["raw"], "", TARGET_RATIO, True
-        ),
-        Row(
-            "ws batch / raw (container.logs.batch)",
-            rate["ws batch"] / rate["raw"],
-            "",
-            TARGET_BATCH_RATIO,
-            True,
-        ),
+        Row("ws / aiodocker (reference)", ratio("ws", "aiodocker"), ""),
+        Row("ws batch / aiodocker (reference)", ratio("ws batch", "aiodocker"), ""),
+        Row("ws / raw, no times (reference)", ratio("ws", "raw, no times"), ""),
+        Row("ws batch / raw, no times (reference)", ratio("ws batch", "raw, no times"), ""),
+        Row("ws / raw (one container.logs message per line)", ratio("ws", "raw"), "", TARGET_RATIO, True),
+        Row("ws batch / raw (container.logs.batch)", ratio("ws batch", "raw"), "", TARGET_BATCH_RATIO, True),
     ]
     return rows
 
