@@ -26,7 +26,7 @@ from runtimes import (
     RuntimeFailure,
     Unavailable,
 )
-from runtimes.loglines import LineSplitter, split_lines
+from runtimes.loglines import LineSplitter
 
 from ..errors import container_not_running, from_runtime
 from .events import now
@@ -273,7 +273,7 @@ class LogSession:
         """Hand on one read of the runtime's log stream; answer whether any line was delivered."""
         before = self.last_stamp
         splitter = LineSplitter()
-        emit = self._emit
+        batch = self.sub.batch
         async for chunk in self.runtime.logs(
             ref, follow=follow, tail=tail, timestamps=True, since=since[0] if since else None
         ):
@@ -284,51 +284,50 @@ class LogSession:
                     message=f"A log frame of {chunk.skipped} bytes was skipped (limit 1 MiB)",
                 )
                 continue
-            lines = split_lines(splitter.feed(chunk.stream, chunk.data))
-            if self.sub.batch:
-                skip_until = await self._emit_batch(chunk.stream, lines, skip_until)
-            else:
-                for line in lines:
-                    skip_until = await emit(chunk.stream, line, skip_until)
+            if block := splitter.feed(chunk.stream, chunk.data):
+                skip_until = await self._emit(chunk.stream, block, skip_until, batch=batch)
         for stream, rest in splitter.flush():
-            await emit(stream, rest, skip_until)
+            await self._emit(stream, rest + b"\n", skip_until, batch=False)
         return self.last_stamp != before
 
-    def _line(self, raw: bytes, skip_until: tuple[int, int] | None) -> tuple[str | None, str, bool]:
-        """(body or None when skipped, time stamp, whether skipping continues) of one raw line."""
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]  # TTY output ends lines with CRLF
-        stamp_raw, _, message = raw.partition(b" ")
-        stamp = stamp_raw.decode("ascii", "replace")
-        if skip_until is not None and _nanos(stamp) <= skip_until:
-            return None, stamp, True
-        self.last_stamp = stamp
-        return (raw if self.sub.timestamps else message).decode("utf-8", "replace"), stamp, False
-
     async def _emit(
-        self, stream: str, raw: bytes, skip_until: tuple[int, int] | None
+        self, stream: str, block: bytes, skip_until: tuple[int, int] | None, *, batch: bool
     ) -> tuple[int, int] | None:
-        body, stamp, skipping = self._line(raw, skip_until)
-        if body is None:
-            return skip_until
-        await self.conn.outbox.put_log(
-            f'{self._prefix[stream]}{encode_string(body)},"timestamp":{self._cache.seconds(stamp)}}}}}'
-        )
-        return skip_until if skipping else None
+        """Send a block of whole lines: one message per line, or one ``container.logs.batch``.
 
-    async def _emit_batch(
-        self, stream: str, lines: list[bytes], skip_until: tuple[int, int] | None
-    ) -> tuple[int, int] | None:
-        bodies = []
-        stamp = ""
-        for raw in lines:
-            body, stamp, skipping = self._line(raw, skip_until)
-            if body is not None:
-                bodies.append(encode_string(body))
-            if not skipping:
-                skip_until = None
-        if bodies:
-            await self.conn.outbox.put_log(
-                f'{self._batch_prefix[stream]}[{",".join(bodies)}],"timestamp":{self._cache.seconds(stamp)}}}}}'
+        The block is decoded and split by single C calls (a line ends with an ASCII newline, so a
+        character split across reads is whole in it); lines a resume must skip lead the block, and
+        only they are looked at one by one. Answers the ``skip_until`` of the next block.
+        """
+        text = block.decode("utf-8", "replace")
+        if "\r" in text:  # TTY output ends lines with CRLF
+            text = text.replace("\r\n", "\n")
+            lines = [line.removesuffix("\r") for line in text.split("\n")]
+        else:
+            lines = text.split("\n")
+        lines.pop()  # the block ends with a newline: what follows it is empty
+        skipped = 0
+        if skip_until is not None:
+            while skipped < len(lines) and _nanos(lines[skipped].partition(" ")[0]) <= skip_until:
+                skipped += 1
+            if skipped == len(lines):
+                return skip_until
+            del lines[:skipped]
+        keep = self.sub.timestamps
+        seconds = self._cache.seconds
+        put = self.conn.outbox.put_log
+        if batch:
+            stamp = lines[-1].partition(" ")[0]
+            self.last_stamp = stamp
+            bodies = lines if keep else [line.partition(" ")[2] for line in lines]
+            await put(
+                f"{self._batch_prefix[stream]}[{','.join(map(encode_string, bodies))}],"
+                f'"timestamp":{seconds(stamp)}}}}}'
             )
-        return skip_until
+            return None
+        prefix = self._prefix[stream]
+        for line in lines:
+            stamp, _, message = line.partition(" ")
+            self.last_stamp = stamp
+            await put(f'{prefix}{encode_string(line if keep else message)},"timestamp":{seconds(stamp)}}}}}')
+        return None

@@ -59,3 +59,11 @@ def test_demultiplex_hands_on_long_runs_in_parts() -> None:
     chunks = demux([raw])
     assert max(c.data.count(b"\n") for c in chunks) == FRAMES_PER_CHUNK
     assert b"".join(c.data for c in chunks) == b"".join(b"%d\n" % i for i in range(10_000))
+
+
+def test_demultiplex_gathers_a_big_frame_arriving_in_small_reads() -> None:
+    # A 512 KiB line in 100-byte reads: gathered until whole, then handed on once, intact.
+    line = bytes(range(256)) * 2048
+    raw = frame(2, line) + frame(1, b"next\n")
+    chunks = demux([raw[i : i + 100] for i in range(0, len(raw), 100)])
+    assert [(c.stream, c.data) for c in chunks] == [("stderr", line), ("stdout", b"next\n")]
