@@ -320,16 +320,7 @@ async def _download(
             first = None
         except RuntimeFailure as exc:
             raise log_error(exc, ref.id) from exc
-        filename = _UNSAFE_FILENAME.sub("_", name).strip("._") or "container"
-        response = web.StreamResponse(
-            headers={
-                hdrs.CONTENT_TYPE: "text/plain; charset=utf-8",
-                hdrs.CONTENT_DISPOSITION: f'attachment; filename="{filename}-logs.txt"',
-                hdrs.CACHE_CONTROL: "no-store",
-            }
-        )
-        response.enable_chunked_encoding()
-        await response.prepare(request)
+        response = await download_response(request, name)
         try:
             if first is not None:
                 if first.data and first.stream in options.streams:
@@ -352,6 +343,22 @@ async def _download(
         return response
     finally:
         await close_stream(chunks)
+
+
+async def download_response(request: web.Request, name: str) -> web.StreamResponse:
+    """A log download's response, prepared: plain text, saved as ``<name>-logs.txt`` (``name``
+    made safe for a file name), never cached; the caller writes the lines."""
+    filename = _UNSAFE_FILENAME.sub("_", name).strip("._") or "container"
+    response = web.StreamResponse(
+        headers={
+            hdrs.CONTENT_TYPE: "text/plain; charset=utf-8",
+            hdrs.CONTENT_DISPOSITION: f'attachment; filename="{filename}-logs.txt"',
+            hdrs.CACHE_CONTROL: "no-store",
+        }
+    )
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    return response
 
 
 def log_error(exc: RuntimeFailure, cid: str) -> ApiError:

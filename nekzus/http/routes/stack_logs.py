@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from aiohttp import hdrs, web
+from aiohttp import web
 
 from runtimes import ContainerRef, ContainerRuntime, ContainerSummary, LogChunk, NotFound, RuntimeFailure
 from runtimes.loglines import LineSplitter, split_lines
@@ -32,6 +32,7 @@ from .logs import (
     LOG_PARAMETERS,
     LogQuery,
     close_stream,
+    download_response,
     log_error,
     log_query,
     read_log,
@@ -249,15 +250,7 @@ async def _download(
                 raise log_error(exc, source.container.id) from exc
             heads.append((at, index, stamp, text))
         heapq.heapify(heads)
-        response = web.StreamResponse(
-            headers={
-                hdrs.CONTENT_TYPE: "text/plain; charset=utf-8",
-                hdrs.CONTENT_DISPOSITION: f'attachment; filename="{name}-logs.txt"',
-                hdrs.CACHE_CONTROL: "no-store",
-            }
-        )
-        response.enable_chunked_encoding()
-        await response.prepare(request)
+        response = await download_response(request, name)
         prefixes = [f"{source.service} | ".encode() for source in sources]
         try:
             while heads:
