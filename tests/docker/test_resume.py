@@ -147,3 +147,32 @@ async def test_a_restarted_gateway_has_a_new_epoch(
     assert resp.status == 410
     body = await resp.json()
     assert body["error"] == "EVENTS_EXPIRED" and body["epoch"] == resync["epoch"]
+
+
+async def test_the_seam_holds_under_a_burst_of_real_events(
+    client: TestClient[Any, Any], containers: Containers
+) -> None:
+    # The client resumes while the Engine is busy: ten containers restart at once through the
+    # gateway (each a completion and state changes), so events are published while the missed
+    # ones are replayed. Across the replay and the live stream every seq comes once, in order.
+    await watching(client)
+    made = [await containers.create(labels=LINKED) for _ in range(10)]
+    phone = await connect(client)
+    await phone.until("hello")
+    epoch, seq = await last_seen(client, phone)
+    await phone.ws.close()
+    first = await asyncio.gather(*(client.post(f"/api/v1/containers/{m['Id'][:12]}/restart") for m in made))
+    missed = [(await r.json())["operationId"] for r in first]
+
+    phone = WS(await client.ws_connect(f"/api/v1/ws?epoch={epoch}&seq={seq}"))
+    second = await asyncio.gather(*(client.post(f"/api/v1/containers/{m['Id'][:12]}/restart") for m in made))
+    live = [(await r.json())["operationId"] for r in second]
+    waiting = set(missed + live)
+    async with asyncio.timeout(90):
+        while waiting:
+            message = await phone.next()
+            if message["type"] == "container.restart.completed":
+                waiting.discard(message["data"]["operationId"])
+    seqs = [m["data"]["seq"] for m in phone.seen if is_event(m)]
+    assert seqs == list(range(seq + 1, seq + 1 + len(seqs)))  # no gap, no duplicate
+    assert any(m["type"] == "resumed" for m in phone.seen)
