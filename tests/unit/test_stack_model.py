@@ -109,7 +109,7 @@ def test_updated_at_is_the_newest_of_files_and_containers() -> None:
     assert group_stacks([member(3, "loose", "a")], [])["loose"].updated_at == 1_700_000_003
 
 
-def test_a_stack_is_rendered_with_ports_health_and_actions_but_no_path(tmp_path: Path) -> None:
+async def test_a_stack_is_rendered_with_ports_health_and_actions_but_no_path(tmp_path: Path) -> None:
     compose = tmp_path / "srv" / "compose.yaml"
     compose.parent.mkdir()
     where = {CONFIG_FILES: str(compose), WORKING_DIR: str(compose.parent)}
@@ -122,10 +122,10 @@ def test_a_stack_is_rendered_with_ports_health_and_actions_but_no_path(tmp_path:
     stacks.claim("shop", "deploy")
     stack = group_stacks([web, member(2, "shop", "db", EXITED, where)], [])["shop"]
     # The files compose recorded are gone: the Engine's actions only.
-    detail = stack_detail(stacks, stack)
+    detail = await stack_detail(stacks, stack)
     assert detail["actions"] == list(ENGINE_ACTIONS)
     compose.write_text("services: {}\n")
-    detail = stack_detail(stacks, stack)
+    detail = await stack_detail(stacks, stack)
     assert detail["actions"] == list(COMPOSE_ACTIONS)
     assert {k: detail[k] for k in ("name", "status", "running", "managed", "busy")} == {
         "name": "shop",

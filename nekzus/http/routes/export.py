@@ -190,7 +190,7 @@ async def _save(request: web.Request, name: str, export: ComposeExport) -> dict[
                 "save_as", f"The exported {what} is {size} bytes, more than a stack's file may be ({limit})"
             )
     stack = await save_stack(request, name, export.content, export.env_content or None, create=True)
-    return stack_detail(request.app[STACKS], stack)
+    return await stack_detail(request.app[STACKS], stack)
 
 
 export_container = _single(preview=False)

@@ -27,7 +27,7 @@ from ...stacks.service import STACKS, Stacks
 from ..idempotent import idempotent
 from ..pages import page_of
 from .common import summary_json
-from .stack_common import find_stack, load_stacks, stack_runtime
+from .stack_common import find_stack, load_stacks, stack_named, stack_runtime
 
 # What a stack is busy with while its files are checked and written.
 EDIT = "edit"
@@ -55,7 +55,7 @@ def stack_summary(stack: Stack, busy: str | None) -> dict[str, Any]:
     }
 
 
-def stack_detail(stacks: Stacks, stack: Stack) -> dict[str, Any]:
+async def stack_detail(stacks: Stacks, stack: Stack) -> dict[str, Any]:
     """One stack with each service's containers, and the actions it supports: all of them when
     compose can read its files, else only those the Engine does alone."""
     services = []
@@ -65,7 +65,9 @@ def stack_detail(stacks: Stacks, stack: Stack) -> dict[str, Any]:
             summary = summary_json(c)
             containers.append({**{k: summary[k] for k in _CONTAINER_FIELDS}, "health": c.health})
         services.append({"name": service, "status": stack.service_status(service), "containers": containers})
-    actions = COMPOSE_ACTIONS if stacks.project(stack) is not None else ENGINE_ACTIONS
+    # Whether compose can read a discovered stack's files is asked of the file system: off the loop.
+    readable = await asyncio.to_thread(stacks.project, stack) is not None
+    actions = COMPOSE_ACTIONS if readable else ENGINE_ACTIONS
     return {
         **stack_summary(stack, stacks.busy(stack.name)),
         "services": services,
@@ -98,7 +100,7 @@ async def list_stacks(request: web.Request) -> web.Response:
 @rate_pool("containers")
 async def get_stack(request: web.Request) -> web.Response:
     stack = await find_stack(request)
-    return web.json_response(stack_detail(request.app[STACKS], stack))
+    return web.json_response(await stack_detail(request.app[STACKS], stack))
 
 
 def file_text(body: Mapping[str, Any], field: str, limit: int) -> str | None:
@@ -180,7 +182,7 @@ async def save_stack(
     driver = stacks.driver  # 503 COMPOSE_UNAVAILABLE before the stack is claimed
     stacks.claim(name, EDIT)
     try:
-        current = (await load_stacks(request)).get(name)
+        current = await stack_named(request, name)
         if create and current is not None:
             raise ApiError(409, "STACK_ALREADY_EXISTS", f"Stack {name!r} already exists")
         if not create:
@@ -209,7 +211,7 @@ async def create_stack(request: web.Request) -> web.Response:
     env = file_text(body, "env", limit)
     stack = await save_stack(request, name, compose, env, create=True)
     return web.json_response(
-        stack_detail(request.app[STACKS], stack),
+        await stack_detail(request.app[STACKS], stack),
         status=201,
         headers={"Location": f"/api/v1/stacks/{name}"},
     )
@@ -224,7 +226,7 @@ async def replace_stack(request: web.Request) -> web.Response:
     compose = compose_text(body, limit)
     env = file_text(body, "env", limit)
     stack = await save_stack(request, name, compose, env, create=False, keep_env="env" not in body)
-    return web.json_response(stack_detail(request.app[STACKS], stack))
+    return web.json_response(await stack_detail(request.app[STACKS], stack))
 
 
 @requires(READ_STACKS)
