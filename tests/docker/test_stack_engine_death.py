@@ -1,11 +1,12 @@
-"""The Docker daemon dying in the middle of a stack action: compose fails, the operation ends
-``failed`` with compose's words about the lost daemon, the stack is not left busy, and once the
-daemon is back the stack is what compose left and can be acted on again."""
+"""The Docker daemon dying in the middle of a stack action, through compose or through the Engine
+directly: the operation ends ``failed`` with words about the lost daemon, the stack is not left
+busy, and once the daemon is back the stack is what the action left and can be acted on again."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -68,5 +69,43 @@ async def test_a_deploy_whose_daemon_dies_fails_and_frees_the_stack(
             run = await ended(heard, op)
             assert run.end.type == "stack.down.completed", run.end.data
             assert (await _stack(client, name))["status"] == "stopped"
+        finally:
+            heard.close()
+
+
+async def test_an_engine_direct_stop_whose_daemon_dies_fails_naming_the_containers(
+    gateway: ClientFactory, docker_host: str, tmp_path: Path, hand_projects: HandProjects
+) -> None:
+    # A project started by hand whose folder is gone afterwards: the gateway stops it through the
+    # Engine, container by container. Its service ignores SIGTERM, so the Engine's stop call waits
+    # out the grace period: the daemon dies while the call is open.
+    name = project_name("nkzk")
+    stubborn = service(command=["sh", "-c", "trap '' TERM; while :; do sleep 1; done"])
+    folder = hand_projects.up(name, compose_file({"web": stubborn}))
+    shutil.rmtree(folder)
+    async with KillableEngine(docker_host.removeprefix("unix://"), tmp_path / "engine.sock") as engine:
+        client = await gateway(make_config(engine.host))
+        heard = Heard(client.app[EVENT_BUS])
+        try:
+            op = await act(client, name, "stop", {"timeout": 60})
+            async with asyncio.timeout(60):
+                while True:
+                    event = await heard.get()
+                    if event.data.get("operationId") == op and event.data.get("status") == "stopping":
+                        break
+            await engine.kill()
+            run = await ended(heard, op)
+            assert run.end.type == "stack.stop.failed"
+            assert run.end.data["error"] == "STACK_STOP_FAILED"
+            assert f"{name}-web-1" in run.end.data["message"]
+            await engine.revive()
+            stack = await _stack(client, name)
+            assert stack["busy"] is None and stack["actions"] == [
+                "start",
+                "stop",
+                "restart",
+                "pause",
+                "unpause",
+            ]
         finally:
             heard.close()
