@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -16,6 +17,7 @@ from nekzus.realtime.statsfeed import STATS_FEED, StatsFeed
 from nekzus.realtime.statshistory import STATS_HISTORY
 from tests.support.docker_engine import Containers
 from tests.support.gateway import LINKED, ClientFactory, make_config
+from tests.support.unix_proxy import KillableEngine
 from tests.support.wsclient import WS
 from tests.unit.test_security import REMOTE_ONLY, SECRET, bearer, token
 
@@ -122,6 +124,24 @@ async def test_a_container_that_stops_ends_its_stream_with_a_notice(
     ended = await ws.until("container.stats.ended", containerId=cid)
     assert ended["data"]["reason"] == "stopped" and ended["data"]["runtime"] == "docker"
     await until(lambda: not feed.samplers)
+
+
+async def test_a_daemon_that_dies_ends_the_stream_with_its_error(
+    gateway: ClientFactory, docker_host: str, containers: Containers, tmp_path: Path
+) -> None:
+    # The Engine's stats stream breaks under the sampler: the client is told why, once, and the
+    # sampler is gone (the gateway fixture also checks that no task is left).
+    cid = await running(containers)
+    async with KillableEngine(docker_host.removeprefix("unix://"), tmp_path / "engine.sock") as engine:
+        client = await gateway(make_config(engine.host, stats=NO_HISTORY))
+        feed = client.app[STATS_FEED]
+        ws = await connect(client)
+        await ws.send("container.stats.subscribe", containerIds=[cid])
+        await ws.until("container.stats", containerId=cid)
+        await engine.kill()
+        ended = await ws.until("container.stats.ended", containerId=cid)
+        assert (ended["data"]["reason"], ended["data"]["error"]) == ("failed", "RUNTIME_UNAVAILABLE")
+        await until(lambda: not feed.samplers)
 
 
 async def test_linked_follows_containers_as_they_start(
