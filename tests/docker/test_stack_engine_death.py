@@ -28,6 +28,15 @@ async def _stack(client: Any, name: str) -> dict[str, Any]:
     return body
 
 
+async def reached(heard: Heard, op: str, status: str) -> None:
+    """Until operation ``op`` reports the progress step ``status``."""
+    async with asyncio.timeout(60):
+        while True:
+            event = await heard.get()
+            if event.data.get("operationId") == op and event.data.get("status") == status:
+                return
+
+
 async def test_a_deploy_whose_daemon_dies_fails_and_frees_the_stack(
     gateway: ClientFactory, docker_host: str, tmp_path: Path, hand_projects: HandProjects
 ) -> None:
@@ -43,11 +52,7 @@ async def test_a_deploy_whose_daemon_dies_fails_and_frees_the_stack(
             assert resp.status == 201, await resp.text()
             op = await act(client, name, "deploy")
             # compose waits for web's healthcheck: the daemon dies under it.
-            async with asyncio.timeout(60):
-                while True:
-                    event = await heard.get()
-                    if event.data.get("operationId") == op and event.data.get("status") == "waiting":
-                        break
+            await reached(heard, op, "waiting")
             await engine.kill()
             run = await ended(heard, op)
             assert run.end.type == "stack.deploy.failed"
@@ -88,11 +93,7 @@ async def test_an_engine_direct_stop_whose_daemon_dies_fails_naming_the_containe
         heard = Heard(client.app[EVENT_BUS])
         try:
             op = await act(client, name, "stop", {"timeout": 60})
-            async with asyncio.timeout(60):
-                while True:
-                    event = await heard.get()
-                    if event.data.get("operationId") == op and event.data.get("status") == "stopping":
-                        break
+            await reached(heard, op, "stopping")
             await engine.kill()
             run = await ended(heard, op)
             assert run.end.type == "stack.stop.failed"
