@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -176,6 +177,8 @@ class RateLimitConfig(_Section):
     containers: RateConfig = Field(default_factory=lambda: RateConfig(per_minute=30, burst=20))
     login: RateConfig = Field(default_factory=lambda: RateConfig(per_minute=10, burst=10))
     websocket: RateConfig = Field(default_factory=lambda: RateConfig(per_minute=30, burst=10))
+    # Calls of one inbound deploy hook (per token, known or not).
+    hooks: RateConfig = Field(default_factory=lambda: RateConfig(per_minute=10, burst=5))
 
     @field_validator("storage")
     @classmethod
@@ -325,6 +328,176 @@ class StacksConfig(_Section):
         return binary
 
 
+_WEBHOOK_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+# Hub event types a webhook subscribes to: a type, or a pattern ending in a whole "*" segment.
+_EVENT_PATTERN = r"^(\*|[a-z_]+(\.[a-z_]+)*(\.\*)?)$"
+# Header names a webhook may not set: the transport's own and the signature's.
+RESERVED_WEBHOOK_HEADERS = frozenset(
+    {
+        "content-length",
+        "content-type",
+        "host",
+        "transfer-encoding",
+        "connection",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """What is wrong with a webhook target's syntax, or None. Where it points is checked when
+    it is saved and again at every delivery (nekzus/notify/addresses.py)."""
+    if len(url) > 2048:
+        return "must be at most 2048 characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "must name a host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials: send them in headers instead"
+    if parts.fragment:
+        return "must not have a #fragment"
+    if port == 0:
+        return "must not name port 0"
+    return None
+
+
+def webhook_header_problem(name: str, value: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,256}", name):
+        return f"{name!r} is not a header name"
+    if name.lower() in RESERVED_WEBHOOK_HEADERS:
+        return f"{name!r} is set by the gateway itself"
+    if len(value) > 4096 or any(ch in value for ch in "\r\n\x00"):
+        return f"the value of {name!r} must be one line of at most 4096 characters"
+    return None
+
+
+class WebhookConfig(_Section):
+    """One outbound webhook: hub events whose type matches ``events`` are POSTed to ``url``,
+    signed with ``secret`` (Standard Webhooks)."""
+
+    name: str = Field(pattern=_WEBHOOK_NAME)
+    url: str
+    events: list[str] = Field(default_factory=list, max_length=64)
+    # whsec_<base64> (Standard Webhooks), or any other string of at least 16 characters, whose
+    # UTF-8 bytes are then the key.
+    secret: str = Field(min_length=16, max_length=1024, repr=False)
+    headers: dict[str, str] = Field(default_factory=dict, max_length=32, repr=False)
+    # Seconds one delivery attempt may take, connecting included.
+    timeout: float = Field(10.0, gt=0, le=120)
+    enabled: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        problem = webhook_url_problem(url)
+        if problem:
+            raise ValueError(problem)
+        return url
+
+    @field_validator("events")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            if not re.fullmatch(_EVENT_PATTERN, pattern):
+                raise ValueError(f"{pattern!r} is not an event type or a pattern such as container.*")
+        return patterns
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            problem = webhook_header_problem(name, value)
+            if problem:
+                raise ValueError(problem)
+        return headers
+
+
+class WebhookDeliveryConfig(_Section):
+    # A delivery that keeps failing is tried again, with exponential backoff and jitter from
+    # initial_backoff up to max_backoff seconds between attempts, for retry_for seconds in all.
+    retry_for: float = Field(86_400.0, ge=1, le=30 * 86_400)
+    initial_backoff: float = Field(1.0, gt=0, le=3600)
+    max_backoff: float = Field(3600.0, gt=0, le=86_400)
+    # Deliveries waiting per webhook; when a receiver is down so long that more pile up, the
+    # oldest are dropped (logged, and counted in the webhook's "dropped").
+    max_pending: int = Field(1000, ge=1, le=1_000_000)
+    # Attempts kept per webhook for GET /api/v1/webhooks/{name}/deliveries.
+    history: int = Field(200, ge=1, le=100_000)
+    # Webhooks the API may create, besides the ones in this file.
+    max_webhooks: int = Field(100, ge=0, le=10_000)
+    # Deliveries are refused to loopback, private, link-local (169.254.0.0/16, the cloud metadata
+    # address among them), metadata (fd00:ec2::254) and other special addresses, so a webhook
+    # cannot reach into the gateway's own network; a network listed here is allowed all the same.
+    allow_networks: list[IPvAnyNetwork] = Field(default_factory=list)
+
+
+AlertCondition = Literal["exited", "unhealthy", "oom", "restart_loop", "cpu", "memory", "log"]
+
+
+class AlertWhen(_Section):
+    """What an alert rule watches: a condition, on the containers it names (names or ids) and
+    those that carry every label given; neither given: every container."""
+
+    condition: AlertCondition
+    containers: list[str] = Field(default_factory=list, max_length=1000)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=32)
+    # exited: only a non-zero exit code counts (a stop not asked of the gateway counts anyway
+    # when false, the default).
+    nonzero_only: bool = False
+    # restart_loop: this many restarts within `within` seconds.
+    restarts: int = Field(3, ge=2, le=1000)
+    within: float = Field(300.0, ge=1, le=86_400)
+    # cpu, memory: a percentage (cpu: of the host's cores, as in the stats), exceeded for `for`.
+    above: float | None = Field(None, gt=0, le=100_000)
+    # log: lines holding every one of these terms (case-insensitive) ...
+    terms: list[str] = Field(default_factory=list, max_length=16)
+    # ... or matching this regular expression (RE2 syntax, linear time).
+    pattern: str = Field("", max_length=512)
+    # log: the alert resolves after this many seconds without another matching line.
+    quiet: float = Field(300.0, ge=1, le=86_400)
+
+    @model_validator(mode="after")
+    def _complete(self) -> AlertWhen:
+        if self.condition in ("cpu", "memory") and self.above is None:
+            raise ValueError(f"condition {self.condition!r} needs above (a percentage)")
+        if self.condition == "log":
+            if not self.terms and not self.pattern:
+                raise ValueError("condition 'log' needs terms or a pattern")
+            if not self.containers and not self.labels:
+                raise ValueError(
+                    "condition 'log' needs containers or labels: logs are followed only of the "
+                    "containers a rule names"
+                )
+        return self
+
+
+class AlertRuleConfig(_Section):
+    name: str = Field(pattern=_WEBHOOK_NAME)
+    when: AlertWhen
+    # Seconds the condition must hold before the alert fires.
+    for_: float = Field(0.0, ge=0, le=86_400, alias="for")
+    # Seconds the condition must stay clear before the alert resolves: a condition that comes
+    # back sooner belongs to the same alert, so a flapping container notifies once.
+    cooldown: float = Field(60.0, ge=0, le=86_400)
+    # Webhooks (by name) that receive this rule's alert.firing and alert.resolved events.
+    notify: list[str] = Field(default_factory=list, max_length=32)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class HooksConfig(_Section):
+    # Inbound deploy hooks: POST /api/v1/hooks/{token}, tokens made with `nekzus hook create`.
+    enabled: bool = True
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # text: one human-readable line per record; json: one JSON object per line, for collectors.
@@ -352,6 +525,10 @@ class Config(BaseSettings):
     stacks: StacksConfig = Field(default_factory=StacksConfig)
     idempotency: IdempotencyConfig = Field(default_factory=IdempotencyConfig)
     stats: StatsConfig = Field(default_factory=StatsConfig)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    webhook_delivery: WebhookDeliveryConfig = Field(default_factory=WebhookDeliveryConfig)
+    alerts: list[AlertRuleConfig] = Field(default_factory=list)
+    hooks: HooksConfig = Field(default_factory=HooksConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("apps")
@@ -363,6 +540,24 @@ class Config(BaseSettings):
                 raise ValueError(f"app id {app.id!r} is listed twice")
             seen.add(app.id)
         return apps
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_webhook_names(cls, hooks: list[WebhookConfig]) -> list[WebhookConfig]:
+        names = [hook.name for hook in hooks]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"webhook name {name!r} is listed twice")
+        return hooks
+
+    @field_validator("alerts")
+    @classmethod
+    def _unique_alert_names(cls, rules: list[AlertRuleConfig]) -> list[AlertRuleConfig]:
+        names = [rule.name for rule in rules]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"alert rule name {name!r} is listed twice")
+        return rules
 
     @classmethod
     def settings_customise_sources(

@@ -31,6 +31,9 @@ from ..keys import (
     WATCHERS,
 )
 from ..linking import AppLinker, detect_self_container_id
+from ..notify.alerts import alerts_ctx
+from ..notify.hooks import hooks_ctx
+from ..notify.webhooks import webhooks_ctx
 from ..operations.idempotency import Idempotency
 from ..operations.store import OperationStore
 from ..operations.tracker import OperationTracker
@@ -53,6 +56,7 @@ from ..tasks import TaskGroup
 from .accesslog import access_log_middleware, log_websocket_upgrade
 from .idempotent import IDEMPOTENCY
 from .middlewares import error_middleware, request_id_middleware
+from .routes import alerts as alert_routes
 from .routes import (
     auth,
     bulk,
@@ -72,6 +76,8 @@ from .routes import (
     volumes,
     ws,
 )
+from .routes import hooks as hook_routes
+from .routes import webhooks as webhook_routes
 from .routes.common import stats_json
 
 log = logging.getLogger(__name__)
@@ -356,6 +362,10 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     app.cleanup_ctx.append(_stacks_ctx)
     app.cleanup_ctx.append(_hub_ctx)
     app.cleanup_ctx.append(_stats_ctx)
+    # After the hub (webhooks follow its numbered events) and the stats feed (alerts sample it).
+    app.cleanup_ctx.append(webhooks_ctx)
+    app.cleanup_ctx.append(alerts_ctx)
+    app.cleanup_ctx.append(hooks_ctx)
     app.on_startup.append(_recover_interrupted)
     app.on_startup.append(_announce_interrupted)
     app.on_shutdown.append(_close_websockets)
@@ -400,6 +410,9 @@ def create_app(config: Config, *, runtimes: RuntimeRegistry | None = None) -> we
     r.add_get("/api/v1/system", system.system_info)
     r.add_get("/api/v1/system/stats", system.system_stats)
     _stack_routes(r)
+    webhook_routes.add_routes(r)
+    alert_routes.add_routes(r)
+    hook_routes.add_routes(r)
     _setup_cors(app, config.server.cors_origins)
     return app
 

@@ -248,6 +248,9 @@ class Hub:
         self.log_limit = log_limit
         self.replay = ReplayBuffer(max_events=replay_events, max_age=replay_seconds)
         self.connections: set[Connection] = set()
+        # Called with each event and the seq it was given, after the clients were handed it
+        # (outbound webhooks); like a bus listener, one must not block or await.
+        self.numbered: list[Callable[[Event, int], None]] = []
         self._tasks = TaskGroup()
 
     def open(self, ws: web.WebSocketResponse, request: web.Request, principal: Principal) -> Connection:
@@ -303,6 +306,8 @@ class Hub:
                 continue
             if not conn.outbox.offer(text) and conn.outbox.overflowed:
                 self._overflowed(conn)
+        for follower in self.numbered:
+            follower(event, seq)
 
     async def catch_up(
         self, conn: Connection, after: int, announce: Callable[[int, int], str] | None = None

@@ -42,6 +42,10 @@ WRITE_ENGINE = "write:engine"
 # deploy and every other action, tear down, delete).
 READ_STACKS = "read:stacks"
 WRITE_STACKS = "write:stacks"
+# Outbound webhooks: list, create, change and delete them, their delivery history and test sends.
+ADMIN_WEBHOOKS = "admin:webhooks"
+# The alerts that are firing now.
+READ_ALERTS = "read:alerts"
 # Every scope a route asks for and what it grants, for people choosing a token's scopes (the
 # CLI's help and its check of the names given). Keep it in step with README "Security".
 SCOPES: tuple[tuple[str, str], ...] = (
@@ -65,6 +69,11 @@ SCOPES: tuple[tuple[str, str], ...] = (
         WRITE_STACKS,
         "create, edit and delete managed stacks; deploy, start, stop, restart, pause, unpause, "
         "pull and tear down stacks; save an export as a stack",
+    ),
+    (READ_ALERTS, "list the alerts firing now"),
+    (
+        ADMIN_WEBHOOKS,
+        "list, create, change and delete webhooks; read their delivery history; send test events",
     ),
 )
 WILDCARD_SCOPES: tuple[tuple[str, str], ...] = (

@@ -10,6 +10,7 @@ authenticated callers, otherwise the client address (an IPv6 /64); the source po
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +31,7 @@ from ..errors import ApiError
 from ..keys import CLIENT_IP
 from .auth import PRINCIPAL, Principal
 
-POOLS = ("containers", "login", "websocket")
+POOLS = ("containers", "login", "websocket", "hooks")
 LIMITER: web.AppKey[RateLimiter | None] = web.AppKey("limiter")
 RATE_DECISION: web.RequestKey[RateDecision] = web.RequestKey("rate_decision")
 H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
@@ -111,6 +112,7 @@ class RateLimiter:
                 ("containers", config.containers),
                 ("login", config.login),
                 ("websocket", config.websocket),
+                ("hooks", config.hooks),
             )
         }
 
@@ -145,6 +147,10 @@ def rate_pool(pool: str) -> Callable[[H], H]:
 
 
 def client_key(request: web.Request, pool: str) -> str:
+    if pool == "hooks":
+        # Per token, known or not: a limit that told them apart would tell which tokens exist.
+        token = request.match_info.get("token", "")
+        return "hook:" + hashlib.sha256(token.encode()).hexdigest()
     principal: Principal | None = request.get(PRINCIPAL)
     # Login is limited per address: the caller has no principal yet.
     if pool != "login" and principal is not None and principal.authenticated and principal.subject:

@@ -41,7 +41,7 @@ def test_the_help_lists_every_scope_and_what_it_grants(
     [
         ("write:container", "did you mean 'write:containers'?"),
         ("read:containers reed:engine", "did you mean 'read:engine'?"),
-        ("admin:*", "the scopes are"),
+        ("delete:*", "the scopes are"),
         ("write*", "the scopes are"),
         ("*:containers", "the scopes are"),
         ("read:containers:*", "the scopes are"),
@@ -77,4 +77,4 @@ def test_known_scopes_and_wildcards_make_a_token(
 
 def test_a_wildcard_is_known_when_it_covers_a_scope() -> None:
     assert all(is_known_scope(name) for name, _ in (*SCOPES, *WILDCARD_SCOPES))
-    assert not any(is_known_scope(s) for s in ("write:container", "admin:*", "read:engine:*", "", "read"))
+    assert not any(is_known_scope(s) for s in ("write:container", "delete:*", "read:engine:*", "", "read"))

@@ -1,0 +1,9 @@
+"""Routes of webhooks (see nekzus/notify/webhooks.py)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+def add_routes(r: web.UrlDispatcher) -> None:
+    """Register the routes of webhooks."""
