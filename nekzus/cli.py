@@ -1,4 +1,4 @@
-"""The ``nekzus`` command: ``serve``, ``token create`` and ``apikey create``."""
+"""The ``nekzus`` command: ``serve``, ``token create``, ``apikey create`` and ``hook ...``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import re
 import secrets
 import sys
 import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 
@@ -17,9 +20,22 @@ from .config import Config, ConfigError, load_config
 from .http.app import create_app
 from .http.server import HandshakeLimits, ListenError, serve
 from .logsetup import configure_logging
+from .notify.hooks import (
+    ACTIONS,
+    GITHUB_HEADER,
+    GITLAB_HEADER,
+    MAX_NAME,
+    PATH_PREFIX,
+    HookDatabase,
+    open_database,
+    secret_problem,
+)
+from .params import is_valid_container_id
 from .security.auth import SCOPES, WILDCARD_SCOPES, authority_from_config, hash_api_key, is_known_scope
 from .security.tls import server_ssl_context
+from .stacks.names import is_stack_name
 
+EXIT_FAILED = 1
 EXIT_CONFIG = 2
 _DURATION = re.compile(r"([0-9]+)([smhd]?)")  # ASCII digits, whole string
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -97,7 +113,62 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument(
         "--scopes", required=True, type=scope_list, help='space-separated, e.g. "read:containers"'
     )
+    _hook_parser(commands, config_help)
     return parser
+
+
+def _hook_name(text: str) -> str:
+    if not text.strip() or len(text) > MAX_NAME or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"a hook name is 1 to {MAX_NAME} printable characters")
+    return text
+
+
+def _stack_target(text: str) -> str:
+    if not is_stack_name(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a stack name (1 to 63 of a-z, 0-9, '_', '-', starting with a letter or digit)"
+        )
+    return text
+
+
+def _container_target(text: str) -> str:
+    if not is_valid_container_id(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a container id or name")
+    return text
+
+
+def _hook_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], config_help: str) -> None:
+    # Not "action": hook create has an --action of its own.
+    hook = commands.add_parser("hook", help="make, list and revoke inbound deploy hooks").add_subparsers(
+        dest="hook_command", required=True
+    )
+    actions = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in ACTIONS.items())
+    create = hook.add_parser(
+        "create",
+        help="make a hook and print its token, once",
+        description=f"Make a deploy hook: POST {PATH_PREFIX}<token> then runs its action ({actions}).",
+    )
+    create.add_argument("--config", help=config_help)
+    target = create.add_mutually_exclusive_group(required=True)
+    target.add_argument("--stack", type=_stack_target, help="the stack the hook acts on")
+    target.add_argument(
+        "--container",
+        type=_container_target,
+        help="the container the hook acts on: give its name for an update, which makes a new id",
+    )
+    create.add_argument("--action", required=True, help=actions)
+    create.add_argument("--name", type=_hook_name, help="what the hook is for, shown by list")
+    create.add_argument(
+        "--signature-secret",
+        metavar="SECRET",
+        help="also require X-Hub-Signature-256 (GitHub, Gitea, Forgejo) or X-Gitlab-Token made with this "
+        "secret; '-' reads it from the first line of stdin, which keeps it out of the shell's history",
+    )
+    listing = hook.add_parser("list", help="list the hooks (never their tokens or secrets)")
+    listing.add_argument("--config", help=config_help)
+    revoke = hook.add_parser("revoke", help="delete a hook: its URL answers 404 from then on")
+    revoke.add_argument("--config", help=config_help)
+    revoke.add_argument("id", help="the hook's id, as list shows it")
 
 
 def _serve(config: Config) -> int:
@@ -142,6 +213,88 @@ def _apikey(name: str, scopes: list[str]) -> int:
     return 0
 
 
+def _when(moment: float | None) -> str:
+    return "-" if moment is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+
+
+@dataclass(frozen=True, slots=True)
+class _NewHook:
+    kind: str
+    target: str
+    action: str
+    name: str | None
+    secret: str | None
+
+
+def _new_hook(args: argparse.Namespace) -> _NewHook | str:
+    """What ``hook create`` was asked to make, or what is wrong with it (before any file is touched)."""
+    kind, target = ("stack", args.stack) if args.stack is not None else ("container", args.container)
+    if args.action not in ACTIONS[kind]:
+        return f"--action: a {kind} hook's action is one of {', '.join(ACTIONS[kind])}"
+    secret = args.signature_secret
+    if secret == "-":
+        secret = sys.stdin.readline().rstrip("\r\n")
+    if secret is not None and (problem := secret_problem(secret)) is not None:
+        return f"--signature-secret: {problem}"
+    return _NewHook(kind, target, args.action, args.name, secret)
+
+
+def _hook_create(db: HookDatabase, new: _NewHook) -> int:
+    hook, token = db.create(
+        kind=new.kind, target=new.target, action=new.action, name=new.name, secret=new.secret
+    )
+    signed = f", signed ({GITHUB_HEADER} or {GITLAB_HEADER})" if new.secret is not None else ""
+    print(token)
+    print(f"# Hook {hook.id}: {hook.describe()}{signed}. The token above is shown only this once.")
+    print(f"# Its URL, on the gateway: POST {PATH_PREFIX}{token}")
+    return 0
+
+
+def _hook_list(db: HookDatabase) -> int:
+    rows = [("ID", "NAME", "TARGET", "ACTION", "SIGNED", "CREATED", "LAST USED", "USES")]
+    for hook in db.all():
+        rows.append(
+            (
+                hook.id,
+                hook.name or "-",
+                f"{hook.kind} {hook.target}",
+                hook.action,
+                "yes" if hook.secret is not None else "no",
+                _when(hook.created_at),
+                _when(hook.last_used_at),
+                str(hook.uses),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _hook(data_dir: Path, args: argparse.Namespace) -> int:
+    new = _new_hook(args) if args.hook_command == "create" else None
+    if isinstance(new, str):
+        print(f"nekzus: {new}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        db = open_database(data_dir)
+    except ConfigError as exc:
+        print(f"nekzus: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        if new is not None:
+            return _hook_create(db, new)
+        if args.hook_command == "list":
+            return _hook_list(db)
+        if not db.revoke(args.id):
+            print(f"nekzus: there is no hook {args.id!r} (nekzus hook list shows them)", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"Hook {args.id} revoked: its URL answers 404 from now on")
+        return 0
+    finally:
+        db.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "apikey":
@@ -153,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "token":
         return _token(config, args.subject, args.scopes, args.ttl)
+    if args.command == "hook":
+        return _hook(config.server.data_dir, args)
     return _serve(config)
 
 

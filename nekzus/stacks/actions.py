@@ -82,13 +82,15 @@ def job_text(action: str) -> JobText:
 @dataclass(frozen=True, slots=True)
 class StackAction:
     """One action as a client asked for it; ``services`` empty means every service, ``timeout``
-    None leaves each service's own ``stop_grace_period`` in force."""
+    None leaves each service's own ``stop_grace_period`` in force; ``pull`` has a deploy pull
+    every image first (a deploy hook's pull-and-deploy), in the same compose run."""
 
     action: str
     services: tuple[str, ...] = ()
     remove_orphans: bool = False
     volumes: bool = False
     timeout: int | None = None
+    pull: bool = False
 
     def compose_args(self) -> list[str]:
         """The compose command line after the project's options. A deploy waits for every service
@@ -99,7 +101,8 @@ class StackAction:
         orphans = ["--remove-orphans"] if self.remove_orphans or self.action == "delete" else []
         volumes = ["--volumes"] if self.volumes else []
         if self.action == "deploy":
-            return ["up", "--detach", "--wait", *orphans, *services]
+            pull = ["--pull", "always"] if self.pull else []
+            return ["up", "--detach", "--wait", *pull, *orphans, *services]
         if self.action in ("stop", "restart"):
             return [self.action, *timeout, *services]
         if self.action in ("down", "delete"):

@@ -213,20 +213,32 @@ async def container_action(request: web.Request) -> web.Response:
     runtime = runtime_for(request)
     timeout = timeout_of(request, await json_fields(request, ("timeout",), required=False))
     force = bool_query(request, "force")
-    namespace = namespace_value(request)
+    ref = ContainerRef(cid, namespace_value(request))
+    return await start_container_action(request, runtime, ref, action, timeout=timeout, force=force)
 
+
+async def start_container_action(
+    request: web.Request,
+    runtime: ContainerRuntime,
+    ref: ContainerRef,
+    action: Action,
+    *,
+    timeout: int,
+    force: bool = False,
+) -> web.Response:
+    """The pre-check of ``action`` on the container ``ref`` names, then its submission: the REST
+    action and a deploy hook start a container action through here alike."""
+    cid = ref.id
     # The synchronous pre-check, so a client learns of 404/409 at once.
     try:
-        current, refused = await current_state(
-            request, runtime, ContainerRef(cid, namespace), action, force=force
-        )
+        current, refused = await current_state(request, runtime, ref, action, force=force)
         if refused is not None:
             raise refused
     except RuntimeFailure as exc:
         raise runtime_error(exc, failure_code(action), f"Failed to {action} container", cid) from exc
     op = request.app[OPERATIONS].submit(
         runtime,
-        ContainerRef(current.full_id, namespace),
+        ContainerRef(current.full_id, ref.namespace),
         action,
         container_id=current.id,
         timeout=timeout,

@@ -84,6 +84,12 @@ async def update_container(request: web.Request) -> web.Response:
     cid = container_id(request)
     creator = capable_runtime(request, ContainerCreator, "container updates")  # type: ignore[type-abstract]
     await json_fields(request, (), required=False)
+    return await start_update(request, creator, cid)
+
+
+async def start_update(request: web.Request, creator: ContainerCreator, cid: str) -> web.Response:
+    """The checks of an update of the container ``cid`` names, then its submission: the REST
+    update and a deploy hook start an update through here alike."""
     puller = _puller(creator, "an update")
     runtime = request.app[REGISTRY].get(creator.name)
     # The synchronous checks, so a client learns of 404, 403 and 409 at once.

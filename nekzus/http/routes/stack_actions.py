@@ -166,8 +166,15 @@ async def stack_action(request: web.Request) -> web.Response:
     timeout = timeout_value(body["timeout"]) if "timeout" in body else None
     stack = await find_stack(request)
     action = StackAction(verb, _services(body.get("services"), stack), remove_orphans, volumes, timeout)
-    stacks = request.app[STACKS]
-    project = await asyncio.to_thread(stacks.project, stack)
+    return await start_stack_action(request, stack, action)
+
+
+async def start_stack_action(request: web.Request, stack: Stack, action: StackAction) -> web.Response:
+    """The checks of ``action`` on ``stack`` that need no body (compose can read its files, the
+    gateway's own container is spared), then its submission: the REST action and a deploy hook
+    start a stack action through here alike."""
+    verb = action.action
+    project = await asyncio.to_thread(request.app[STACKS].project, stack)
     if project is None and verb not in ENGINE_ACTIONS:
         raise _not_managed(stack.name, {"deploy": "deployed", "pull": "pulled"}.get(verb, "taken down"))
     _refuse_self(request, stack, action)
