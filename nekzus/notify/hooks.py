@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import sqlite3
@@ -29,6 +30,7 @@ from multidict import CIMultiDictProxy
 from ..config import ConfigError
 from ..keys import CONFIG
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DB_FILE = "hooks.db"
@@ -228,7 +230,12 @@ class HookStore:
         return await self._call(self._db.find, token)
 
     async def used(self, hook: Hook) -> None:
-        await self._call(self._db.used, hook.id, time.time())
+        """Record a call; a store that cannot be written (the CLI holding it too long) costs the
+        record, never the deploy the caller asked for."""
+        try:
+            await self._call(self._db.used, hook.id, time.time())
+        except sqlite3.Error as exc:
+            log.warning("the use of hook %s could not be recorded: %s", hook.id, exc)
 
     async def close(self) -> None:
         await self._call(self._db.close)

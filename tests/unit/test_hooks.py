@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import io
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from nekzus.config import Config
 from nekzus.notify.hooks import DB_FILE, HookDatabase, secret_problem, token_digest
+from nekzus.stacks.actions import StackAction
 from tests.support.fakes import FakeRuntime, registry_of, summary
 from tests.support.gateway import JSON, ClientFactory, make_config
 from tests.unit.test_cli_scopes import run
@@ -179,6 +181,17 @@ def test_an_unusable_data_dir_exits_2_naming_it(hooks: Hooks) -> None:
     assert code == 2 and "server.data_dir" in err and "Traceback" not in err
 
 
+def test_pull_and_deploy_is_one_compose_up_that_pulls_always() -> None:
+    assert StackAction("deploy", pull=True).compose_args() == [
+        "up",
+        "--detach",
+        "--wait",
+        "--pull",
+        "always",
+    ]
+    assert "--pull" not in StackAction("deploy").compose_args()
+
+
 def test_secret_rules() -> None:
     assert secret_problem("x" * 16) is None and secret_problem("x" * 256) is None
     assert secret_problem("x" * 15) and secret_problem("x" * 257)
@@ -257,6 +270,9 @@ async def test_revocation_takes_effect_on_the_running_gateway_at_once(
     # Made while the gateway runs: found at once too.
     hook_id, tok = hooks.create("--container", FAKE.name, "--action", "restart")
     await accepted_restart(await client.post(f"/api/v1/hooks/{tok}"), client)
+    # The gateway's connection keeps the write-ahead log open: it is its owner's only too.
+    files = list(hooks.data_dir.glob(DB_FILE + "*"))
+    assert len(files) == 3 and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
     assert hooks.cli("revoke", hook_id)[0] == 0
     await expect(await client.post(f"/api/v1/hooks/{tok}"), 404, "HOOK_NOT_FOUND")
 
@@ -394,3 +410,24 @@ async def test_a_cross_site_browser_post_is_refused_and_a_ci_post_is_not(
     await accepted_restart(await client.post(path), client)
     ci = {"User-Agent": "GitHub-Hookshot/abc", "X-GitHub-Event": "push", **JSON}
     await accepted_restart(await client.post(path, data=b"{}", headers=ci), client)
+
+
+async def test_a_store_that_cannot_record_a_use_still_lets_the_hook_run(
+    gateway: ClientFactory,
+    hooks: Hooks,
+    docker_host: str,
+    fake: FakeRuntime,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hook_id, tok = hooks.create("--container", FAKE.name, "--action", "restart")
+    client = await start(gateway, hooks, docker_host, fake)
+
+    def locked(self: HookDatabase, hook_id: str, now: float) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(HookDatabase, "used", locked)
+    await accepted_restart(await client.post(f"/api/v1/hooks/{tok}"), client)
+    assert f"the use of hook {hook_id} could not be recorded" in caplog.text
+    monkeypatch.undo()
+    assert uses(hooks, hook_id) == 0
