@@ -7,6 +7,7 @@ import asyncio
 import difflib
 import re
 import secrets
+import sqlite3
 import sys
 import textwrap
 import time
@@ -291,6 +292,10 @@ def _hook(data_dir: Path, args: argparse.Namespace) -> int:
             return EXIT_FAILED
         print(f"Hook {args.id} revoked: its URL answers 404 from now on")
         return 0
+    except sqlite3.Error as exc:
+        # A store another process holds locked past the timeout, or a damaged file.
+        print(f"nekzus: the deploy hooks in {data_dir} could not be used: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         db.close()
 

@@ -431,3 +431,16 @@ async def test_a_store_that_cannot_record_a_use_still_lets_the_hook_run(
     assert f"the use of hook {hook_id} could not be recorded" in caplog.text
     monkeypatch.undo()
     assert uses(hooks, hook_id) == 0
+
+
+def test_a_store_that_fails_under_the_command_exits_1_saying_so(
+    hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hooks.create("--stack", "web", "--action", "deploy")
+
+    def locked(self: HookDatabase) -> list[Any]:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(HookDatabase, "all", locked)
+    code, out, err = hooks.cli("list")
+    assert code == 1 and out == "" and "database is locked" in err and "Traceback" not in err
