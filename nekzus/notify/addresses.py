@@ -101,7 +101,7 @@ class GuardedResolver(AbstractResolver):
             elif not first_refusal:
                 first_refusal = problem
         if not kept:
-            raise RefusedAddress(f"{host} resolves to {first_refusal or 'no address'}")
+            raise RefusedAddress(f"{host}: {first_refusal or 'it resolves to no address'}")
         return kept
 
     async def close(self) -> None:

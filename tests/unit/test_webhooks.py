@@ -57,6 +57,8 @@ class Receiver:
         self.answers: deque[int] = deque()
         self.retry_after: str | None = None
         self.slow = 0.0  # seconds each answer takes: a slow receiver, by design
+        self.down = False  # answers 503 to everything
+        self.redirect = False  # answers 302 to everything
         self.released = asyncio.Event()
         self._changed = asyncio.Condition()
         self.server: TestServer | None = None
@@ -71,7 +73,9 @@ class Receiver:
         async with self._changed:
             self.received.append(got)
             self._changed.notify_all()
-        status = self.answers.popleft() if self.answers else 204
+        status = self.answers.popleft() if self.answers else 503 if self.down else 204
+        if self.redirect:
+            raise web.HTTPFound("/elsewhere")
         if status == HANG:
             await self.released.wait()
             status = 204
@@ -105,7 +109,12 @@ def hook(url: str, name: str = "ops", **fields: Any) -> dict[str, Any]:
 
 
 def webhook_config(
-    docker_host: str, data_dir: Path, *, webhooks: list[dict[str, Any]] | None = None, **delivery: Any
+    docker_host: str,
+    data_dir: Path,
+    *,
+    webhooks: list[dict[str, Any]] | None = None,
+    alerts: list[dict[str, Any]] | None = None,
+    **delivery: Any,
 ) -> Config:
     """A gateway keeping its webhooks in ``data_dir``, retrying fast, allowed to reach loopback."""
     settings = {"initial_backoff": 0.05, "max_backoff": 0.2, "allow_networks": LOOPBACK, **delivery}
@@ -113,6 +122,7 @@ def webhook_config(
         docker_host,
         server={"data_dir": str(data_dir), "tls": {"mode": "off"}},
         webhooks=webhooks or [],
+        alerts=alerts or [],
         webhook_delivery=settings,
     )
 
