@@ -112,9 +112,12 @@ class DeliveryQueue:
         self._key = secret_key(spec.secret)
 
     def restore(self, delivery: StoredDelivery) -> None:
-        """A delivery read back from the store at start, in queue order."""
+        """A delivery read back from the store at start, in queue order (a max_pending lowered
+        since drops the oldest, as ever)."""
         self.pending.append(delivery)
         self._ready.set()
+        while len(self.pending) > self._settings.max_pending:
+            self._drop(self.pending.popleft())
 
     def offer(self, delivery: StoredDelivery) -> None:
         """Queue a delivery (stored at once) without waiting; the oldest goes when full."""
