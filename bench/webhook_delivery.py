@@ -109,7 +109,8 @@ async def with_gateway(url: str, webhooks: int, run: Any) -> Any:
             bus = app[EVENT_BUS]
 
             def publish(n: int) -> None:
-                bus.publish("bench.tick", {"n": n, "sent": time.monotonic_ns(), "timestamp": int(time.time())})
+                data = {"n": n, "sent": time.monotonic_ns(), "timestamp": int(time.time())}
+                bus.publish("bench.tick", data)
 
             return await run(publish)
         finally:
