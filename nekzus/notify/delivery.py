@@ -169,10 +169,11 @@ class DeliveryQueue:
                 continue
             self.last_error = outcome.error
             delivery.attempts += 1
-            delay = backoff(delivery.attempts, self._settings, outcome.retry_after)
             if not still_head:
+                # Dropped while in flight: nothing is left to retry.
                 self._keep(delivery, "failed", outcome, outcome.error, tried=None)
                 continue
+            delay = backoff(delivery.attempts, self._settings, outcome.retry_after)
             if time.time() + delay > delivery.created_at + self._settings.retry_for:
                 self.pending.popleft()
                 self._store.remove(delivery.id)

@@ -239,9 +239,11 @@ class Webhooks:
                 "(webhook_delivery.max_webhooks); delete one first",
             )
         self._check_target(spec)
-        hook = self._add(spec, "api", now(), [])
-        await self._store.save_webhook(StoredWebhook(spec.name, spec.model_dump_json(), now()))
+        created_at = now()
+        hook = self._add(spec, "api", created_at, [])
+        # Ordering: the task starts before the await, so a delete meanwhile stops it.
         self._run(hook)
+        await self._store.save_webhook(StoredWebhook(spec.name, spec.model_dump_json(), created_at))
         return hook
 
     async def replace(self, spec: WebhookConfig) -> Webhook:
@@ -250,21 +252,26 @@ class Webhooks:
         self._check_target(spec)
         # Ordering: the task stops before the target changes, so no attempt mixes the two.
         await self._stop(hook)
+        if self._hooks.get(spec.name) is not hook:
+            raise webhook_not_found(spec.name)  # deleted while its task stopped
         hook.spec = spec
         hook.patterns = frozenset(spec.events)
         hook.queue.retarget(spec)
         assert hook.created_at is not None
-        await self._store.save_webhook(StoredWebhook(spec.name, spec.model_dump_json(), hook.created_at))
         self._run(hook)
+        await self._store.save_webhook(StoredWebhook(spec.name, spec.model_dump_json(), hook.created_at))
         return hook
 
     async def delete(self, name: str) -> None:
         """Remove an API-made webhook with its pending deliveries and its history."""
         hook = self.writable(name)
         del self._hooks[name]
+        # Ordering: forgotten before any await, so a webhook of the same name created meanwhile is
+        # written after this removal, never removed by it.
+        forgotten = self._store.forget_webhook(name)
         await self._stop(hook)
         hook.queue.log_drops()
-        await self._store.forget_webhook(name)
+        await forgotten
 
     async def close(self) -> None:
         await self._tasks.close()

@@ -545,3 +545,23 @@ async def test_webhooks_made_through_the_api_survive_a_restart(
     again = await start(gateway, config)
     after = await (await again.get("/api/v1/webhooks/ops")).json()
     assert after == before
+
+
+async def test_what_a_restart_reads_back_is_what_was_shown_after_racing_changes(
+    gateway: ClientFactory, docker_host: str, tmp_path: Path
+) -> None:
+    config = webhook_config(docker_host, tmp_path)
+    first = await start(gateway, config)
+    await created(first, hook("https://hooks.example.com/1"))
+    answers = await asyncio.gather(
+        first.delete("/api/v1/webhooks/ops"),
+        first.post("/api/v1/webhooks", json=hook("https://hooks.example.com/2")),
+        first.put("/api/v1/webhooks/ops", json={"url": "https://hooks.example.com/3"}),
+        first.post("/api/v1/webhooks", json=hook("https://hooks.example.com/4", name="other")),
+        first.delete("/api/v1/webhooks/other"),
+    )
+    assert answers[0].status == 204
+    shown = (await (await first.get("/api/v1/webhooks")).json())["webhooks"]
+    await first.close()
+    again = await start(gateway, config)
+    assert (await (await again.get("/api/v1/webhooks")).json())["webhooks"] == shown
