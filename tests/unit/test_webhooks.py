@@ -508,6 +508,9 @@ async def test_every_route_needs_admin_webhooks(gateway: ClientFactory, docker_h
     everything_else = token(scopes=["read:*", "write:*", "read:alerts"])
     for method, path, body in routes:
         await expect_error(await client.request(method, path, json=body), 401, "UNAUTHORIZED")
+        # A forwarded address from a peer that is no trusted proxy is not read: still remote.
+        forged = {"X-Forwarded-For": "10.0.0.1"}
+        await expect_error(await client.request(method, path, json=body, headers=forged), 401, "UNAUTHORIZED")
         resp = await client.request(method, path, json=body, headers=bearer(everything_else))
         answer = await expect_error(resp, 403, "FORBIDDEN")
         assert "admin:webhooks" in answer["message"]
