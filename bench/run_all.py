@@ -34,6 +34,7 @@ from bench import (
     start_latency,
     stats_latency,
     tls_flood,
+    webhook_delivery,
     ws_memory,
 )
 from bench._harness import (
@@ -51,6 +52,7 @@ from bench._harness import (
 LOCAL_BENCHMARKS: tuple[tuple[str, LocalMeasure], ...] = (
     ("limiter_memory", limiter_memory.measure),
     ("json_depth", json_depth.measure),
+    ("webhook_delivery", webhook_delivery.measure),
 )
 BENCHMARKS: tuple[tuple[str, Measure, dict[str, str]], ...] = (
     ("idle_memory", idle_memory.measure, {}),

@@ -91,7 +91,8 @@ async def accepted(client: TestClient[Any, Any], path: str) -> str:
 # -- a gateway killed mid-stop --------------------------------------------------------------------
 
 
-Serve = Callable[[], Awaitable[str]]
+# Extra environment variables (``NEKZUS_*`` settings) may be given to a start.
+Serve = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
@@ -110,13 +111,13 @@ async def serve(
         NEKZUS_RUNTIMES__DOCKER__SELF_ID="0" * 64,
     )
 
-    async def start() -> str:
+    async def start(**settings: str) -> str:
         port = free_port()
         log = (tmp_path / f"gateway-{len(processes)}.log").open("wb")
         with log:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "nekzus", "serve",
-                cwd=ROOT, env={**env, "NEKZUS_SERVER__PORT": str(port)},
+                cwd=ROOT, env={**env, **settings, "NEKZUS_SERVER__PORT": str(port)},
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
             )  # fmt: skip
         processes.append(process)
