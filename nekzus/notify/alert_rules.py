@@ -120,6 +120,13 @@ class Alert:
             "timestamp": timestamp,
         }
 
+    def to_json(self) -> dict[str, Any]:
+        """The alert as ``GET /api/v1/alerts`` lists it: its event data, and whether it is firing
+        or still pending (held for less than its rule's ``for``)."""
+        data = self.data(0)
+        del data["timestamp"]
+        return {**data, "state": self.state}
+
     def next_time(self) -> float | None:
         """When something is due for this alert, None if nothing is."""
         if self.held:

@@ -1,0 +1,173 @@
+"""What the watcher tells for alert rules: exit codes, OOM kills, any container's healthcheck
+verdicts; and the log follower's matching of time-stamped blocks without re-matching on resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from nekzus.config import AlertRuleConfig, AppConfig
+from nekzus.linking import AppLinker
+from nekzus.notify.alert_rules import Rule, Subject
+from nekzus.notify.logwatch import LogFollower, LogWatch
+from nekzus.realtime.events import Event, EventBus
+from nekzus.realtime.watcher import StateWatcher
+from runtimes import ContainerState, LogChunk, RuntimeEvent, RuntimeRegistry
+from runtimes.docker.events import event_from_line
+from tests.support.fakes import FakeRuntime, summary
+from tests.support.gateway import Heard
+
+FULL = "f" * 64
+
+
+def line(action: str, **attributes: Any) -> bytes:
+    return json.dumps(
+        {
+            "Type": "container",
+            "Action": action,
+            "Actor": {"ID": FULL, "Attributes": {"name": "web", "image": "busybox", **attributes}},
+            "time": 1_700_000_000,
+            "timeNano": 1_700_000_000_000_000_000,
+        }
+    ).encode()
+
+
+def test_a_die_carries_its_exit_code_and_an_oom_changes_no_state() -> None:
+    died = event_from_line(line("die", exitCode="137", tier="front"), "docker")
+    assert died is not None
+    assert (died.state, died.exit_code, dict(died.labels)) == (ContainerState.EXITED, 137, {"tier": "front"})
+    oom = event_from_line(line("oom"), "docker")
+    assert oom is not None and (oom.action, oom.state, oom.exit_code) == ("oom", None, None)
+    garbled = event_from_line(line("die", exitCode="x"), "docker")
+    assert garbled is not None and garbled.exit_code is None
+    started = event_from_line(line("start"), "docker")
+    assert started is not None and started.exit_code is None
+
+
+def drained(sub: Heard) -> list[Event]:
+    events = []
+    while not sub.queue.empty():
+        events.append(sub.queue.get_nowait())
+    return events
+
+
+def event(action: str, state: ContainerState | None, **fields: Any) -> RuntimeEvent:
+    return RuntimeEvent(
+        container_id=summary(1).id,
+        name="fake-1",
+        action=action,
+        state=state,
+        labels={},
+        runtime="docker",
+        namespace="",
+        timestamp=1_700_000_000,
+        **fields,
+    )
+
+
+async def watcher_of(*, linked: bool = False) -> tuple[StateWatcher, Heard]:
+    runtime = FakeRuntime([summary(1, linked=linked)])
+    bus = EventBus()
+    watcher = StateWatcher(runtime, bus, AppLinker([AppConfig(id="fake", name="Fake")]))
+    await watcher._reconcile(publish=False)
+    return watcher, Heard(bus)
+
+
+async def test_exits_carry_their_code_and_an_oom_is_told_without_removing_anything() -> None:
+    watcher, sub = await watcher_of()
+    await watcher._apply(event("oom", None))
+    await watcher._apply(event("die", ContainerState.EXITED, exit_code=137))
+    oom, state = drained(sub)
+    assert oom.type == "container.oom"
+    assert oom.data == {
+        "containerId": summary(1).id,
+        "name": "fake-1",
+        "runtime": "docker",
+        "namespace": "",
+        "timestamp": 1_700_000_000,
+    }
+    assert state.type == "container.state"
+    assert (state.data["state"], state.data["previousState"], state.data["exitCode"]) == (
+        "exited",
+        "running",
+        137,
+    )
+    assert watcher.known("", summary(1).id) is not None
+    await watcher._apply(event("start", ContainerState.RUNNING))
+    (started,) = drained(sub)
+    assert "exitCode" not in started.data
+
+
+async def test_any_container_s_verdict_changes_are_told_once_each() -> None:
+    watcher, sub = await watcher_of()
+    for verdict in ("healthy", "healthy", "unhealthy", "unhealthy", "healthy"):
+        await watcher._apply(event("health_status", ContainerState.RUNNING, health=verdict))
+    told = [(e.data["health"], e.data["previousHealth"]) for e in drained(sub)]
+    assert told == [("healthy", None), ("unhealthy", "healthy"), ("healthy", "unhealthy")]
+
+
+async def test_a_linked_app_still_gets_its_health_change_beside_container_health() -> None:
+    watcher, sub = await watcher_of(linked=True)
+    watcher._linker = AppLinker([AppConfig(id="fake-1", name="Fake")])
+    await watcher._reconcile(publish=False)
+    await watcher._apply(event("health_status", ContainerState.RUNNING, health="unhealthy"))
+    assert sorted(e.type for e in drained(sub)) == ["container.health", "health_change"]
+
+
+def log_rule(**when: Any) -> Rule:
+    return Rule(AlertRuleConfig(name="log", when={"condition": "log", "containers": ["web"], **when}))
+
+
+WEB = Subject("docker", "", summary(1).id, "web")
+
+
+def follower(rule: Rule, last: tuple[int, int]) -> tuple[LogFollower, list[tuple[bytes, int]]]:
+    hits: list[tuple[bytes, int]] = []
+    runtime = FakeRuntime([summary(1)])
+    made = LogFollower(runtime, WEB, [rule], lambda r, s, text, n: hits.append((text, n)), last)
+    return made, hits
+
+
+def test_time_stamps_are_not_matched_and_anchors_see_the_line_s_own_start() -> None:
+    made, hits = follower(log_rule(pattern="^panic"), (0, 0))
+    made.scan(
+        b"2024-05-01T10:00:00.000000001Z panic: one\n"
+        b"2024-05-01T10:00:01.5Z not a panic\n"
+        b"2024-05-01T10:00:02Z\n"
+        b"2024-05-01T10:00:03.25Z panic: two\n"
+    )
+    assert hits == [(b"panic: two", 2)]
+    assert made.last == (1714557603, 250_000_000)
+    assert made.lines == 4
+
+
+def test_a_resumed_read_skips_what_was_read_already() -> None:
+    made, hits = follower(log_rule(terms=["error"]), (1714557601, 500_000_000))
+    made.scan(
+        b"2024-05-01T10:00:01.000000000Z error old\n"
+        b"2024-05-01T10:00:01.500000000Z error last read\n"
+        b"2024-05-01T10:00:01.500000001Z error new\n"
+    )
+    made.scan(b"2024-05-01T10:00:01.2Z error from stderr, earlier but after the resume\n")
+    assert hits == [(b"error new", 1), (b"error from stderr, earlier but after the resume", 1)]
+    assert made.last == (1714557601, 500_000_001)
+
+
+async def test_a_follower_of_a_stopped_container_reads_to_the_end_then_ends() -> None:
+    runtime = FakeRuntime([dataclasses.replace(summary(1), state=ContainerState.EXITED)])
+    runtime.log_chunks = [
+        LogChunk("stdout", b"2024-05-01T10:00:00Z boot\n2024-05-01T10:00:01Z ERR"),
+        LogChunk("stdout", b"OR: it broke\n2024-05-01T10:00:02Z last, no newline ERROR"),
+    ]
+    registry = RuntimeRegistry("docker")
+    registry.add(runtime)
+    hits: list[tuple[bytes, int]] = []
+    watch = LogWatch(registry, lambda r, s, text, n: hits.append((text, n)))
+    watch.follow(WEB, [log_rule(terms=["error"])], (1714557600, 0))
+    (made,) = watch.followers.values()
+    assert made.task is not None
+    await made.task
+    assert hits == [(b"ERROR: it broke", 1), (b"last, no newline ERROR", 1)]
+    assert watch.followers == {}
+    await watch.close()
