@@ -74,7 +74,9 @@ async def measure(bench: Bench) -> list[Row]:
     for round_ in range(ROUNDS):
         # The raw read first, then the follower, so each ratio compares two runs seconds apart.
         for reader, run in (("raw", _raw_read), ("follower", _follower)):
-            cid = await bench.engine.create(f"bench-log-alerts-{reader}-{round_}", COMMAND, {LABEL: "1"})
+            # Only the follower's container carries the rule's label: the raw read runs alone.
+            labels = {LABEL: "1"} if reader == "follower" else {}
+            cid = await bench.engine.create(f"bench-log-alerts-{reader}-{round_}", COMMAND, labels)
             before = {who: cpu_seconds(pid) for who, pid in pids.items()}
             took = await run(bench, cid)
             seconds[reader].append(took)
