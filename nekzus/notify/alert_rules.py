@@ -129,10 +129,11 @@ class Alert:
 
     def next_time(self) -> float | None:
         """When something is due for this alert, None if nothing is."""
-        if self.held:
-            times = [t for t in (self.expires_at, self.fires_at if self.state == "pending" else None) if t]
-            return min(times) if times else None
-        return self.resolves_at
+        if not self.held:
+            return self.resolves_at
+        if self.state == "pending":
+            return self.fires_at if self.expires_at is None else min(self.fires_at, self.expires_at)
+        return self.expires_at
 
 
 class AlertBook:

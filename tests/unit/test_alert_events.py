@@ -3,19 +3,26 @@ verdicts; and the log follower's matching of time-stamped blocks without re-matc
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from typing import Any
 
+import pytest
+
 from nekzus.config import AlertRuleConfig, AppConfig
 from nekzus.linking import AppLinker
+from nekzus.notify import alerts
 from nekzus.notify.alert_rules import Rule, Subject
+from nekzus.notify.alerts import AlertService
 from nekzus.notify.logwatch import LogFollower, LogWatch
+from nekzus.operations.tracker import JobText, OperationTracker
 from nekzus.realtime.events import Event, EventBus
+from nekzus.realtime.statsfeed import StatsFeed
 from nekzus.realtime.watcher import StateWatcher
-from runtimes import ContainerState, LogChunk, RuntimeEvent, RuntimeRegistry
+from runtimes import ContainerRef, ContainerState, ContainerSummary, LogChunk, RuntimeEvent, RuntimeRegistry
 from runtimes.docker.events import event_from_line
-from tests.support.fakes import FakeRuntime, summary
+from tests.support.fakes import FakeRuntime, registry_of, summary
 from tests.support.gateway import Heard
 
 FULL = "f" * 64
@@ -171,3 +178,118 @@ async def test_a_follower_of_a_stopped_container_reads_to_the_end_then_ends() ->
     assert hits == [(b"ERROR: it broke", 1), (b"last, no newline ERROR", 1)]
     assert watch.followers == {}
     await watch.close()
+
+
+class Service:
+    """An AlertService over a fake runtime, fed events by hand; what it published."""
+
+    def __init__(self, rule: dict[str, Any], labels: dict[str, str] | None = None) -> None:
+        self.container = dataclasses.replace(summary(1), labels=labels or {})
+        self.runtime = FakeRuntime([self.container])
+        self.bus = EventBus()
+        self.heard = Heard(self.bus)
+        self.tracker = OperationTracker(self.bus, retention_seconds=600, max_records=100)
+        registry = registry_of(self.runtime)
+        self.feed = StatsFeed(registry, lambda s: {}, self._no_linked)
+        self.watcher = StateWatcher(self.runtime, self.bus, AppLinker([]))
+        rules = [AlertRuleConfig(**rule)]
+        self.service = AlertService(rules, self.bus, self.tracker, self.feed, registry, [self.watcher])
+
+    @staticmethod
+    async def _no_linked() -> list[ContainerSummary]:
+        return []
+
+    async def __aenter__(self) -> Service:
+        await self.watcher._reconcile(publish=False)
+        self.service.start(self._no_linked)  # ready at once: the watcher has listed
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.service.close()
+        await self.tracker.close()
+        await self.feed.close()
+
+    def state(self, state: str, previous: str, **extra: Any) -> None:
+        self.bus.publish(
+            "container.state",
+            {
+                "containerId": self.container.id,
+                "name": self.container.name,
+                "runtime": "docker",
+                "namespace": "",
+                "state": state,
+                "previousState": previous,
+                "timestamp": 1_700_000_000,
+                **extra,
+            },
+        )
+
+    def alerts(self) -> list[tuple[str, Any]]:
+        return [(e.type, e.data["message"]) for e in drained(self.heard) if e.type.startswith("alert.")]
+
+
+async def test_exits_fire_unless_zero_with_nonzero_only() -> None:
+    rule = {"name": "crash", "when": {"condition": "exited", "nonzero_only": True}, "cooldown": 0}
+    async with Service(rule) as s:
+        s.state("exited", "running", exitCode=0)
+        s.state("running", "exited")
+        s.state("exited", "running")  # no code known: not counted either
+        assert s.alerts() == []
+        s.state("running", "exited")
+        s.state("exited", "running", exitCode=2)
+        assert s.alerts() == [("alert.firing", "fake-1 exited with code 2")]
+        s.state("running", "exited")
+        assert s.alerts() == [("alert.resolved", "fake-1 exited with code 2")]
+
+
+async def test_an_exit_the_gateway_was_asked_for_does_not_fire_nor_count_as_a_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rules = {"name": "loop", "when": {"condition": "restart_loop", "restarts": 2, "within": 60}}
+    async with Service(rules) as s:
+        op = s.tracker.submit(
+            s.runtime, ContainerRef(s.container.full_id), "restart", container_id=s.container.id, timeout=1
+        )
+        await op.done.wait()
+        for _ in range(3):  # within the grace after the restart ended
+            s.state("exited", "running", exitCode=137)
+            s.state("running", "exited")
+        assert s.alerts() == []
+        monkeypatch.setattr(alerts, "ASKED_GRACE", 0.0)  # the operation is long past
+        s.state("exited", "running", exitCode=1)
+        s.state("running", "exited")
+        s.state("exited", "running", exitCode=1)
+        s.state("running", "exited")
+        assert s.alerts() == [("alert.firing", "fake-1 restarted 2 times within 60 s")]
+
+
+async def test_an_action_on_the_container_s_stack_explains_its_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    rule = {"name": "crash", "when": {"condition": "exited"}}
+    async with Service(rule, labels={"com.docker.compose.project": "shop"}) as s:
+        release = asyncio.Event()
+
+        async def work(progress: object) -> None:
+            await release.wait()
+
+        text = JobText("Stack stop initiated", "stopped", "stop")
+        op = s.tracker.submit_job(
+            runtime="docker", resource="stack", action="stop", target="shop", work=work, text=text
+        )
+        s.state("exited", "running", exitCode=137)
+        assert s.alerts() == []
+        release.set()
+        await op.done.wait()
+        monkeypatch.setattr(alerts, "ASKED_GRACE", 0.0)
+        s.state("running", "exited")
+        s.state("exited", "running", exitCode=137)
+        assert s.alerts() == [("alert.firing", "fake-1 exited with code 137")]
+
+
+async def test_oom_and_health_events_fire_and_a_removal_resolves() -> None:
+    rule = {"name": "oom", "when": {"condition": "oom"}, "cooldown": 300}
+    async with Service(rule) as s:
+        data = {"containerId": s.container.id, "name": "fake-1", "runtime": "docker", "namespace": ""}
+        s.bus.publish("container.oom", {**data, "timestamp": 1})
+        assert s.alerts() == [("alert.firing", "fake-1 was killed for lack of memory (OOM)")]
+        s.state("removed", "exited")
+        assert s.alerts() == [("alert.resolved", "fake-1 was killed for lack of memory (OOM)")]

@@ -72,6 +72,8 @@ async def test_an_unknown_rule_is_a_404_that_does_not_echo_it(
         resp = await client.get("/api/v1/alerts", params={"rule": name}, headers=READER)
         body = await expect(resp, 404, "ALERT_RULE_NOT_FOUND")
         assert body["message"] == "No alert rule has that name"
+    twice = await client.get("/api/v1/alerts?rule=hot&rule=crashed", headers=READER)
+    assert "rule" in (await expect(twice, 400, "INVALID_REQUEST"))["message"]
 
 
 async def test_a_gateway_without_rules_lists_nothing(gateway: ClientFactory, docker_host: str) -> None:

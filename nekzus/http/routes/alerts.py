@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ...errors import ApiError
 from ...notify.alerts import ALERTS
+from ...params import single_query
 from ...security.auth import READ_ALERTS, requires
 
 
@@ -14,7 +15,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     """The active alerts (firing, and pending: held for less than their rule's ``for``), oldest
     first, and the configured rules; ``?rule=`` keeps one rule's."""
     service = request.app[ALERTS]
-    rule = request.query.get("rule")
+    rule = single_query(request, "rule")
     if rule is not None and not any(r.name == rule for r in service.rules):
         # The name is not echoed: it is the client's text, of any length.
         raise ApiError(404, "ALERT_RULE_NOT_FOUND", "No alert rule has that name")
