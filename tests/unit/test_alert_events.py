@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -293,3 +294,43 @@ async def test_oom_and_health_events_fire_and_a_removal_resolves() -> None:
         assert s.alerts() == [("alert.firing", "fake-1 was killed for lack of memory (OOM)")]
         s.state("removed", "exited")
         assert s.alerts() == [("alert.resolved", "fake-1 was killed for lack of memory (OOM)")]
+
+
+class BreakingLogs(FakeRuntime):
+    """A log stream that breaks while the container runs: each read answers the whole log again
+    (as a ``since`` of whole seconds does), a line more each time; the third read finds the
+    container stopped."""
+
+    def __init__(self) -> None:
+        super().__init__([summary(1)])
+        self.reads: list[int | None] = []
+
+    async def logs(
+        self,
+        ref: ContainerRef,
+        *,
+        follow: bool,
+        tail: int | None,
+        timestamps: bool,
+        since: int | None = None,
+        until: int | None = None,
+    ) -> AsyncIterator[LogChunk]:
+        self.reads.append(since)
+        lines = b"".join(b"2024-05-01T10:00:0%dZ error %d\n" % (n, n) for n in range(len(self.reads) + 1))
+        if len(self.reads) == 3:
+            (c,) = self.containers.values()
+            self.containers[c.full_id] = dataclasses.replace(c, state=ContainerState.EXITED)
+        yield LogChunk("stdout", lines)
+
+
+async def test_a_broken_stream_is_read_again_from_the_last_line_without_matching_it_twice() -> None:
+    runtime = BreakingLogs()
+    hits: list[tuple[bytes, int]] = []
+    watch = LogWatch(registry_of(runtime), lambda r, s, text, n: hits.append((text, n)))
+    watch.follow(WEB, [log_rule(terms=["error"])], (1714557600, 0))
+    (made,) = watch.followers.values()
+    assert made.task is not None
+    await made.task
+    assert hits == [(b"error 1", 1), (b"error 2", 1), (b"error 3", 1)]
+    assert runtime.reads == [1714557600, 1714557601, 1714557602]
+    await watch.close()
