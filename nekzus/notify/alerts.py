@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 # stack action of the container was asked for (the runtime's event may trail the operation).
 ASKED_GRACE = 5.0
 _EXITS = frozenset({"exited", "failed"})
+RESAMPLE_SECONDS = 5.0
 _STATS_CONDITIONS = frozenset({"cpu", "memory"})
 
 
@@ -55,7 +56,7 @@ class AlertStats:
         self,
         feed: StatsFeed,
         on_sample: Callable[[Subject, Sequence[Rule], StatsSample], None],
-        on_end: Callable[[Subject, Sequence[Rule]], None],
+        on_end: Callable[[Subject, Sequence[Rule], bool], None],
     ) -> None:
         self._feed = feed
         self._on_sample = on_sample
@@ -90,7 +91,7 @@ class AlertStats:
         del self._followed[entry[1].key], self._subjects[sampler.target.key]
         if error is not None:
             log.warning("stats of %s for alerts ended: %s", entry[1].name, error.message)
-        self._on_end(entry[1], entry[2])
+        self._on_end(entry[1], entry[2], error is not None)
 
     def drop(self, key: SubjectKey) -> None:
         """Stop sampling for the rules: the container is gone."""
@@ -271,10 +272,22 @@ class AlertService:
                 self.book.clear(rule, subject)
         self._wake.set()
 
-    def _on_stats_end(self, subject: Subject, rules: Sequence[Rule]) -> None:
+    def _on_stats_end(self, subject: Subject, rules: Sequence[Rule], failed: bool) -> None:
         for rule in rules:
             self.book.clear(rule, subject)
         self._wake.set()
+        if failed:
+            self._tasks.spawn(self._resample(subject), name=f"alert-resample-{subject.container_id}")
+
+    async def _resample(self, subject: Subject) -> None:
+        """A stats stream that failed while its container may still run (the runtime went away
+        and came back without restarting it, so no start event will come): sample it again."""
+        await asyncio.sleep(RESAMPLE_SECONDS)
+        watcher = self._watchers.get(subject.runtime)
+        known = watcher.known(subject.namespace, subject.container_id) if watcher is not None else None
+        if known is not None and known.state is ContainerState.RUNNING:
+            rules = [r for r in self._selecting(subject, known.labels) if r.condition in _STATS_CONDITIONS]
+            self._follow(subject, rules, now_nanos())
 
     def _on_hit(self, rule: Rule, subject: Subject, line: bytes, lines: int) -> None:
         self.book.hit(rule, subject, line, lines)

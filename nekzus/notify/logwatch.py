@@ -98,7 +98,8 @@ class LogFollower:
             except NotFound:
                 return
             except RuntimeFailure as exc:
-                log.info("following the log of %s for alerts: %s", self.subject.name, exc)
+                if delay == RESUME_FIRST:  # once per outage, not at every try
+                    log.info("following the log of %s for alerts: %s", self.subject.name, exc)
             else:
                 if not current.state.is_running and not self.again:
                     return

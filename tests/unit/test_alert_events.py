@@ -21,10 +21,19 @@ from nekzus.operations.tracker import JobText, OperationTracker
 from nekzus.realtime.events import Event, EventBus
 from nekzus.realtime.statsfeed import StatsFeed
 from nekzus.realtime.watcher import StateWatcher
-from runtimes import ContainerRef, ContainerState, ContainerSummary, LogChunk, RuntimeEvent, RuntimeRegistry
+from runtimes import (
+    ContainerRef,
+    ContainerState,
+    ContainerSummary,
+    LogChunk,
+    RuntimeEvent,
+    RuntimeRegistry,
+    StatsSample,
+    Unavailable,
+)
 from runtimes.docker.events import event_from_line
 from tests.support.fakes import FakeRuntime, registry_of, summary
-from tests.support.gateway import Heard
+from tests.support.gateway import Heard, next_event
 
 FULL = "f" * 64
 
@@ -184,9 +193,11 @@ async def test_a_follower_of_a_stopped_container_reads_to_the_end_then_ends() ->
 class Service:
     """An AlertService over a fake runtime, fed events by hand; what it published."""
 
-    def __init__(self, rule: dict[str, Any], labels: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, rule: dict[str, Any], labels: dict[str, str] | None = None, runtime: FakeRuntime | None = None
+    ) -> None:
         self.container = dataclasses.replace(summary(1), labels=labels or {})
-        self.runtime = FakeRuntime([self.container])
+        self.runtime = runtime or FakeRuntime([self.container])
         self.bus = EventBus()
         self.heard = Heard(self.bus)
         self.tracker = OperationTracker(self.bus, retention_seconds=600, max_records=100)
@@ -334,3 +345,33 @@ async def test_a_broken_stream_is_read_again_from_the_last_line_without_matching
     assert hits == [(b"error 1", 1), (b"error 2", 1), (b"error 3", 1)]
     assert runtime.reads == [1714557600, 1714557601, 1714557602]
     await watch.close()
+
+
+class FailingStats(FakeRuntime):
+    """Streams stats: the first stream fails (the runtime went away), the next one runs hot."""
+
+    def __init__(self) -> None:
+        super().__init__([summary(1)])
+        self.streams = 0
+        self.ended = asyncio.Event()
+
+    async def stream_stats(self, ref: ContainerRef) -> AsyncIterator[StatsSample]:
+        self.streams += 1
+        if self.streams == 1:
+            raise Unavailable("the daemon went away")
+        yield StatsSample(summary(1).id, 99.0, 1.98, 2.0, 10.0, 1, 10, 9, 0, 0, 1)
+        await self.ended.wait()  # a stream runs until the container stops (here: until left)
+
+
+async def test_a_failed_stats_stream_of_a_running_container_is_sampled_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(alerts, "RESAMPLE_SECONDS", 0.0)
+    runtime = FailingStats()
+    rule = {"name": "hot", "when": {"condition": "cpu", "above": 50}}
+    async with Service(rule, runtime=runtime) as s:
+        s.state("running", "exited")
+        fired = await next_event(s.heard, "alert.", timeout=10)
+        assert (fired.type, fired.data["message"]) == ("alert.firing", "fake-1 uses 99.0% CPU (above 50%)")
+        assert runtime.streams == 2
+        assert list(s.service.stats.followed) == [("docker", "", summary(1).id)]
