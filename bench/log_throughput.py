@@ -95,7 +95,7 @@ def _read_raw(socket_path: str, path: str, timestamps: bool) -> tuple[int, str]:
     return lines, last.partition(" ")[2] if timestamps else last
 
 
-async def _raw(bench: Bench, cid: str, *, timestamps: bool) -> tuple[int, str]:
+async def raw_log(bench: Bench, cid: str, *, timestamps: bool) -> tuple[int, str]:
     query = f"stdout=1&stderr=1&follow=1&timestamps={int(timestamps)}"
     path = f"{bench.engine.prefix}/containers/{cid}/logs?{query}"
     return await asyncio.to_thread(_read_raw, bench.engine.socket, path, timestamps)
@@ -151,10 +151,10 @@ async def measure(bench: Bench) -> list[Row]:
         # Each measured reader right after its reference, so that a ratio compares two runs a few
         # seconds apart on a machine whose load drifts.
         readers = {
-            "raw": lambda: _raw(bench, cid, timestamps=True),
+            "raw": lambda: raw_log(bench, cid, timestamps=True),
             "ws batch": lambda: _ws(bench, cid, batch=True),
             "ws": lambda: _ws(bench, cid, batch=False),
-            "raw, no times": lambda: _raw(bench, cid, timestamps=False),
+            "raw, no times": lambda: raw_log(bench, cid, timestamps=False),
             "aiodocker": lambda: _direct(docker, cid),
         }
         runs: dict[str, list[Run]] = {name: [] for name in readers}

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .hosts import allowed_host_entry
+from .logsearch import InvalidSearch, LogSearch
 
 CONFIG_ENV = "NEKZUS_CONFIG"
 RUNTIME_NAMES = ("docker", "kubernetes")
@@ -476,6 +477,12 @@ class AlertWhen(_Section):
                     "condition 'log' needs containers or labels: logs are followed only of the "
                     "containers a rule names"
                 )
+            if self.pattern:
+                # Refused here, naming the key, rather than when the first line comes.
+                try:
+                    LogSearch([self.pattern], regex=True, case_sensitive=True)
+                except InvalidSearch as exc:
+                    raise ValueError(str(exc)) from None
         return self
 
 

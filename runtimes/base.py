@@ -118,7 +118,7 @@ class RuntimeEvent:
     container_id: str
     name: str
     action: str
-    # None: the container was removed, or (action "rename") its state did not change.
+    # None: the container was removed, or (actions "rename" and "oom") its state did not change.
     state: ContainerState | None
     labels: Mapping[str, str]
     runtime: str
@@ -129,6 +129,8 @@ class RuntimeEvent:
     # Nanoseconds since the epoch, for resuming the stream exactly where it stopped.
     time_nano: int = 0
     annotations: Mapping[str, str] = field(default_factory=dict)
+    # The exit code of a container that exited (Docker's "die"), when the runtime tells it.
+    exit_code: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,8 @@ _PAST = {
     "pause": "paused",
     "unpause": "unpaused",
 }
+# Container actions that end (or may end) a container's run: an exit during one was asked for.
+STOPPING_ACTIONS = frozenset({"stop", "restart", "remove", "update", "pause"})
 INTERRUPTED = "OPERATION_INTERRUPTED"
 INTERRUPTED_MESSAGE = (
     "The gateway restarted before the operation finished; the container's current state tells "
@@ -260,6 +262,23 @@ class OperationTracker:
         chosen = [op for op in reversed(self._records.values()) if op.started_at >= since]
         chosen.sort(key=lambda op: op.started_at, reverse=True)
         return chosen
+
+    def acted_on(
+        self, runtime: str, namespace: str, container_id: str, stack: str | None, *, within: float
+    ) -> bool:
+        """Whether the gateway was asked to stop, restart, remove or replace the container, or to act
+        on its stack (compose project), in an operation running now or ended less than ``within``
+        seconds ago: an exit it explains is no failure."""
+        horizon = time.monotonic() - within
+        for op in self._records.values():
+            if op.runtime != runtime or (op._finished_mono is not None and op._finished_mono < horizon):
+                continue
+            if op.resource == "container" and op.action in STOPPING_ACTIONS:
+                if (op.namespace, op.container_id) == (namespace, container_id):
+                    return True
+            elif op.resource == "stack" and stack is not None and op.container_id == stack:
+                return True
+        return False
 
     async def restore(self) -> None:
         """Load the stored records; those a dead gateway left unfinished become failed

@@ -56,12 +56,13 @@ class _LineCache:
         return self._seconds
 
 
-def _now_nanos() -> tuple[int, int]:
+def now_nanos() -> tuple[int, int]:
     now_ns = time.time_ns()
     return now_ns // 1_000_000_000, now_ns % 1_000_000_000
 
 
-def _nanos(stamp: str) -> tuple[int, int]:
+def stamp_nanos(stamp: str) -> tuple[int, int]:
+    """(seconds, nanoseconds) of a log line's time stamp; (0, 0) for one that cannot be read."""
     try:
         return parse_since(stamp)
     except InvalidSubscription:
@@ -232,7 +233,7 @@ class LogSession:
     async def _stream(self, ref: ContainerRef) -> str:
         """Deliver the lines, then answer why the stream ended (the ``ended`` reason)."""
         sub = self.sub
-        opened = _now_nanos()
+        opened = now_nanos()
         since = sub.since
         tail = sub.tail if since is None else None
         skip_until = since if sub.since_exclusive else None
@@ -252,11 +253,11 @@ class LogSession:
                 delay = min(delay * 2, RESUME_MAX)
             else:
                 delay = RESUME_FIRST
-            last = _nanos(self.last_stamp) if self.last_stamp else opened
+            last = stamp_nanos(self.last_stamp) if self.last_stamp else opened
             delivered = await self._follow(ref, tail=None, since=last, skip_until=last)
         # Docker ends a follow stream when the container stops and may not have sent the last
         # line yet (a final line without a newline, notably): read once more from the last line.
-        last = _nanos(self.last_stamp) if self.last_stamp else opened
+        last = stamp_nanos(self.last_stamp) if self.last_stamp else opened
         with contextlib.suppress(NotFound):  # a deleted pod (or removed container) has no more
             await self._pump(ref, follow=False, tail=None, since=last, skip_until=last)
         return "error" if running is None else "container_stopped"
@@ -308,7 +309,7 @@ class LogSession:
         lines.pop()  # the block ends with a newline: what follows it is empty
         skipped = 0
         if skip_until is not None:
-            while skipped < len(lines) and _nanos(lines[skipped].partition(" ")[0]) <= skip_until:
+            while skipped < len(lines) and stamp_nanos(lines[skipped].partition(" ")[0]) <= skip_until:
                 skipped += 1
             if skipped == len(lines):
                 return skip_until

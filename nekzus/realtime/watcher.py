@@ -1,4 +1,6 @@
-"""Live container state from the runtime's own event stream: ``container.state`` and ``health_change``.
+"""Live container state from the runtime's own event stream: ``container.state`` (with the exit
+code of an exit, when the runtime tells it), ``container.health`` (any container's healthcheck
+verdict), ``container.oom`` and ``health_change`` (a linked app's).
 
 Changes made outside the gateway (the docker CLI, a crash, a restart policy) are seen too. When the
 stream breaks (the daemon restarts), the watcher reconnects with backoff, lists the containers to
@@ -40,6 +42,10 @@ log = logging.getLogger(__name__)
 RETRY_FIRST, RETRY_MAX = 0.5, 5.0
 # The ``state`` of a ``container.state`` event for a container that no longer exists.
 REMOVED = "removed"
+# Healthcheck results that are a verdict ("starting" is none yet).
+VERDICTS = frozenset({"healthy", "unhealthy"})
+# Runtime events that carry no state and remove nothing (see RuntimeEvent.state).
+_STATELESS = frozenset({"rename", "oom"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +99,19 @@ class StateWatcher:
         # Events, resyncs and re-reads write the model one at a time: a listing taken before an
         # event must not overwrite the row that event re-read.
         self._lock = asyncio.Lock()
+
+    def known(self, namespace: str, cid: str) -> Known | None:
+        """What the watcher knows of a container (its name, state, labels), None if nothing."""
+        return self._known.get((namespace, cid))
+
+    def containers(self) -> list[tuple[str, Known]]:
+        """Every container the watcher knows of, with its id."""
+        return [(cid, known) for (_, cid), known in self._known.items()]
+
+    def full_id(self, cid: str) -> str:
+        """The runtime's full id of a container (its row's, when the model has one), else ``cid``."""
+        row = self.model.rows.get(cid) if self.model is not None else None
+        return row.summary.full_id if row is not None else cid
 
     async def run(self) -> None:
         self._delay = RETRY_FIRST
@@ -187,6 +206,8 @@ class StateWatcher:
             self._known[key] = current
             if publish and (known is None or known.state is not c.state):
                 self._publish_state(c.id, current, known.state if known else None)
+            if publish:
+                self._check_health(c.id, current, known)
             self._update_app(c.id, current, publish=publish)
         for gone in set(self._known) - seen:
             self._forget(gone, publish=publish)
@@ -195,7 +216,10 @@ class StateWatcher:
         cid = event.container_id
         key = (event.namespace, cid)
         known = self._known.get(key)
-        if event.state is None and event.action != "rename":  # removed
+        if event.action == "oom":
+            self._publish_oom(cid, event, known)
+            return
+        if event.state is None and event.action not in _STATELESS:  # removed
             if self.model is not None:
                 self.model.remove(cid)
             if key in self._known:
@@ -229,7 +253,10 @@ class StateWatcher:
         )
         self._known[key] = current
         if known is None or known.state is not current.state:
-            self._publish_state(cid, current, known.state if known else None, event.timestamp)
+            self._publish_state(
+                cid, current, known.state if known else None, event.timestamp, exit_code=event.exit_code
+            )
+        self._check_health(cid, current, known, event.timestamp)
         self._update_app(cid, current, publish=True)
 
     async def _health_after_start(
@@ -262,7 +289,14 @@ class StateWatcher:
             self._publish_health(app, "unhealthy", f"Container {known.name} was removed")
 
     def _publish_state(
-        self, cid: str, c: Known, previous: ContainerState | None, at: int = 0, *, removed: bool = False
+        self,
+        cid: str,
+        c: Known,
+        previous: ContainerState | None,
+        at: int = 0,
+        *,
+        removed: bool = False,
+        exit_code: int | None = None,
     ) -> None:
         data: dict[str, Any] = {
             "containerId": cid,
@@ -273,7 +307,40 @@ class StateWatcher:
             "previousState": previous.value if previous else None,
             "timestamp": at or int(time.time()),
         }
+        if exit_code is not None:
+            data["exitCode"] = exit_code
         self._bus.publish("container.state", data)
+
+    def _check_health(self, cid: str, c: Known, known: Known | None, at: int = 0) -> None:
+        """``container.health`` when a container's healthcheck verdict changed, for any container
+        (``health_change`` tells only of linked apps). A container seen for the first time only
+        sets its baseline."""
+        if known is None or c.health not in VERDICTS or known.health == c.health:
+            return
+        self._bus.publish(
+            "container.health",
+            {
+                "containerId": cid,
+                "name": c.name,
+                "runtime": self.runtime.name,
+                "namespace": c.namespace,
+                "health": c.health,
+                "previousHealth": known.health,
+                "timestamp": at or int(time.time()),
+            },
+        )
+
+    def _publish_oom(self, cid: str, event: RuntimeEvent, known: Known | None) -> None:
+        self._bus.publish(
+            "container.oom",
+            {
+                "containerId": cid,
+                "name": event.name or (known.name if known else cid),
+                "runtime": self.runtime.name,
+                "namespace": event.namespace,
+                "timestamp": event.timestamp or int(time.time()),
+            },
+        )
 
     def _update_app(self, cid: str, c: Known, *, publish: bool) -> None:
         app = self._linker.app_of(c.summary(cid, self.runtime.name))

@@ -22,13 +22,19 @@ _EVENT_STATES: Mapping[str, ContainerState | None] = {
 _EVENT_NON_LABELS = frozenset({"image", "name", "exitCode", "signal", "execDuration", "oldName"})
 # Events that change what a container's list row shows but not its state.
 _EVENT_REFRESH = frozenset({"rename"})
+# Events that tell of something that happened to a container without changing its state: the
+# kernel killed one of its processes for want of memory (its "die" follows if it was the main one).
+_EVENT_NOTICES = frozenset({"oom"})
 
 
 async def stream_events(
     session: EngineSession, runtime: str, *, since: int | None
 ) -> AsyncIterator[RuntimeEvent]:
     # Only state changes and healthcheck verdicts: not the exec_* events every healthcheck makes.
-    wanted = {"type": ["container"], "event": [*_EVENT_STATES, *_EVENT_REFRESH, "health_status"]}
+    wanted = {
+        "type": ["container"],
+        "event": [*_EVENT_STATES, *_EVENT_REFRESH, *_EVENT_NOTICES, "health_status"],
+    }
     params = {"filters": json.dumps(wanted)}
     if since is not None:
         params["since"] = str(since)
@@ -57,13 +63,19 @@ def event_from_line(line: bytes, runtime: str) -> RuntimeEvent | None:
         action, state = "health_status", ContainerState.RUNNING
     elif action in _EVENT_STATES:
         state = _EVENT_STATES[action]
-    elif action in _EVENT_REFRESH:
+    elif action in _EVENT_REFRESH or action in _EVENT_NOTICES:
         state = None
     else:
         return None
     actor = raw.get("Actor") or {}
     attributes = actor.get("Attributes") or {}
     full_id = str(actor.get("ID") or raw.get("id") or "")
+    exit_code = None
+    if action == "die":
+        try:
+            exit_code = int(attributes["exitCode"])
+        except (KeyError, TypeError, ValueError):
+            exit_code = None
     return RuntimeEvent(
         container_id=short_id(full_id),
         name=str(attributes.get("name", "")),
@@ -75,4 +87,5 @@ def event_from_line(line: bytes, runtime: str) -> RuntimeEvent | None:
         timestamp=int(raw.get("time", 0)),
         health=health,
         time_nano=int(raw.get("timeNano", 0)),
+        exit_code=exit_code,
     )

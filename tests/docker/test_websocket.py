@@ -168,6 +168,7 @@ async def test_state_and_health_from_changes_made_outside_the_gateway(
         "namespace": "",
         "state": "exited",
         "previousState": "running",
+        "exitCode": 0,  # the runtime told it
         "timestamp": state["data"]["timestamp"],
         "seq": state["data"]["seq"],
         "epoch": client.app[HUB].replay.epoch,
