@@ -14,7 +14,7 @@ import aiohttp
 from nekzus.notify.webhook_store import DB_FILE
 from tests.docker.test_operations_real import Serve, serve
 from tests.support.docker_engine import Containers
-from tests.unit.test_webhooks import SECRET, Receiver, receiver
+from tests.support.receiver import SECRET, Receiver, receiver
 
 __all__ = ["receiver", "serve"]  # the fixtures this module uses
 

@@ -4,12 +4,10 @@ targets refused at connect time."""
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,35 +18,10 @@ from nekzus import __version__
 from nekzus.keys import EVENT_BUS
 from nekzus.realtime.hub import HUB
 from tests.support.gateway import ClientFactory, Heard
-from tests.unit.test_webhooks import (
-    HANG,
-    Receiver,
-    created,
-    hook,
-    publish,
-    receiver,
-    start,
-    webhook_config,
-)
+from tests.support.receiver import HANG, Receiver, hook, receiver, shown, until, webhook_config
+from tests.unit.test_webhooks import created, publish, start
 
 __all__ = ["receiver"]  # the fixture, shared with the registry's tests
-
-
-async def until(condition: Callable[[], Awaitable[bool]], seconds: float = 10) -> None:
-    """Until ``condition`` holds: a delivery's retry or expiry is no event a test can await, so
-    the API is asked again every 10 ms, within a deadline."""
-    async with asyncio.timeout(seconds):
-        for _ in itertools.count():
-            if await condition():
-                return
-            await asyncio.sleep(0.01)
-
-
-async def shown(client: TestClient[Any, Any], name: str = "ops") -> dict[str, Any]:
-    resp = await client.get(f"/api/v1/webhooks/{name}")
-    assert resp.status == 200, await resp.text()
-    body: dict[str, Any] = await resp.json()
-    return body
 
 
 async def deliveries(
